@@ -1,0 +1,36 @@
+# Everything runs from .venv, created and filled on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# torch/torchvision releases that run here; override for another machine or CUDA build.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+ARGS ?=
+
+.PHONY: install train test lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[dev]"
+	# learn2learn 0.2.0 ships C files that predate Python 3.11: install its runtime
+	# dependencies, then rebuild its extensions from the .pyx sources with Cython.
+	$(BIN)/pip install -q gym scipy requests tqdm qpth "cython<3.1" setuptools wheel
+	$(BIN)/pip install -q --no-deps --no-build-isolation --no-use-pep517 \
+		--global-option=build_ext learn2learn==0.2.0
+	touch $@
+
+train: $(STAMP)
+	$(BIN)/metalab-train $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+test: lint
+	$(BIN)/pytest $(ARGS)
+
+clean:
+	rm -rf $(VENV) .cache

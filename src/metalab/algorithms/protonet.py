@@ -1,0 +1,35 @@
+"""Prototypical Networks (Snell et al. 2017): classify queries by squared Euclidean distance
+to the mean embedding (prototype) of each class's support examples."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from metalab.algorithms.base import MetaLearner
+from metalab.data.episodes import Episodes
+
+
+def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
+                     ways: int) -> torch.Tensor:
+    """Negative squared distances ``[Nq, ways]`` from query embeddings to class prototypes."""
+    onehot = F.one_hot(labels, ways).to(support.dtype)  # [Ns, ways]
+    prototypes = onehot.T @ support / onehot.sum(0)[:, None]
+    return -(query[:, None, :] - prototypes[None]).pow(2).sum(-1)
+
+
+class ProtoNet(MetaLearner):
+    tasks = ("classification",)
+
+    def __init__(self, backbone, **kwargs):
+        super().__init__(**kwargs)
+        self.net = backbone(out_dim=None)
+
+    def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
+        ways = int(episodes.support_y.max()) + 1
+        logits = []
+        for task in range(episodes.num_tasks):  # one forward per task: batch-norm statistics
+            s, q = episodes.support_x[task], episodes.query_x[task]  # stay within the task
+            z = self.net.embed(torch.cat([s, q]))
+            logits.append(prototype_logits(z[: len(s)], episodes.support_y[task], z[len(s):], ways))
+        return torch.stack(logits)

@@ -1,0 +1,104 @@
+"""Few-shot episode sampling as index tensors, gathered from one in-memory tensor per split.
+
+Tasks are a pure function of (seed, step) or (eval_seed, episode id): nothing to checkpoint,
+the same tasks on any device and any number of ranks, and evaluation episodes that are the
+same for every run, so runs compare episode by episode.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from metalab.data.episodes import Episodes
+from metalab.data.tensors import ImageSplit
+from metalab.errors import ConfigError, require_positive
+
+
+def generator(*seeds: int) -> torch.Generator:
+    """A CPU generator seeded from several integers (e.g. run seed and step)."""
+    mixed = 0
+    for s in seeds:
+        mixed = (mixed * 1_000_003 + int(s)) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+class ClassIndex:
+    """Per-class sample positions of a split, padded to the largest class."""
+
+    def __init__(self, labels: torch.Tensor, n_classes: int):
+        order = torch.argsort(labels, stable=True)
+        self.counts = torch.bincount(labels, minlength=n_classes)
+        offsets = torch.cumsum(self.counts, 0) - self.counts
+        width = int(self.counts.max())
+        pos = torch.arange(width)
+        table = order[(offsets[:, None] + pos).clamp(max=len(labels) - 1)]
+        self.table = torch.where(pos < self.counts[:, None], table, -1)  # [n_classes, width]
+
+    def check(self, split: str, key: str, ways: int, per_class: int) -> None:
+        n_classes = len(self.counts)
+        if ways > n_classes:
+            raise ConfigError(
+                f"dataset.{key}ways", ways, f"the {split} split has only {n_classes} classes"
+            )
+        fewest = int(self.counts.min())
+        if per_class > fewest:
+            raise ConfigError(
+                f"dataset.{key}shots + dataset.{key}queries",
+                per_class,
+                f"the {split} split has classes with only {fewest} samples",
+            )
+
+    def draw(self, gen: torch.Generator, num_tasks: int, ways: int, per_class: int):
+        """Indices ``[T, ways, per_class]`` of distinct samples from ``ways`` distinct classes."""
+        n_classes, width = self.table.shape
+        classes = torch.rand(num_tasks, n_classes, generator=gen).argsort(dim=1)[:, :ways]
+        rows = self.table[classes]  # [T, W, width]
+        scores = torch.rand(num_tasks, ways, width, generator=gen).masked_fill(rows < 0, 2.0)
+        picks = scores.topk(per_class, dim=2, largest=False).indices
+        return rows.gather(2, picks)
+
+
+class ImageEpisodes:
+    """Draws classification episodes from one split held on the training device."""
+
+    def __init__(self, split: ImageSplit, mean, std, name: str = "train"):
+        self.name = name
+        self.images = split.images
+        self.index = ClassIndex(split.labels, split.n_classes)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def to(self, device) -> ImageEpisodes:
+        self.images = self.images.to(device)
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    def check(self, prefix: str, ways: int, shots: int, queries: int) -> None:
+        check_episode_shape(prefix, ways, shots, queries)
+        self.index.check(self.name, prefix, ways, shots + queries)
+
+    def plan(self, gen: torch.Generator, num_tasks: int, ways: int, shots: int, queries: int):
+        """Cheap CPU description of ``num_tasks`` tasks: sample indices ``[T, W, S+Q]``."""
+        return self.index.draw(gen, num_tasks, ways, shots + queries)
+
+    def episodes(self, idx: torch.Tensor, shots: int) -> Episodes:
+        """Turn indices ``[T, W, shots+queries]`` into normalised episodes on the data device."""
+        t, ways, per_class = idx.shape
+        x = self.images[idx.to(self.images.device).flatten()].float().div_(255)
+        x = ((x - self.mean) / self.std).view(t, ways, per_class, *x.shape[1:])
+        y = torch.arange(ways, device=x.device).view(1, ways, 1).expand(t, ways, per_class)
+
+        def flat(a):
+            return a.reshape(t, ways * a.shape[2], *a.shape[3:])
+
+        return Episodes(
+            flat(x[:, :, :shots]), flat(y[:, :, :shots]), flat(x[:, :, shots:]), flat(y[:, :, shots:])
+        )
+
+
+def check_episode_shape(prefix: str, ways: int, shots: int, queries: int) -> None:
+    for key, value in ((f"{prefix}ways", ways), (f"{prefix}shots", shots)):
+        require_positive(f"dataset.{key}", value)
+    require_positive(f"dataset.{prefix}queries", queries)
+    if ways < 2:
+        raise ConfigError(f"dataset.{prefix}ways", ways, "a classification task needs ways >= 2")

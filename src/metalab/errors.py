@@ -1,0 +1,14 @@
+"""User-facing configuration errors: caught by the entry points and printed in one line."""
+
+
+class ConfigError(ValueError):
+    """A bad value the user can fix: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={value!s}: {allowed}")
+
+
+def require_positive(key: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(key, value, "must be a positive integer")

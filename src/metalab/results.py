@@ -1,0 +1,40 @@
+"""The files a run leaves behind for people and tools: results.json, per-episode results."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+
+def write_results(run_dir: Path, results: dict, per_episode: dict[str, torch.Tensor],
+                  loggers: list = ()) -> None:
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    if per_episode:  # the same episodes in every run: paired comparisons read this file
+        names = sorted(per_episode)
+        with open(run_dir / "test_episodes.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["episode", *names])
+            for i, row in enumerate(zip(*(per_episode[n].tolist() for n in names))):
+                writer.writerow([i, *(f"{v:.6g}" for v in row)])
+    for logger in loggers:
+        summary = getattr(getattr(logger, "experiment", None), "summary", None)
+        if summary is not None:
+            summary.update(results)
+
+
+def print_results(results: dict, run_dir: Path | None = None) -> None:
+    """One line per test metric: mean ± 95% CI over the fixed test episodes."""
+    console = Console()
+    n = int(results.get("test/episodes", 0))
+    for name, value in sorted(results.items()):
+        if name.endswith("_ci95") or name == "test/episodes":
+            continue
+        ci = results.get(f"{name}_ci95")
+        spread = f" ± {ci:.4f}" if ci is not None else ""
+        console.print(f"[bold]{name}[/bold] = {value:.4f}{spread}  (95% CI, {n} test episodes)")
+    if run_dir is not None:
+        console.print(f"run folder: {run_dir}")

@@ -1,0 +1,117 @@
+"""One training run: data, model, trainer, fit, test, results. Shared by the Hydra entry point
+(rank 0) and the extra local ranks (metalab.worker), which read the same resolved config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+
+from metalab import launch
+from metalab.config import check_config, input_shape
+from metalab.data.datamodule import EpisodeDataModule
+from metalab.results import print_results, write_results
+
+
+def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
+    return EpisodeDataModule(
+        cfg.dataset, meta_batch=cfg.algorithm.meta_batch, seed=cfg.seed, eval_seed=cfg.eval_seed,
+        steps_per_epoch=cfg.val_every, val_episodes=cfg.val_episodes,
+        test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch,
+    )
+
+
+def build_model(cfg: DictConfig) -> pl.LightningModule:
+    spec = {k: v for k, v in cfg.backbone.items() if k != "name"}  # name is for people
+    backbone = hydra.utils.instantiate(spec, in_shape=input_shape(cfg.dataset), _partial_=True)
+    ways = cfg.dataset.get("train_ways", 1) if cfg.dataset.task == "classification" else 1
+    return hydra.utils.instantiate(cfg.algorithm, backbone=backbone, task=cfg.dataset.task,
+                                   ways=ways, pixel_baseline=cfg.pixel_baseline)
+
+
+def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
+    loggers = []
+    for name, spec in (cfg.get("logger") or {}).items():
+        if name == "wandb":  # needs the whole run config, which must not be instantiated
+            loggers.append(hydra.utils.instantiate(spec, _partial_=True)(cfg=cfg, run_dir=run_dir))
+        else:
+            loggers.append(hydra.utils.instantiate(spec))
+    return loggers
+
+
+def monitor(cfg: DictConfig) -> tuple[str, str]:
+    return ("val/mse", "min") if cfg.dataset.task == "regression" else ("val/acc", "max")
+
+
+def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
+    metric, mode = monitor(cfg)
+    callbacks = [RichProgressBar(leave=True)]
+    if cfg.val_episodes > 0:
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
+                                         monitor=metric, mode=mode, save_last=True,
+                                         enable_version_counter=False))
+    else:
+        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
+                                         save_top_k=0))
+    hw = cfg.hardware
+    return pl.Trainer(
+        accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
+        strategy=hw.strategy, precision=hw.precision, max_steps=cfg.steps,
+        max_epochs=-(-cfg.steps // cfg.val_every), logger=loggers or False, callbacks=callbacks,
+        num_sanity_val_steps=0, limit_val_batches=1.0 if cfg.val_episodes > 0 else 0,
+        use_distributed_sampler=False, inference_mode=False, deterministic=cfg.deterministic,
+        log_every_n_steps=cfg.log_every, default_root_dir=str(run_dir),
+        enable_model_summary=False,
+    )
+
+
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if cfg.get("ckpt_path"):
+        return cfg.ckpt_path
+    return str(last) if cfg.resume == "auto" and last.exists() else None
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train, test on the fixed test episodes, write results; returns the results dict."""
+    check_config(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.load()  # loads the data and checks the episode shapes before anything heavy
+    children = []
+    if not launch.launched_externally():  # the resolved config: for eval, compare and ranks
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if not launch.launched_externally() and _local_processes(cfg) > 1:
+        children = launch.spawn_local_ranks(_local_processes(cfg), run_dir)
+    try:
+        results = _fit_and_test(cfg, run_dir, datamodule)
+    except BaseException:
+        launch.wait_for(children, kill=True)
+        raise
+    launch.wait_for(children)
+    return results
+
+
+def _local_processes(cfg: DictConfig) -> int:
+    hw = cfg.hardware
+    return hw.devices if hw.strategy.startswith("ddp") and isinstance(hw.devices, int) else 1
+
+
+def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule) -> dict:
+    torch.set_float32_matmul_precision("high")
+    model = build_model(cfg)
+    loggers = build_loggers(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, loggers)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
+    best = "best" if cfg.val_episodes > 0 else "last"
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    results = model.summary["test"]
+    if trainer.is_global_zero:
+        write_results(run_dir, results, model.episode_metrics.get("test", {}), loggers)
+        print_results(results, run_dir)
+    return results
