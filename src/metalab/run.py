@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import hydra
@@ -15,6 +16,14 @@ from metalab import launch
 from metalab.config import check_config, input_shape
 from metalab.data.datamodule import EpisodeDataModule
 from metalab.results import print_results, write_results
+
+
+def quiet_known_warnings() -> None:
+    """Warnings that do not apply here: evaluation metrics are gathered by hand before logging
+    (so no sync_dist), and the CSV logger shares the run folder with Hydra's files."""
+    for pattern in (".*sync_dist=True.*", ".*exists and is not empty.*", ".*LeafSpec.*",
+                    ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pattern)
 
 
 def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
@@ -79,6 +88,7 @@ def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
 def run(cfg: DictConfig, run_dir: Path) -> dict:
     """Train, test on the fixed test episodes, write results; returns the results dict."""
     check_config(cfg)
+    quiet_known_warnings()
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)

@@ -70,7 +70,8 @@ class MetaLearner(pl.LightningModule):
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule = {"scheduler": scheduler, "interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": schedule}
 
     # -- evaluation on fixed episodes ----------------------------------------------------------
     def _eval_step(self, batch, split: str) -> None:

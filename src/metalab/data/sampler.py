@@ -91,9 +91,9 @@ class ImageEpisodes:
         def flat(a):
             return a.reshape(t, ways * a.shape[2], *a.shape[3:])
 
-        return Episodes(
-            flat(x[:, :, :shots]), flat(y[:, :, :shots]), flat(x[:, :, shots:]), flat(y[:, :, shots:])
-        )
+        support, query = (slice(None, shots), slice(shots, None))
+        return Episodes(flat(x[:, :, support]), flat(y[:, :, support]),
+                        flat(x[:, :, query]), flat(y[:, :, query]))
 
 
 def check_episode_shape(prefix: str, ways: int, shots: int, queries: int) -> None:

@@ -13,7 +13,9 @@ from pytorch_lightning.loggers import WandbLogger
 def run_tags(cfg: DictConfig) -> list[str]:
     """Tags that let the W&B run table filter by what was run."""
     d = cfg.dataset
-    shape = f"{d.get('ways', 1)}way-{d.shots}shot" if d.task == "classification" else f"{d.shots}shot"
+    shape = f"{d.shots}shot"
+    if d.task == "classification":
+        shape = f"{d.ways}way-{shape}"
     return [cfg.algorithm.name, d.name, cfg.backbone.name, shape, *cfg.get("tags", [])]
 
 
