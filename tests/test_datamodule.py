@@ -1,0 +1,39 @@
+"""The DataModule over real configs: fixed evaluation episodes, per-step tasks, rank shares."""
+
+import torch
+
+from conftest import compose_train
+from metalab.run import build_datamodule
+
+
+def datamodule(*overrides):
+    dm = build_datamodule(compose_train(["test_episodes=30", "val_episodes=10", *overrides]))
+    dm.load()
+    return dm
+
+
+def test_evaluation_episodes_identical_across_runs_seeds_and_algorithms():
+    a = datamodule("seed=1")
+    b = datamodule("seed=2", "algorithm.meta_batch=4", "dataset.train_ways=10")
+    assert torch.equal(a.plans["test"], b.plans["test"])
+    assert torch.equal(a.plans["val"], b.plans["val"])
+    assert not torch.equal(a.train_episodes(0).support_x, b.train_episodes(0).support_x)
+    # a longer evaluation extends the same episodes
+    c = datamodule("test_episodes=60")
+    assert torch.equal(c.plans["test"][:30], a.plans["test"])
+    assert not torch.equal(datamodule("eval_seed=7").plans["test"], a.plans["test"])
+
+
+def test_training_tasks_follow_the_step_and_ranks_split_the_global_batch():
+    dm = datamodule("algorithm.meta_batch=4")
+    whole = dm.train_episodes(5)
+    assert whole.support_x.shape[0] == 4
+    assert torch.equal(whole.query_x, dm.train_episodes(5).query_x)
+    assert not torch.equal(whole.query_x, dm.train_episodes(6).query_x)
+    shares = []
+    for rank in range(2):
+        dm.rank, dm.world = rank, 2
+        shares.append(dm.train_episodes(5))
+    assert torch.equal(torch.cat([s.query_x for s in shares]), whole.query_x)
+    ids = [torch.cat(dm.eval_ids("test")) for dm.rank in range(2)]
+    assert sorted(torch.cat(ids).tolist()) == list(range(30))

@@ -1,0 +1,65 @@
+"""The episode sampler: shapes, label remapping, disjointness, seeding, rank shares, checks."""
+
+import pytest
+import torch
+
+from metalab.data.sampler import ClassIndex, ImageEpisodes, generator
+from metalab.data.tensors import ImageSplit
+from metalab.errors import ConfigError
+
+
+def make_split(n_classes=10, per_class=8, uneven=False):
+    labels = torch.arange(n_classes).repeat_interleave(per_class)
+    if uneven:  # drop samples so class sizes differ
+        labels = labels[(torch.arange(len(labels)) % 5 != 0) | (labels % 2 == 0)]
+    # each image encodes its own index, so gathered pixels identify the sample
+    ids = torch.arange(len(labels))
+    images = torch.stack([ids % 256, ids // 256], 1).to(torch.uint8).view(-1, 1, 1, 2)
+    return ImageSplit(images, labels, [f"c{i}" for i in range(n_classes)])
+
+
+def sample_ids(episodes_x):
+    x = episodes_x.round().long()  # mean 0, std 1: pixel values come back exactly
+    return x[..., 0, 0, 0] + 256 * x[..., 0, 0, 1]
+
+
+@pytest.mark.parametrize("uneven", [False, True])
+def test_episodes_have_distinct_classes_and_disjoint_support_query(uneven):
+    split = make_split(uneven=uneven)
+    source = ImageEpisodes(split, mean=(0.0,), std=(1 / 255,))
+    plan = source.plan(generator(0, 1), 8, 5, 2, 3)
+    assert plan.shape == (8, 5, 5)
+    ep = source.episodes(plan, shots=2)
+    assert ep.support_x.shape == (8, 10, 1, 1, 2) and ep.query_x.shape == (8, 15, 1, 1, 2)
+    s_ids, q_ids = sample_ids(ep.support_x), sample_ids(ep.query_x)
+    for t in range(8):
+        assert not set(s_ids[t].tolist()) & set(q_ids[t].tolist())
+        task_classes = split.labels[torch.cat([s_ids[t], q_ids[t]])]
+        assert len(set(task_classes.tolist())) == 5
+        # labels are remapped to 0..ways-1, consistently between support and query
+        for ids, y in ((s_ids[t], ep.support_y[t]), (q_ids[t], ep.query_y[t])):
+            mapping = dict(zip(split.labels[ids].tolist(), y.tolist()))
+            assert sorted(mapping.values()) == list(range(5))
+            assert all(mapping[c] == y_ for c, y_ in zip(split.labels[ids].tolist(), y.tolist()))
+    assert ep.support_y[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+
+
+def test_same_seed_same_tasks_other_seed_other_tasks():
+    index = ClassIndex(make_split().labels, 10)
+    a = index.draw(generator(3, 7), 4, 5, 3)
+    assert torch.equal(a, index.draw(generator(3, 7), 4, 5, 3))
+    assert not torch.equal(a, index.draw(generator(3, 8), 4, 5, 3))
+    assert not torch.equal(a, index.draw(generator(4, 7), 4, 5, 3))
+
+
+def test_class_index_checks_feasibility():
+    labels = make_split(n_classes=4, per_class=6, uneven=True).labels
+    fewest = int(torch.bincount(labels).min())
+    assert fewest < 6
+    index = ClassIndex(labels, 4)
+    with pytest.raises(ConfigError, match=r"dataset.ways=5: the test split has only 4 classes"):
+        index.check("test", "", 5, 2)
+    message = rf"train_shots \+ dataset.train_queries={fewest + 1}.*only {fewest} samples"
+    with pytest.raises(ConfigError, match=message):
+        index.check("train", "train_", 3, fewest + 1)
+    index.check("test", "", 4, fewest)  # exactly enough is fine
