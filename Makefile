@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,slurm,sweep]"
 	# learn2learn 0.2.0 ships C files that predate Python 3.11: install its runtime
 	# dependencies, then rebuild its extensions from the .pyx sources with Cython.
 	$(BIN)/pip install -q gym scipy requests tqdm qpth "cython<3.1" setuptools wheel
