@@ -49,6 +49,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("algorithm", cfg.algorithm.name,
                           f"learns {'/'.join(supported)} tasks only, and dataset={d.name} is a "
                           f"{d.task} dataset")
+    if d.task == "regression" and get_class(cfg.backbone._target_).needs_images:
+        raise ConfigError("backbone", cfg.backbone.name,
+                          f"needs image inputs, and dataset={d.name} is a regression dataset; "
+                          "use backbone=mlp")
     if cfg.resume not in ("auto", "never"):
         raise ConfigError("resume", cfg.resume, "allowed: auto, never")
     check_hardware(cfg.hardware)

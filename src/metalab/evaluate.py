@@ -10,7 +10,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from metalab.config import CONF_DIR
-from metalab.errors import ConfigError
+from metalab.errors import ConfigError, user_error
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
@@ -53,7 +53,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
 def _main(cfg: DictConfig) -> None:
     try:
         evaluate(cfg, Path(cfg.paths.output_dir))
-    except ConfigError as err:
+    except Exception as exc:
+        if (err := user_error(exc)) is None:
+            raise
         print(f"metalab-eval: error: {err}", file=sys.stderr)
         sys.exit(2)
 

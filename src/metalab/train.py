@@ -9,7 +9,7 @@ import hydra
 from omegaconf import DictConfig
 
 from metalab.config import CONF_DIR
-from metalab.errors import ConfigError
+from metalab.errors import user_error
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
@@ -18,7 +18,9 @@ def _main(cfg: DictConfig) -> float | None:
 
     try:
         results = run(cfg, Path(cfg.paths.output_dir))
-    except ConfigError as err:
+    except Exception as exc:
+        if (err := user_error(exc)) is None:
+            raise
         print(f"metalab-train: error: {err}", file=sys.stderr)
         sys.exit(2)
     return results.get("test/acc", results.get("test/mse"))

@@ -16,6 +16,9 @@ class Backbone(nn.Module):
     """``features`` maps inputs to a flat embedding; ``head`` maps it to ``out_dim`` outputs
     (``out_dim=None``: no head, the model is an embedding, as Prototypical Networks want)."""
 
+    #: convolutional backbones need ``[C, H, W]`` inputs
+    needs_images = True
+
     def __init__(self, features: nn.Module, in_shape, out_dim: int | None):
         super().__init__()
         self.features = features

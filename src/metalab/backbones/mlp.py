@@ -10,6 +10,8 @@ from metalab.backbones.base import Backbone
 
 
 class MLP(Backbone):
+    needs_images = False
+
     def __init__(self, in_shape, out_dim=None, hidden=(40, 40)):
         widths = [math.prod(in_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]

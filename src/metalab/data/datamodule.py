@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from metalab.data.augment import build_augment
 from metalab.data.sampler import ImageEpisodes, generator
 from metalab.data.tensors import ImageDataset
 from metalab.errors import ConfigError
@@ -15,10 +16,13 @@ from metalab.errors import ConfigError
 
 def load_sources(dataset_cfg: DictConfig) -> dict:
     """Instantiate the dataset's loader and wrap each split in an episode source."""
+    augment = build_augment(dataset_cfg.get("augment"))  # checked before the heavy load
     loaded = hydra.utils.instantiate(dataset_cfg.load)
     if isinstance(loaded, ImageDataset):
-        return {n: ImageEpisodes(loaded.split(n), loaded.mean, loaded.std, n)
-                for n in ("train", "val", "test")}
+        sources = {n: ImageEpisodes(loaded.split(n), loaded.mean, loaded.std, n)
+                   for n in ("train", "val", "test")}
+        sources["train"].augment = augment  # training episodes only
+        return sources
     return loaded  # task generators (regression) are sources already
 
 
@@ -65,9 +69,9 @@ class EpisodeDataModule(pl.LightningDataModule):
         if self.sources is not None:
             return
         self.sources = load_sources(self.cfg)
-        self.sources["train"].check("train_", *self.train_shape)
-        for split in ("val", "test"):
+        for split in ("test", "val"):
             self.sources[split].check("", *self.eval_shape)
+        self.sources["train"].check("train_", *self.train_shape)
         for split, n in self.n_episodes.items():
             self.plans[split] = self.fixed_plan(split, n)
 
@@ -96,8 +100,10 @@ class EpisodeDataModule(pl.LightningDataModule):
         plan = self.sources["train"].plan(generator(self.seed, step), self.meta_batch,
                                           *self.train_shape)
         share = self.meta_batch // self.world
-        return self.sources["train"].episodes(plan[self.rank * share:(self.rank + 1) * share],
-                                              self.train_shape[1])
+        first, last = self.rank * share, (self.rank + 1) * share
+        # one augmentation generator per task: the same tasks for any number of ranks
+        gens = [generator(self.seed, step, task) for task in range(first, last)]
+        return self.sources["train"].episodes(plan[first:last], self.train_shape[1], gens)
 
     def eval_ids(self, split: str) -> list[torch.Tensor]:
         ids = torch.arange(len(self.plans[split]))[self.rank::self.world]

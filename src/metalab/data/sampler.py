@@ -67,6 +67,7 @@ class ImageEpisodes:
         self.index = ClassIndex(split.labels, split.n_classes)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.augment = None  # (x [N,C,H,W] in [0,1], generator) -> x; used when given gens
 
     def to(self, device) -> ImageEpisodes:
         self.images = self.images.to(device)
@@ -81,10 +82,13 @@ class ImageEpisodes:
         """Cheap CPU description of ``num_tasks`` tasks: sample indices ``[T, W, S+Q]``."""
         return self.index.draw(gen, num_tasks, ways, shots + queries)
 
-    def episodes(self, idx: torch.Tensor, shots: int) -> Episodes:
-        """Turn indices ``[T, W, shots+queries]`` into normalised episodes on the data device."""
+    def episodes(self, idx: torch.Tensor, shots: int, gens=None) -> Episodes:
+        """Turn indices ``[T, W, shots+queries]`` into normalised episodes on the data device;
+        ``gens`` (one generator per task) turn on ``augment``."""
         t, ways, per_class = idx.shape
         x = self.images[idx.to(self.images.device).flatten()].float().div_(255)
+        if self.augment is not None and gens is not None:
+            x = torch.cat([self.augment(task, g) for task, g in zip(x.chunk(t), gens)])
         x = ((x - self.mean) / self.std).view(t, ways, per_class, *x.shape[1:])
         y = torch.arange(ways, device=x.device).view(1, ways, 1).expand(t, ways, per_class)
 
