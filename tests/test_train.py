@@ -81,3 +81,13 @@ def test_ddp_cpu_two_processes_share_one_run_folder(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert read_results(tmp_path / "run")["test/episodes"] == 10
     assert len(list((tmp_path / "run" / "checkpoints").glob("*.ckpt"))) == 2
+
+
+def test_glyphs_is_not_trivial(tmp_path):
+    """A briefly trained ProtoNet beats raw-pixel 1-NN by >= 15 points on the same episodes."""
+    proc = train_cli(tmp_path, "steps=100", "val_every=50", "val_episodes=0",
+                     "test_episodes=100", "logger=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = read_results(tmp_path)
+    assert results["test/acc"] - results["test/pixel_1nn_acc"] >= 0.15, results
+    assert "test/pixel_1nn_acc" in proc.stdout

@@ -56,6 +56,18 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.resume not in ("auto", "never"):
         raise ConfigError("resume", cfg.resume, "allowed: auto, never")
     check_hardware(cfg.hardware)
+    world = processes(cfg.hardware)
+    if cfg.algorithm.meta_batch % world:
+        raise ConfigError("algorithm.meta_batch", cfg.algorithm.meta_batch,
+                          f"must divide by the number of processes ({world}): the meta-batch "
+                          "is global, each process takes an equal share")
+
+
+def processes(hw: DictConfig) -> int:
+    """Training processes in all (1 unless a DDP strategy with a fixed device count)."""
+    if not str(hw.strategy).startswith("ddp") or not isinstance(hw.devices, int):
+        return 1
+    return hw.devices * hw.num_nodes
 
 
 def check_hardware(hw: DictConfig) -> None:

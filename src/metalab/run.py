@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from metalab import launch
-from metalab.config import check_config, input_shape
+from metalab.config import check_config, input_shape, processes
 from metalab.data.datamodule import EpisodeDataModule
 from metalab.results import print_results, write_results
 
@@ -96,8 +96,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     children = []
     if not launch.launched_externally():  # the resolved config: for eval, compare and ranks
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    if not launch.launched_externally() and _local_processes(cfg) > 1:
-        children = launch.spawn_local_ranks(_local_processes(cfg), run_dir)
+    local = processes(cfg.hardware) // cfg.hardware.num_nodes
+    if not launch.launched_externally() and local > 1:
+        children = launch.spawn_local_ranks(local, run_dir)
     try:
         results = _fit_and_test(cfg, run_dir, datamodule)
     except BaseException:
@@ -105,11 +106,6 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     launch.wait_for(children)
     return results
-
-
-def _local_processes(cfg: DictConfig) -> int:
-    hw = cfg.hardware
-    return hw.devices if hw.strategy.startswith("ddp") and isinstance(hw.devices, int) else 1
 
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule) -> dict:
