@@ -4,8 +4,8 @@ refused with a clear error before any data is loaded."""
 from pathlib import Path
 
 import pytest
-from conftest import compose_train
 
+from conftest import compose_train
 from metalab.config import CONF_DIR, check_config
 from metalab.errors import ConfigError
 from metalab.run import build_model

@@ -2,6 +2,7 @@
 allowed, and no traceback."""
 
 import pytest
+
 from conftest import train_cli
 
 CASES = [
