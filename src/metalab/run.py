@@ -58,19 +58,18 @@ def monitor(cfg: DictConfig) -> tuple[str, str]:
 
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
-    callbacks = [RichProgressBar(leave=True)]
+    ckpt_dir = run_dir / "checkpoints"
+    # "last" after every validation (Lightning's save_last only follows a new best)
+    callbacks = [RichProgressBar(leave=True),
+                 ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)]
     if cfg.val_episodes > 0:
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                                         monitor=metric, mode=mode, save_last=True,
-                                         enable_version_counter=False))
-    else:
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True,
-                                         save_top_k=0))
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
+                                         mode=mode, enable_version_counter=False))
     hw = cfg.hardware
     return pl.Trainer(
         accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
         strategy=hw.strategy, precision=hw.precision, max_steps=cfg.steps,
-        max_epochs=-(-cfg.steps // cfg.val_every), logger=loggers or False, callbacks=callbacks,
+        max_epochs=-1, logger=loggers or False, callbacks=callbacks,
         num_sanity_val_steps=0, limit_val_batches=1.0 if cfg.val_episodes > 0 else 0,
         use_distributed_sampler=False, inference_mode=False, deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every, default_root_dir=str(run_dir),
