@@ -59,12 +59,13 @@ def monitor(cfg: DictConfig) -> tuple[str, str]:
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    # "last" after every validation (Lightning's save_last only follows a new best)
-    callbacks = [RichProgressBar(leave=True),
-                 ModelCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False)]
-    if cfg.val_episodes > 0:
+    callbacks = [RichProgressBar(leave=True)]
+    if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
                                          mode=mode, enable_version_counter=False))
+    # "last" after every validation (Lightning's save_last only follows a new best)
+    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last",
+                                     enable_version_counter=False))
     hw = cfg.hardware
     return pl.Trainer(
         accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
@@ -113,7 +114,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule)
     loggers = build_loggers(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, loggers)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
-    best = "best" if cfg.val_episodes > 0 else "last"
+    best = trainer.checkpoint_callback.best_model_path  # best by validation, else the last
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     results = model.summary["test"]
     if trainer.is_global_zero:

@@ -41,7 +41,7 @@ class SinusoidTasks:
         x = uniform(self.x_range, num_tasks, shots + queries)
         return torch.stack([x, amp * torch.sin(x - phase)], dim=-1)
 
-    def episodes(self, points: torch.Tensor, shots: int) -> Episodes:
+    def episodes(self, points: torch.Tensor, shots: int, gens=None) -> Episodes:
         points = points.to(self.device)
         x, y = points[..., :1], points[..., 1:]
         return Episodes(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
