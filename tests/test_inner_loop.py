@@ -1,0 +1,203 @@
+"""The inner-loop engine: meta-gradients of ``loop`` and ``vmap`` against learn2learn's MAML and
+against finite differences (float64), update rules against torch.optim, detached evaluation."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from metalab.backbones.conv4 import Conv4
+from metalab.backbones.mlp import MLP
+from metalab.errors import ConfigError
+from metalab.inner_loop import CPU_ENGINE, SGD, Adam, InnerLoop, Mode, resolve_engine
+
+ENGINES = ("loop", "vmap")
+
+
+@pytest.fixture(autouse=True)
+def _float64_one_thread():
+    # one intra-op thread: small kernels on a shared 2-core machine stall on thread hand-offs
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
+def image_tasks(num_tasks=3, ways=5, shots=1, queries=3, size=28, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(num_tasks, ways * shots, 1, size, size, generator=g)
+    qx = torch.randn(num_tasks, ways * queries, 1, size, size, generator=g)
+    sy = torch.arange(ways).repeat_interleave(shots).expand(num_tasks, -1).contiguous()
+    qy = torch.arange(ways).repeat_interleave(queries).expand(num_tasks, -1).contiguous()
+    return sx, sy, qx, qy
+
+
+def sine_tasks(num_tasks=4, shots=10, queries=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    amp = 0.1 + 4.9 * torch.rand(num_tasks, 1, 1, generator=g)
+    phase = torch.pi * torch.rand(num_tasks, 1, 1, generator=g)
+    x = 10 * torch.rand(num_tasks, shots + queries, 1, generator=g) - 5
+    y = amp * torch.sin(x - phase)
+    return x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:]
+
+
+def meta_grad(net, task, tasks, engine, mode, steps=1, lr=0.4, lrs=None):
+    """Flat meta-gradient of the mean query loss wrt the initial parameters (and lrs)."""
+    sx, sy, qx, qy = tasks
+    inner = InnerLoop(net, task)
+    net.zero_grad(set_to_none=True)
+    preds, _ = inner.run(inner.params(), sx, sy, qx, steps, SGD(lrs or lr), mode, engine)
+    loss = query_loss(task, preds, qy)
+    wrt = list(net.parameters()) + (list(lrs.values()) if lrs else [])
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, wrt)])
+
+
+def query_loss(task, preds, qy):
+    if task == "regression":
+        return F.mse_loss(preds, qy)
+    return F.cross_entropy(preds.flatten(0, 1), qy.flatten())
+
+
+def assert_same(actual, expected, rtol=1e-6):
+    err = (actual - expected).norm() / expected.norm()
+    assert err < rtol, f"relative error {err:.2e}"
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * expected.abs().max())
+
+
+CASES = {
+    "conv4": (lambda: Conv4((1, 28, 28), out_dim=5, hidden=8), "classification", image_tasks),
+    "mlp": (lambda: MLP((1,), out_dim=1, hidden=(40, 40)), "regression", sine_tasks),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("mode", [Mode.SECOND_ORDER, Mode.FIRST_ORDER])
+@pytest.mark.parametrize("steps", [1, 2])
+def test_meta_gradient_equals_learn2learn(case, mode, steps):
+    make, task, data = CASES[case]
+    torch.manual_seed(0)
+    net, tasks = make(), data()
+    reference = meta_grad(net, task, tasks, "learn2learn", mode, steps)
+    assert reference.norm() > 0
+    for engine in ENGINES:
+        assert_same(meta_grad(net, task, tasks, engine, mode, steps), reference)
+
+
+def test_second_order_meta_gradient_matches_finite_differences():
+    """Central differences of the post-adaptation query loss wrt the initial parameters and
+    the (Meta-SGD) inner learning rates: the second-order term is right, and it matters."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(1, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 1))
+    tasks = sine_tasks(num_tasks=2, shots=5, queries=5)
+    lrs = {k: torch.full_like(p, 0.05).add_(0.01 * torch.rand_like(p)).requires_grad_()
+           for k, p in net.named_parameters()}
+    sx, sy, qx, qy = tasks
+    inner = InnerLoop(net, "regression")
+
+    def loss_at() -> float:
+        with torch.no_grad():
+            preds, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(lrs), Mode.DETACHED, "loop")
+        return query_loss("regression", preds, qy).item()
+
+    numeric = []
+    for t in [*net.parameters(), *lrs.values()]:
+        flat = t.data.view(-1)
+        for i in range(flat.numel()):
+            old, eps = flat[i].item(), 1e-6
+            flat[i] = old + eps
+            up = loss_at()
+            flat[i] = old - eps
+            down = loss_at()
+            flat[i] = old
+            numeric.append((up - down) / (2 * eps))
+    numeric = torch.tensor(numeric)
+    for engine in ENGINES:
+        analytic = meta_grad(net, "regression", tasks, engine, Mode.SECOND_ORDER, 2, lrs=lrs)
+        assert_same(analytic, numeric)
+    first_order = meta_grad(net, "regression", tasks, "loop", Mode.FIRST_ORDER, 2, lrs=lrs)
+    assert (first_order - numeric).norm() / numeric.norm() > 1e-3
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_meta_sgd_learned_rates_same_in_both_engines(engine):
+    torch.manual_seed(0)
+    net, tasks = CASES["conv4"][0](), image_tasks()
+    lrs = {k: torch.full_like(p, 0.3).requires_grad_() for k, p in net.named_parameters()}
+    got = meta_grad(net, "classification", tasks, engine, Mode.SECOND_ORDER, 2, lrs=lrs)
+    ref = meta_grad(net, "classification", tasks, "loop", Mode.SECOND_ORDER, 2, lrs=lrs)
+    assert_same(got, ref)
+
+
+@pytest.mark.parametrize("engine", [*ENGINES, "learn2learn"])
+def test_detached_evaluation_builds_no_graph_and_works_under_no_grad(engine):
+    torch.manual_seed(0)
+    net = CASES["conv4"][0]()
+    sx, sy, qx, _ = image_tasks()
+    inner = InnerLoop(net)
+    expected, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.4), Mode.SECOND_ORDER, engine)
+    with torch.no_grad():
+        preds, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.4), Mode.DETACHED, engine)
+    assert preds.grad_fn is None and not preds.requires_grad
+    torch.testing.assert_close(preds, expected.detach(), rtol=1e-10, atol=1e-10)
+    assert all(p.grad is None for p in net.parameters())
+
+
+@pytest.mark.parametrize("betas", [(0.0, 0.999), (0.9, 0.99)])
+@pytest.mark.parametrize("engine", ENGINES)
+def test_adam_rule_equals_torch_adam_with_fresh_state_per_task(engine, betas):
+    torch.manual_seed(0)
+    net = MLP((1,), out_dim=1, hidden=(8,))
+    sx, sy, qx, qy = sine_tasks(num_tasks=3)
+    inner = InnerLoop(net, "regression")
+    _, adapted = inner.run(inner.params(), sx, sy, qx, 4, Adam(0.01, betas), Mode.DETACHED,
+                           engine, return_params=True)
+    for i in range(3):
+        clone = copy.deepcopy(net)
+        opt = torch.optim.Adam(clone.parameters(), lr=0.01, betas=betas, eps=1e-8)
+        for _ in range(4):
+            opt.zero_grad()
+            F.mse_loss(clone(sx[i]), sy[i]).backward()
+            opt.step()
+        for name, p in clone.named_parameters():
+            torch.testing.assert_close(adapted[name][i], p.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_minibatches_and_returned_parameters_agree_between_engines():
+    torch.manual_seed(0)
+    net = MLP((1,), out_dim=1, hidden=(16,))
+    sx, sy, qx, _ = sine_tasks()
+    batches = [torch.tensor([0, 3, 5]), torch.tensor([1, 2, 9]), torch.tensor([4, 6, 7])]
+    inner = InnerLoop(net, "regression")
+    out = {e: inner.run(inner.params(), sx, sy, qx, 3, SGD(0.05), Mode.DETACHED, e,
+                        batches=batches, return_params=True) for e in ENGINES}
+    torch.testing.assert_close(out["vmap"][0], out["loop"][0], rtol=1e-10, atol=1e-12)
+    for name in out["loop"][1]:
+        torch.testing.assert_close(out["vmap"][1][name], out["loop"][1][name],
+                                   rtol=1e-10, atol=1e-12)
+    # by hand, task 0: SGD on the chosen support points only
+    clone = copy.deepcopy(net)
+    opt = torch.optim.SGD(clone.parameters(), lr=0.05)
+    for idx in batches:
+        opt.zero_grad()
+        F.mse_loss(clone(sx[0][idx]), sy[0][idx]).backward()
+        opt.step()
+    for name, p in clone.named_parameters():
+        torch.testing.assert_close(out["loop"][1][name][0], p.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_engine_choice():
+    assert resolve_engine("auto", torch.device("cuda")) == "vmap"
+    assert resolve_engine("auto", torch.device("cpu")) == CPU_ENGINE
+    assert resolve_engine("vmap", torch.device("cpu")) == "vmap"
+    with pytest.raises(ConfigError, match="algorithm.engine"):
+        resolve_engine("jax", torch.device("cpu"))
+    inner = InnerLoop(MLP((1,), out_dim=1, hidden=(4,)), "regression")
+    sx, sy, qx, _ = sine_tasks(num_tasks=1)
+    with pytest.raises(ConfigError, match="learn2learn"):
+        inner.run(inner.params(), sx, sy, qx, 1, Adam(0.1), Mode.DETACHED, "learn2learn")

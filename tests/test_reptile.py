@@ -1,0 +1,179 @@
+"""Reptile: the outer update against a hand computation through the optimizer, eps annealing,
+engines, determinism, config, and a short run."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+
+from metalab.algorithms.reptile import Reptile
+from metalab.backbones.mlp import MLP
+from metalab.config import CONF_DIR
+from metalab.data.episodes import Episodes
+from metalab.errors import ConfigError
+from metalab.run import build_datamodule, build_model, run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # one intra-op thread: small kernels on a shared 2-core machine stall on thread hand-offs
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def sine_episodes(num_tasks=3, shots=6, queries=4, seed=0, dtype=torch.float64) -> Episodes:
+    g = torch.Generator().manual_seed(seed)
+    amp = 0.1 + 4.9 * torch.rand(num_tasks, 1, 1, generator=g, dtype=dtype)
+    phase = torch.pi * torch.rand(num_tasks, 1, 1, generator=g, dtype=dtype)
+    x = 10 * torch.rand(num_tasks, shots + queries, 1, generator=g, dtype=dtype) - 5
+    y = amp * torch.sin(x - phase)
+    return Episodes(x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:])
+
+
+def small_reptile(eps=0.7, total=10, **kwargs) -> Reptile:
+    model = Reptile(backbone=functools.partial(MLP, (1,), hidden=(8, 8)), task="regression",
+                    ways=1, optimizer=functools.partial(torch.optim.SGD, lr=eps),
+                    scheduler=functools.partial(torch.optim.lr_scheduler.LinearLR,
+                                                start_factor=1.0, end_factor=0.0,
+                                                total_iters=total), **kwargs)
+    return model.double()
+
+
+def by_hand(net, episodes: Episodes, optimizer: str, lr: float, steps: int) -> list[dict]:
+    """Each task's adapted weights from a deep copy trained with torch.optim."""
+    adapted = []
+    for i in range(episodes.num_tasks):
+        clone = copy.deepcopy(net)
+        if optimizer == "sgd":
+            opt = torch.optim.SGD(clone.parameters(), lr=lr)
+        else:
+            opt = torch.optim.Adam(clone.parameters(), lr=lr, betas=(0.0, 0.999))
+        for _ in range(steps):
+            opt.zero_grad()
+            F.mse_loss(clone(episodes.support_x[i]), episodes.support_y[i]).backward()
+            opt.step()
+        adapted.append({k: p.detach().clone() for k, p in clone.named_parameters()})
+    return adapted
+
+
+@pytest.mark.parametrize("engine", ["loop", "vmap"])
+@pytest.mark.parametrize("inner", ["sgd", "adam"])
+def test_outer_steps_are_theta_plus_annealed_eps_times_mean_delta(engine, inner):
+    torch.manual_seed(0)
+    lr = 0.05 if inner == "sgd" else 0.01
+    model = small_reptile(eps=0.7, total=10, inner_optimizer=inner, inner_lr=lr,
+                          inner_steps=4, engine=engine)
+    conf = model.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    for step, eps in enumerate([0.7, 0.63]):  # linear annealing: eps * (1 - step / 10)
+        episodes = sine_episodes(seed=step)
+        theta = {k: p.detach().clone() for k, p in model.net.named_parameters()}
+        adapted = by_hand(model.net, episodes, inner, lr, 4)
+        expected = {k: theta[k] + eps * torch.stack([a[k] - theta[k] for a in adapted]).mean(0)
+                    for k in theta}
+        assert opt.param_groups[0]["lr"] == pytest.approx(eps)
+        opt.zero_grad()
+        loss, metrics = model.meta_loss(episodes)
+        loss.backward()
+        opt.step()
+        sched.step()
+        assert set(metrics) == {"loss", "mse"} and metrics["mse"].shape == (3,)
+        for k, p in model.net.named_parameters():
+            torch.testing.assert_close(p.detach(), expected[k], rtol=1e-10, atol=1e-12)
+
+
+def test_metrics_are_the_adapted_query_errors():
+    torch.manual_seed(0)
+    model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=3)
+    episodes = sine_episodes()
+    adapted = by_hand(model.net, episodes, "sgd", 0.05, 3)
+    _, metrics = model.meta_loss(episodes)
+    for i, weights in enumerate(adapted):
+        clone = copy.deepcopy(model.net)
+        clone.load_state_dict(weights)
+        with torch.no_grad():
+            mse = F.mse_loss(clone(episodes.query_x[i]), episodes.query_y[i])
+        torch.testing.assert_close(metrics["mse"][i], mse)
+
+
+def test_evaluation_uses_eval_inner_steps_on_the_support_set():
+    torch.manual_seed(0)
+    model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=1,
+                          eval_inner_steps=6)
+    episodes = sine_episodes()
+    with torch.no_grad():
+        preds = model.predict(episodes, training=False)
+    adapted = by_hand(model.net, episodes, "sgd", 0.05, 6)
+    for i, weights in enumerate(adapted):
+        clone = copy.deepcopy(model.net)
+        clone.load_state_dict(weights)
+        with torch.no_grad():
+            torch.testing.assert_close(preds[i], clone(episodes.query_x[i]))
+
+
+def test_training_with_minibatches_is_deterministic():
+    def train():
+        pl.seed_everything(3, verbose=False)
+        model = small_reptile(inner_optimizer="adam", inner_lr=0.01, inner_steps=5,
+                              inner_batch=2)
+        opt = model.configure_optimizers()["optimizer"]
+        for step in range(3):
+            opt.zero_grad()
+            model.meta_loss(sine_episodes(seed=step))[0].backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    first, second = train(), train()
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    batches = small_reptile(inner_batch=4).minibatches(6, 3)
+    assert [len(b) for b in batches] == [4, 4, 4]
+    assert sorted(torch.cat(batches[:1] + [batches[1][:2]]).tolist()) == list(range(6))
+
+
+def test_reptile_config_and_errors():
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["algorithm=reptile", "steps=300",
+                                          "paths.output_dir=/tmp/unused"])
+    assert cfg.algorithm.scheduler.total_iters == 300
+    model = build_model(cfg)
+    assert isinstance(model, Reptile) and model.inner_optimizer == "adam"
+    conf = model.configure_optimizers()
+    assert isinstance(conf["optimizer"], torch.optim.SGD)
+    assert isinstance(conf["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.LinearLR)
+    with pytest.raises(ConfigError, match="inner_optimizer"):
+        small_reptile(inner_optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="algorithm.engine"):
+        small_reptile(engine="learn2learn")
+    with pytest.raises(ConfigError, match="dataset.ways"):
+        Reptile(backbone=functools.partial(MLP, (1, 28, 28), hidden=(8,)), ways=5, eval_ways=20,
+                optimizer=functools.partial(torch.optim.SGD, lr=1.0))
+
+
+def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "dataset=sinusoid", "backbone=mlp", "algorithm=reptile", "logger=none",
+            f"paths.output_dir={tmp_path}", "steps=400", "val_every=400", "val_episodes=0",
+            "test_episodes=100", "algorithm.inner_optimizer=sgd", "algorithm.inner_lr=0.02",
+            "algorithm.inner_steps=5", "algorithm.eval_inner_steps=10",
+            "algorithm.meta_batch=5"])
+    results = run(cfg, tmp_path)
+    datamodule = build_datamodule(cfg)
+    datamodule.load()
+    model = build_model(cfg)
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    model.load_state_dict(state)
+    eps = datamodule.eval_episodes("test", torch.arange(100))
+    with torch.no_grad():
+        before = F.mse_loss(model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y),
+                            eps.query_y).item()
+    assert results["test/mse"] < 0.6 * before, (results["test/mse"], before)
