@@ -31,10 +31,14 @@ def print_results(results: dict, run_dir: Path | None = None) -> None:
     console = Console()
     n = int(results.get("test/episodes", 0))
     for name, value in sorted(results.items()):
-        if name.endswith("_ci95") or name == "test/episodes":
+        if name.endswith("_ci95") or name == "test/episodes" or name.startswith("perf/"):
             continue
         ci = results.get(f"{name}_ci95")
         spread = f" ± {ci:.4f}" if ci is not None else ""
         console.print(f"[bold]{name}[/bold] = {value:.4f}{spread}  (95% CI, {n} test episodes)")
+    perf = ", ".join(f"{k.removeprefix('perf/')} {v:.1f}" for k, v in sorted(results.items())
+                     if k.startswith("perf/"))
+    if perf:
+        console.print(f"speed: {perf}")
     if run_dir is not None:
         console.print(f"run folder: {run_dir}")

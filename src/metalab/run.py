@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
 
 from metalab import launch
+from metalab.callbacks import SpeedMonitor
 from metalab.config import check_config, input_shape, processes
 from metalab.data.datamodule import EpisodeDataModule
 from metalab.results import print_results, write_results
@@ -59,7 +60,7 @@ def monitor(cfg: DictConfig) -> tuple[str, str]:
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [RichProgressBar(leave=True)]
+    callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch)]
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
                                          mode=mode, enable_version_counter=False))
@@ -116,7 +117,9 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
     best = trainer.checkpoint_callback.best_model_path  # best by validation, else the last
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
-    results = model.summary["test"]
+    speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
+    # a step is the global meta-batch on any number of ranks: tasks/s is per run, not per rank
+    results = {**model.summary["test"], **speed.summary(model.device)}
     if trainer.is_global_zero:
         write_results(run_dir, results, model.episode_metrics.get("test", {}), loggers)
         print_results(results, run_dir)

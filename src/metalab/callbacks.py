@@ -1,0 +1,42 @@
+"""Training-speed and memory figures, logged with the metrics and kept in results.json."""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+
+import pytorch_lightning as pl
+import torch
+
+
+class SpeedMonitor(pl.Callback):
+    """Tasks per second of the outer steps (median, warm-up excluded) and peak memory."""
+
+    def __init__(self, meta_batch: int, warmup: int = 3):
+        self.meta_batch, self.warmup = meta_batch, warmup
+        self.step_times: list[float] = []
+        self._start = 0.0
+
+    def _sync(self, pl_module):
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._sync(pl_module)
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._sync(pl_module)
+        self.step_times.append(time.perf_counter() - self._start)
+
+    def summary(self, device: torch.device) -> dict[str, float]:
+        timed = self.step_times[self.warmup:] or self.step_times
+        if not timed:
+            return {}
+        out = {"perf/tasks_per_sec": self.meta_batch / statistics.median(timed)}
+        if device.type == "cuda":
+            out["perf/peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        else:  # peak resident memory of this process (Linux reports KiB)
+            out["perf/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return out
