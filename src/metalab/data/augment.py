@@ -17,6 +17,7 @@ from metalab.errors import ConfigError
 
 __all__ = ["Augment", "augment", "build_augment"]
 
+
 @dataclass(frozen=True)
 class Augment:
     """The augmentation settings: ``crop_padding`` pixels of zero padding before a random crop
@@ -38,7 +39,7 @@ class Augment:
 
 def augment(x: torch.Tensor, gen: torch.Generator, crop_padding: int = 0, flip: bool = False,
             color_jitter: float = 0.0) -> torch.Tensor:
-    """Augment a float batch ``[N, C, H, W]`` with values in ``[0, 1]``; returns a new batch."""
+    """Augment a float batch ``[N, C, H, W]`` in ``[0, 1]``; the input is never modified."""
     if crop_padding > 0:
         x = _random_crop(x, gen, crop_padding)
     if flip:
