@@ -182,3 +182,15 @@ def test_short_maml_run_on_sinusoid_adapts(tmp_path):
     assert after.mean().item() == pytest.approx(results["test/mse"], rel=1e-4)
     assert results["test/mse"] < 0.5 * before, (results["test/mse"], before)
     assert isinstance(model.net, MLP)
+
+
+def test_vmap_maml_trains_and_evaluates_under_bf16_autocast(tmp_path):
+    """bf16-mixed (the GPU default) through the vmap engine: training and the evaluation,
+    which adapts without an outer graph, both run (autocast exists on CPU too)."""
+    from conftest import TINY, train_cli
+
+    proc = train_cli(tmp_path, "algorithm=maml", "algorithm.engine=vmap", "backbone.hidden=8",
+                     "hardware.precision=bf16-mixed", "algorithm.meta_batch=2", *TINY,
+                     "logger=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "results.json").is_file()

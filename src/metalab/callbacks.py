@@ -17,6 +17,13 @@ class SpeedMonitor(pl.Callback):
         self.meta_batch, self.warmup = meta_batch, warmup
         self.step_times: list[float] = []
         self._start = 0.0
+        self.device = torch.device("cpu")
+
+    def on_train_start(self, trainer, pl_module):
+        # remembered here: Lightning moves the module back to the CPU when fit/test end
+        self.device = pl_module.device
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
 
     def _sync(self, pl_module):
         if pl_module.device.type == "cuda":
@@ -30,13 +37,13 @@ class SpeedMonitor(pl.Callback):
         self._sync(pl_module)
         self.step_times.append(time.perf_counter() - self._start)
 
-    def summary(self, device: torch.device) -> dict[str, float]:
+    def summary(self) -> dict[str, float]:
         timed = self.step_times[self.warmup:] or self.step_times
         if not timed:
             return {}
         out = {"perf/tasks_per_sec": self.meta_batch / statistics.median(timed)}
-        if device.type == "cuda":
-            out["perf/peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if self.device.type == "cuda":
+            out["perf/peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:  # peak resident memory of this process (Linux reports KiB)
             out["perf/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out

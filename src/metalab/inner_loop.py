@@ -240,7 +240,12 @@ class InnerLoop:
                 p, state = rule(p, g, state, t)
             return self.forward(p, qx), p
 
-        return vmap(one_task)(support_x, support_y, query_x)
+        if mode is not Mode.DETACHED:
+            return vmap(one_task)(support_x, support_y, query_x)
+        # torch.func.grad under vmap fails on the mixed dtypes of autocast when no outer graph
+        # is recorded (bf16-mixed evaluation): evaluation adapts in full precision instead
+        with torch.autocast(support_x.device.type, enabled=False):
+            return vmap(one_task)(support_x, support_y, query_x)
 
     # the reference ---------------------------------------------------------------------------
     def _learn2learn(self, support_x, support_y, query_x, steps, lr, mode):

@@ -119,7 +119,7 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule)
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
     # a step is the global meta-batch on any number of ranks: tasks/s is per run, not per rank
-    results = {**model.summary["test"], **speed.summary(model.device)}
+    results = {**model.summary["test"], **speed.summary()}
     if trainer.is_global_zero:
         write_results(run_dir, results, model.episode_metrics.get("test", {}), loggers)
         print_results(results, run_dir)
