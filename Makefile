@@ -34,3 +34,12 @@ test: lint
 
 clean:
 	rm -rf $(VENV) .cache
+
+# A one-node SLURM cluster on this machine (needs root, slurm-wlm and munge) for trying
+# launcher=slurm; then: export SLURM_CONF=/tmp/metalab-slurm/slurm.conf
+.PHONY: slurm-up slurm-down
+slurm-up:
+	scripts/slurm/start-local-cluster.sh
+
+slurm-down:
+	scripts/slurm/stop-local-cluster.sh

@@ -75,15 +75,20 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
         num_sanity_val_steps=0, limit_val_batches=1.0 if cfg.val_episodes > 0 else 0,
         use_distributed_sampler=False, inference_mode=False, deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every, default_root_dir=str(run_dir),
-        enable_model_summary=False,
+        enable_model_summary=False, plugins=launch.cluster_plugins(),
     )
 
 
 def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    last = run_dir / "checkpoints" / "last.ckpt"
+    """ckpt_path if set; else, with resume=auto, the newest of checkpoints/last.ckpt and the
+    hpc_ckpt_<n>.ckpt Lightning saves on SLURM's warning signal (launch.cluster_plugins)."""
     if cfg.get("ckpt_path"):
         return cfg.ckpt_path
-    return str(last) if cfg.resume == "auto" and last.exists() else None
+    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    found = [path for path in found if path.is_file()]
+    if cfg.resume != "auto" or not found:
+        return None
+    return str(max(found, key=lambda path: path.stat().st_mtime))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
@@ -95,7 +100,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     datamodule = build_datamodule(cfg)
     datamodule.load()  # loads the data and checks the episode shapes before anything heavy
     children = []
-    if not launch.launched_externally():  # the resolved config: for eval, compare and ranks
+    if launch.global_rank() == 0:  # the resolved config: for eval, compare and our own ranks
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     local = processes(cfg.hardware) // cfg.hardware.num_nodes
     if not launch.launched_externally() and local > 1:
