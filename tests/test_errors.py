@@ -20,6 +20,8 @@ CASES = [
     (["dataset=sinusoid", "backbone=mlp"],
      ["algorithm=protonet", "classification tasks only", "regression"]),
     (["resume=sometimes"], ["resume=sometimes", "auto, never"]),
+    (["hardware=multi_node", "hardware.accelerator=cpu", "hardware.devices=1"],
+     ["hardware.num_nodes=2", "launcher=slurm"]),
     (["hardware=ddp_cpu", "algorithm.meta_batch=3"],
      ["algorithm.meta_batch=3", "divide by the number of processes (2)"]),
 ]

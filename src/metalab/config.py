@@ -8,6 +8,7 @@ import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
+from metalab import launch
 from metalab.errors import ConfigError, require_positive
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
@@ -83,3 +84,7 @@ def check_hardware(hw: DictConfig) -> None:
         raise ConfigError("hardware.accelerator", hw.accelerator, "allowed: cpu, gpu")
     if hw.devices != -1:
         require_positive("hardware.devices", hw.devices)
+    if hw.num_nodes > 1 and not launch.launched_externally():
+        raise ConfigError("hardware.num_nodes", hw.num_nodes,
+                          "several nodes need a cluster launcher that starts one process per "
+                          "device on each node: submit with -m launcher=slurm")

@@ -10,6 +10,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
+from metalab import launch
+
 
 def run_tags(cfg: DictConfig) -> list[str]:
     """Tags that let the W&B run table filter by what was run."""
@@ -20,8 +22,11 @@ def run_tags(cfg: DictConfig) -> list[str]:
     return [cfg.algorithm.name, d.name, cfg.backbone.name, shape, *cfg.get("tags", [])]
 
 
-def run_id(run_dir: Path) -> str:
-    """The W&B run id of this run folder, created on first use."""
+def run_id(run_dir: Path) -> str | None:
+    """The W&B run id of this run folder, created on first use; None on the ranks that do not
+    log (so srun's tasks never race to create it)."""
+    if launch.global_rank() != 0:
+        return None
     path = run_dir / "wandb_id.txt"
     if not path.exists():
         path.write_text(sweep_agent_run() or secrets.token_hex(4))
