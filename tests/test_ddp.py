@@ -1,0 +1,46 @@
+"""The meta-batch is global: two CPU processes (DDP over gloo) and one process end a run with the
+same parameters and the same test metrics, episode for episode, in one run folder."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import train_cli
+
+BUDGET = ["steps=4", "val_every=2", "val_episodes=4", "test_episodes=6", "eval_batch=2",
+          "algorithm.meta_batch=4", "dataset.queries=5", "logger=csv"]
+# One thread per process in both runs (Lightning gives each DDP process cpus / processes): a
+# convolution's backward on 1 or 2 threads sums in another order, ~1e-4 apart here. And SGD,
+# not Adam: Adam's first steps move every parameter by about lr whatever the size of its
+# gradient, so rounding in a gradient near zero would show up as a difference of lr.
+ONE_THREAD = {"OMP_NUM_THREADS": "1"}
+SGD = ["algorithm.optimizer._target_=torch.optim.SGD", "algorithm.optimizer.lr=0.1"]
+SMALL = {"protonet": SGD,
+         "maml": ["backbone.hidden=16", "algorithm.eval_inner_steps=1", *SGD],
+         "reptile": ["backbone.hidden=16", "algorithm.inner_steps=2",
+                     "algorithm.eval_inner_steps=2", "algorithm.inner_optimizer=sgd",
+                     "algorithm.inner_lr=0.1"]}
+
+
+def finish(run_dir, *overrides):
+    proc = train_cli(run_dir, *BUDGET, *overrides, env=ONE_THREAD)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    results = json.loads((run_dir / "results.json").read_text())
+    episodes = (run_dir / "test_episodes.csv").read_text().splitlines()
+    return ckpt["state_dict"], results, episodes
+
+
+@pytest.mark.parametrize("algorithm", sorted(SMALL))
+def test_two_processes_equal_one(tmp_path, algorithm):
+    args = [f"algorithm={algorithm}", *SMALL[algorithm]]
+    one, one_results, one_episodes = finish(tmp_path / "one", *args)
+    two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
+    largest = max((one[k] - two[k]).abs().max().item() for k in one)
+    print(f"{algorithm}: largest parameter difference 1 vs 2 processes: {largest:.3g}")
+    assert largest < 1e-6
+    assert len(one_episodes) == len(two_episodes) == 7  # header + 6 episodes, in episode order
+    assert one_results["test/episodes"] == two_results["test/episodes"] == 6
+    assert one_results["test/acc"] == pytest.approx(two_results["test/acc"], abs=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
