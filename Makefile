@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e ".[dev,slurm,sweep]"
 	# learn2learn 0.2.0 ships C files that predate Python 3.11: install its runtime
-	# dependencies, then rebuild its extensions from the .pyx sources with Cython.
+	# dependencies, regenerate its C files from the .pyx sources with Cython, then build it.
 	$(BIN)/pip install -q gym scipy requests tqdm qpth "cython<3.1" setuptools wheel
-	$(BIN)/pip install -q --no-deps --no-build-isolation --no-use-pep517 \
-		--global-option=build_ext learn2learn==0.2.0
+	rm -rf build/l2l && mkdir -p build/l2l
+	$(BIN)/pip download -q --no-deps --no-binary :all: learn2learn==0.2.0 -d build/l2l
+	tar xzf build/l2l/learn2learn-0.2.0.tar.gz -C build/l2l
+	$(BIN)/python -m cython -3 -X embedsignature=True build/l2l/learn2learn-0.2.0/learn2learn/data/*.pyx
+	$(BIN)/pip install -q --no-deps --no-build-isolation ./build/l2l/learn2learn-0.2.0
 	touch $@
 
 train: $(STAMP)
@@ -33,7 +36,7 @@ test: lint
 	$(BIN)/pytest $(ARGS)
 
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) .cache build/l2l
 
 # A one-node SLURM cluster on this machine (needs root, slurm-wlm and munge) for trying
 # launcher=slurm; then: export SLURM_CONF=/tmp/metalab-slurm/slurm.conf
