@@ -171,7 +171,7 @@ def slurm_config(*overrides: str):
     (["hardware=multi_gpu", "hardware.devices=-1"], "hardware.devices"),
     (["hardware=ddp_cpu", "hydra.launcher.tasks_per_node=1"], "hydra.launcher.tasks_per_node"),
     (["hardware=multi_node", "hydra.launcher.nodes=1"], "hydra.launcher.nodes"),
-    (["hardware=gpu"], "hydra.launcher.gpus_per_node"),
+    (["hardware=gpu", "hydra.launcher.gpus_per_node=0"], "hydra.launcher.gpus_per_node"),
 ])
 def test_resources_that_do_not_match_the_hardware_are_refused(overrides, key):
     with pytest.raises(ConfigError) as err:
