@@ -1,0 +1,264 @@
+"""Accuracy harness, run by hand: short meta-training runs on real data and what they reach.
+
+    .venv/bin/python benchmarks/accuracy.py                  # every setting, one after another
+    .venv/bin/python benchmarks/accuracy.py --only maml-omniglot-5w1s --only sinusoid-maml
+    .venv/bin/python benchmarks/accuracy.py --table outputs/accuracy/<stamp>   # reprint a table
+    .venv/bin/python benchmarks/accuracy.py --dry-run        # print the commands only
+
+Each setting is one `python -m metalab.train` run into <out>/<setting>/ (metalab-train as a user
+runs it), then, where a row needs another test shape from the same weights (sinusoid MSE after 1
+instead of 10 steps; ProtoNet tested 20-way), one `python -m metalab.evaluate` run (metalab-eval)
+on a copy of the run folder whose config.yaml differs in that key only. Every number is the mean
+over the fixed test episodes of results.json (the same episodes for every run: eval_seed) with its
+95% CI, next to the raw-pixel 1-nearest-neighbour baseline on the same episodes.
+
+Budgets fit ~3 minutes per run on a loaded 2-core CPU with one thread per run (OMP_NUM_THREADS=1:
+on a shared machine two threads per process ran several times slower). These are short runs: far
+below the papers' 40k-100k iterations, so far below the papers' numbers; the point is a
+reproducible floor and a check that each algorithm learns on real data.
+
+Omniglot: meta-train on images_background_small1 (4 of its 5 alphabets; one is validation) with
+90-degree rotations as extra training classes, test on the alphabets of images_background_small2
+that small1 lacks (Japanese katakana, Sanskrit, Tagalog), as README and tests/conftest.py do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OMNIGLOT_SMALL = (ROOT / "../shared/data/omniglot-small").resolve()
+OMNIGLOT = [
+    "dataset=omniglot",
+    f"dataset.root={OMNIGLOT_SMALL}",
+    "dataset.background=[images_background_small1]",
+    "dataset.evaluation=[images_background_small2]",
+    "dataset.rotations=true",  # training classes only (dataset.rotate_splits=[train])
+]
+COMMON = ["logger=csv", "resume=never"]
+
+# MAML, the paper's Omniglot 5-way inner loop (alpha 0.4, 1 step, 3 at test), second order, on the
+# strided conv4 without max-pooling; meta-batch 8 instead of 32 (0.2-0.5 s a step here).
+MAML = ["algorithm=maml", "backbone.max_pool=false", "algorithm.meta_batch=8", "steps=600",
+        "val_every=200", "val_episodes=100", "test_episodes=600"]
+MAML_BUDGET = "meta-batch 8, 2nd order, inner 1 step a=0.4 (test 3), strided conv4-64"
+# Reptile, the paper's Omniglot settings (10 shots, inner batch 10, 5 Adam steps lr 1e-3,
+# meta-batch 5, eps 1 -> 0, 50 test steps), last weights as the paper; 200 test episodes (50
+# inner steps each are the slow part).
+REPTILE = ["algorithm=reptile", "backbone.max_pool=false", "dataset.train_shots=10",
+           "dataset.train_queries=1", "algorithm.inner_batch=10", "steps=1000", "val_every=500",
+           "val_episodes=0", "test_episodes=200"]
+REPTILE_BUDGET = ("meta-batch 5, 10 shots/class, 5 Adam steps (batch 10, lr 1e-3), eps 1->0, "
+                  "test 50 steps, strided conv4-64")
+
+
+@dataclass
+class Derived:
+    """Another test of the same weights: ``set`` edits the run's config.yaml."""
+
+    suffix: str
+    label: str
+    set: dict
+    test_episodes: int | None = None
+
+
+@dataclass
+class Setting:
+    name: str
+    label: str
+    overrides: list[str]
+    budget: str
+    derived: list[Derived] = field(default_factory=list)
+
+
+SETTINGS = [
+    Setting("maml-omniglot-5w1s", "MAML 5-way 1-shot, Omniglot small", [*OMNIGLOT, *MAML],
+            MAML_BUDGET),
+    Setting("maml-glyphs-5w1s", "MAML 5-way 1-shot, glyphs", ["dataset=glyphs", *MAML],
+            MAML_BUDGET),
+    Setting("reptile-omniglot-5w1s", "Reptile 5-way 1-shot, Omniglot small",
+            [*OMNIGLOT, *REPTILE], REPTILE_BUDGET),
+    Setting("reptile-glyphs-5w1s", "Reptile 5-way 1-shot, glyphs", ["dataset=glyphs", *REPTILE],
+            REPTILE_BUDGET),
+    Setting("sinusoid-maml", "MAML sinusoid K=10, test MSE after 10 steps",
+            ["dataset=sinusoid", "algorithm=maml", "backbone=mlp", "algorithm.meta_batch=25",
+             "algorithm.inner_lr=0.01", "algorithm.inner_steps=1",
+             "algorithm.eval_inner_steps=10", "steps=3000", "val_every=500", "val_episodes=0",
+             "test_episodes=600"],
+            "meta-batch 25, 1 inner step a=0.01, MLP 40-40",
+            [Derived("1step", "MAML sinusoid K=10, test MSE after 1 step",
+                     {"algorithm.eval_inner_steps": 1})]),
+    Setting("protonet-omniglot-5w1s", "ProtoNet 5-way 1-shot (60-way training), Omniglot small",
+            [*OMNIGLOT, "algorithm=protonet", "dataset.train_ways=60", "dataset.train_queries=5",
+             "steps=150", "val_every=50", "val_episodes=100", "test_episodes=400"],
+            "60-way 1-shot 5-query episodes, Adam 1e-3, conv4-64",
+            [Derived("20w", "ProtoNet 20-way 1-shot (same weights), Omniglot small",
+                     {"dataset.ways": 20}, test_episodes=200)]),
+]
+
+
+@dataclass
+class Row:
+    setting: str
+    label: str
+    steps: int | str
+    budget: str
+    results: dict
+    wall: float
+
+
+def _env(threads: int) -> dict:
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    return env
+
+
+def _run(cmd: list[str], env: dict, log: Path) -> float:
+    """Run a command, its output into ``log``; the wall time in seconds."""
+    print("$ " + " ".join(_quote(c) for c in cmd), flush=True)
+    start = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise SystemExit(f"failed ({proc.returncode}) after {wall:.0f} s; {log}:\n{tail}")
+    return wall
+
+
+def _quote(arg: str) -> str:
+    return f"'{arg}'" if any(c in arg for c in "[]${} ") else arg
+
+
+def _checkpoint(run_dir: Path) -> Path:
+    """The weights the run tested: best by validation, else the last."""
+    best = run_dir / "checkpoints" / "best.ckpt"
+    return best if best.is_file() else run_dir / "checkpoints" / "last.ckpt"
+
+
+def _copy_for(run_dir: Path, derived: Derived) -> Path:
+    """A run folder metalab-eval can read: the tested checkpoint and an edited config.yaml."""
+    from omegaconf import OmegaConf
+
+    copy = run_dir.parent / f"{run_dir.name}-{derived.suffix}"
+    shutil.rmtree(copy, ignore_errors=True)
+    (copy / "checkpoints").mkdir(parents=True)
+    ckpt = copy / "checkpoints" / "tested.ckpt"
+    try:
+        os.link(_checkpoint(run_dir), ckpt)
+    except OSError:
+        shutil.copy2(_checkpoint(run_dir), ckpt)
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    for key, value in derived.set.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    (copy / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    return copy
+
+
+def run_setting(setting: Setting, out: Path, threads: int, dry_run: bool) -> list[Row]:
+    run_dir = out / setting.name
+    cmd = [sys.executable, "-m", "metalab.train", f"hydra.run.dir={run_dir}",
+           *setting.overrides, *COMMON]
+    if dry_run:
+        print("$ " + " ".join(_quote(c) for c in cmd))
+        return []
+    run_dir.mkdir(parents=True, exist_ok=True)
+    wall = _run(cmd, _env(threads), out / f"{setting.name}.log")
+    steps = _override(setting.overrides, "steps")
+    rows = [Row(setting.name, setting.label, steps, setting.budget, _results(run_dir), wall)]
+    for derived in setting.derived:
+        copy = _copy_for(run_dir, derived)
+        cmd = [sys.executable, "-m", "metalab.evaluate",
+               f"ckpt_path={copy / 'checkpoints' / 'tested.ckpt'}",
+               f"hydra.run.dir={copy / 'eval'}"]
+        if derived.test_episodes:
+            cmd.append(f"test_episodes={derived.test_episodes}")
+        wall = _run(cmd, _env(threads), out / f"{setting.name}-{derived.suffix}.log")
+        edits = ", ".join(f"{k}={v}" for k, v in derived.set.items())
+        rows.append(Row(setting.name, derived.label, steps, f"{setting.budget}; eval: {edits}",
+                        _results(copy / "eval"), wall))
+    return rows
+
+
+def _override(overrides: list[str], key: str) -> str:
+    values = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0] == key]
+    return values[-1] if values else "?"
+
+
+def _results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
+
+
+def _metric(results: dict) -> str:
+    if "test/acc" in results:
+        return f"{100 * results['test/acc']:.2f} ± {100 * results['test/acc_ci95']:.2f} %"
+    return f"MSE {results['test/mse']:.3f} ± {results['test/mse_ci95']:.3f}"
+
+
+def _baseline(results: dict) -> str:
+    if "test/pixel_1nn_acc" not in results:
+        return "-"
+    return (f"{100 * results['test/pixel_1nn_acc']:.2f} ± "
+            f"{100 * results['test/pixel_1nn_acc_ci95']:.2f} %")
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| setting | steps | budget | test ± 95% CI | pixel 1-NN | episodes | wall |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r.label} | {r.steps} | {r.budget} | {_metric(r.results)} | "
+                     f"{_baseline(r.results)} | {int(r.results['test/episodes'])} | "
+                     f"{r.wall:.0f} s |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    names = [s.name for s in SETTINGS]
+    parser.add_argument("--only", action="append", choices=names, help="run only these")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of the runs (default outputs/accuracy/<date>_<time>)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--table", type=Path, default=None, metavar="OUT",
+                        help="reprint the table of an earlier --out folder (its rows.json)")
+    args = parser.parse_args(argv)
+
+    if args.table is not None:
+        print(table(_saved(args.table)))
+        return
+    if not OMNIGLOT_SMALL.is_dir() and not args.dry_run:
+        raise SystemExit(f"the small Omniglot sets are not at {OMNIGLOT_SMALL}")
+    out = (args.out or ROOT / "outputs" / "accuracy" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _saved(out)  # an earlier invocation's rows in the same folder are kept
+    for setting in SETTINGS:
+        if args.only and setting.name not in args.only:
+            continue
+        new = run_setting(setting, out, args.threads, args.dry_run)
+        if new:  # after every setting, so a long session leaves what it has
+            rows = [r for r in rows if r.setting != setting.name] + new
+            rows.sort(key=lambda r: names.index(r.setting))
+            (out / "rows.json").write_text(json.dumps([r.__dict__ for r in rows], indent=2))
+            print(table(new), flush=True)
+    if rows and not args.dry_run:
+        print(f"\nruns in {out}\n")
+        print(table(rows))
+
+
+def _saved(out: Path) -> list[Row]:
+    path = out / "rows.json"
+    return [Row(**r) for r in json.loads(path.read_text())] if path.is_file() else []
+
+
+if __name__ == "__main__":
+    main()
