@@ -37,6 +37,20 @@ def compose_train(overrides=(), output_dir: Path | None = None):
         return compose("train", overrides=[*overrides, *extra])
 
 
+def trained_model(cfg, run_dir: Path, ckpt: str = "best"):
+    """A finished run's model with the weights of one of its checkpoints, and its DataModule."""
+    import torch
+
+    from metalab.run import build_datamodule, build_model
+
+    datamodule = build_datamodule(cfg)
+    datamodule.load()
+    model = build_model(cfg)
+    state = torch.load(run_dir / "checkpoints" / f"{ckpt}.ckpt", weights_only=False)
+    model.load_state_dict(state["state_dict"])
+    return model, datamodule
+
+
 def run_cli(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess:
     """Run an entry point (``python -m metalab.<module>``) as a user would."""

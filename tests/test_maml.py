@@ -11,6 +11,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 
+from conftest import TINY, train_cli, trained_model
 from metalab.algorithms.maml import MAML
 from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
@@ -169,11 +170,7 @@ def test_short_maml_run_on_sinusoid_adapts(tmp_path):
                  "algorithm.eval_inner_steps=10", "algorithm.optimizer.lr=0.003",
                  output_dir=tmp_path)
     results = run(cfg, tmp_path)
-    datamodule = build_datamodule(cfg)
-    datamodule.load()
-    model = build_model(cfg)
-    state = torch.load(tmp_path / "checkpoints" / "best.ckpt", weights_only=False)["state_dict"]
-    model.load_state_dict(state)
+    model, datamodule = trained_model(cfg, tmp_path, "best")
     eps = datamodule.eval_episodes("test", torch.arange(200))
     with torch.no_grad():
         before = model.task_metrics(model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y),
@@ -187,8 +184,6 @@ def test_short_maml_run_on_sinusoid_adapts(tmp_path):
 def test_vmap_maml_trains_and_evaluates_under_bf16_autocast(tmp_path):
     """bf16-mixed (the GPU default) through the vmap engine: training and the evaluation,
     which adapts without an outer graph, both run (autocast exists on CPU too)."""
-    from conftest import TINY, train_cli
-
     proc = train_cli(tmp_path, "algorithm=maml", "algorithm.engine=vmap", "backbone.hidden=8",
                      "hardware.precision=bf16-mixed", "algorithm.meta_batch=2", *TINY,
                      "logger=none")

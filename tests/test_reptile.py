@@ -12,12 +12,13 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
+from conftest import trained_model
 from metalab.algorithms.reptile import Reptile
 from metalab.backbones.mlp import MLP
 from metalab.config import CONF_DIR
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
-from metalab.run import build_datamodule, build_model, run
+from metalab.run import build_model, run
 
 
 @pytest.fixture(autouse=True)
@@ -167,11 +168,7 @@ def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
             "algorithm.inner_steps=5", "algorithm.eval_inner_steps=10",
             "algorithm.meta_batch=5"])
     results = run(cfg, tmp_path)
-    datamodule = build_datamodule(cfg)
-    datamodule.load()
-    model = build_model(cfg)
-    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    model.load_state_dict(state)
+    model, datamodule = trained_model(cfg, tmp_path, "last")
     eps = datamodule.eval_episodes("test", torch.arange(100))
     with torch.no_grad():
         before = F.mse_loss(model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y),
