@@ -29,6 +29,17 @@ needs_omniglot = pytest.mark.skipif(
 )
 
 
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: small kernels on a shared 2-core machine stall on thread hand-offs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def compose_train(overrides=(), output_dir: Path | None = None):
     """The run config exactly as metalab-train would build it, with the run folder given."""
     GlobalHydra.instance().clear()

@@ -3,44 +3,29 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import InstantiationException
 
-from conftest import TINY, train_cli, trained_model
+from conftest import OMNIGLOT_ARGS, OMNIGLOT_SMALL, TINY, compose_train, train_cli, trained_model
 from metalab.algorithms.maml import MAML
 from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
-from metalab.config import CONF_DIR
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
 from metalab.run import build_datamodule, build_model, run
 
-OMNIGLOT_SMALL_ROOT = Path("/work/shared/data/omniglot-small")
 # real handwritten characters where the small Omniglot sets are, else the procedural glyphs
-REAL_DATA = ["dataset=omniglot", f"dataset.root={OMNIGLOT_SMALL_ROOT}",
-             "dataset.background=[images_background_small1]",
-             "dataset.evaluation=[images_background_small2]",
-             ] if OMNIGLOT_SMALL_ROOT.is_dir() else ["dataset=glyphs"]
+REAL_DATA = ["dataset=omniglot", *OMNIGLOT_ARGS] if OMNIGLOT_SMALL.is_dir() else ["dataset=glyphs"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one intra-op thread: small kernels on a shared 2-core machine stall on thread hand-offs
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(*overrides, output_dir="/tmp/metalab-test-unused"):
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=["logger=none", f"paths.output_dir={output_dir}",
-                                           *overrides])
+    return compose_train(["logger=none", *overrides], output_dir=output_dir)
 
 
 def episodes(num_tasks=4, ways=5, shots=1, queries=2, seed=0) -> Episodes:

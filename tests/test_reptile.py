@@ -10,24 +10,15 @@ import pytest
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 
-from conftest import trained_model
+from conftest import compose_train, trained_model
 from metalab.algorithms.reptile import Reptile
 from metalab.backbones.mlp import MLP
-from metalab.config import CONF_DIR
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
 from metalab.run import build_model, run
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # one intra-op thread: small kernels on a shared 2-core machine stall on thread hand-offs
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sine_episodes(num_tasks=3, shots=6, queries=4, seed=0, dtype=torch.float64) -> Episodes:
@@ -141,9 +132,7 @@ def test_training_with_minibatches_is_deterministic():
 
 
 def test_reptile_config_and_errors():
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["algorithm=reptile", "steps=300",
-                                          "paths.output_dir=/tmp/unused"])
+    cfg = compose_train(["algorithm=reptile", "steps=300"], output_dir="/tmp/unused")
     assert cfg.algorithm.scheduler.total_iters == 300
     model = build_model(cfg)
     assert isinstance(model, Reptile) and model.inner_optimizer == "adam"
@@ -160,13 +149,11 @@ def test_reptile_config_and_errors():
 
 
 def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            "dataset=sinusoid", "backbone=mlp", "algorithm=reptile", "logger=none",
-            f"paths.output_dir={tmp_path}", "steps=400", "val_every=400", "val_episodes=0",
-            "test_episodes=100", "algorithm.inner_optimizer=sgd", "algorithm.inner_lr=0.02",
-            "algorithm.inner_steps=5", "algorithm.eval_inner_steps=10",
-            "algorithm.meta_batch=5"])
+    cfg = compose_train([
+        "dataset=sinusoid", "backbone=mlp", "algorithm=reptile", "logger=none", "steps=400",
+        "val_every=400", "val_episodes=0", "test_episodes=100", "algorithm.inner_optimizer=sgd",
+        "algorithm.inner_lr=0.02", "algorithm.inner_steps=5", "algorithm.eval_inner_steps=10",
+        "algorithm.meta_batch=5"], output_dir=tmp_path)
     results = run(cfg, tmp_path)
     model, datamodule = trained_model(cfg, tmp_path, "last")
     eps = datamodule.eval_episodes("test", torch.arange(100))
