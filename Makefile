@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: install train test lint clean
+.PHONY: install train test test-all lint clean
 
 install: $(STAMP)
 
@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[dev,slurm,sweep]"
+	$(BIN)/pip install -q -e ".[dev,slurm,sweep,rl,text]"
+	# W&B's sweep engine (checks sweeps/*.yaml in the tests) and qpth (a learn2learn dependency)
+	# declare numpy<2 but run on numpy 2: installed without their pins so numpy stays current.
+	$(BIN)/pip install -q jsonref jsonschema pydantic scikit-learn scipy cvxpy
+	$(BIN)/pip install -q --no-deps "sweeps>=0.2" qpth
 	# learn2learn 0.2.0 ships C files that predate Python 3.11: install its runtime
 	# dependencies, regenerate its C files from the .pyx sources with Cython, then build it.
-	$(BIN)/pip install -q gym scipy requests tqdm qpth "cython<3.1" setuptools wheel
+	$(BIN)/pip install -q gym scipy requests tqdm "cython<3.1" setuptools wheel
 	rm -rf build/l2l && mkdir -p build/l2l
 	$(BIN)/pip download -q --no-deps --no-binary :all: learn2learn==0.2.0 -d build/l2l
 	tar xzf build/l2l/learn2learn-0.2.0.tar.gz -C build/l2l
@@ -33,6 +37,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
 test: lint
+	$(BIN)/pytest -m "not slow" $(ARGS)
+
+# the tests marked slow too (longer end-to-end runs)
+test-all: lint
 	$(BIN)/pytest $(ARGS)
 
 clean:
