@@ -12,13 +12,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import TINY, compose_train, run_cli, train_cli
+from conftest import compose_train, train_cli
 from metalab.config import CONF_DIR, check_config
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
+from metalab.evaluate import evaluate
 from metalab.protocols import Protocol
+from metalab.results import print_results
 from metalab.run import build_model
 from test_ddp import finish
 
@@ -149,43 +153,57 @@ def test_bad_protocol_stops_train_in_one_line(tmp_path):
     assert not (tmp_path / "config.yaml").exists()  # stopped before any heavy work
 
 
-def test_protocol_in_results_and_retest_under_another(tmp_path):
-    """An inductive run records its protocol; metalab-eval re-tests its checkpoint under the
-    transductive protocol, and reproduces it under its own."""
-    run = tmp_path / "run"
-    proc = train_cli(run, *TINY, "logger=csv", "protocol=inductive")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads((run / "results.json").read_text())
+# One inductive ProtoNet run on one process (test_ddp's budget), shared by the tests below.
+INDUCTIVE_RUN = ["algorithm=protonet", "algorithm.optimizer._target_=torch.optim.SGD",
+                 "algorithm.optimizer.lr=0.1", "protocol=inductive"]
+
+
+@pytest.fixture(scope="module")
+def inductive_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("inductive") / "one"
+    return run_dir, *finish(run_dir, *INDUCTIVE_RUN)
+
+
+def test_results_carry_the_protocol(inductive_run, capsys):
+    run_dir, _, results, _ = inductive_run
     assert results["protocol"] == "inductive" and results["inductive_stats"] == "support"
-    assert "protocol: inductive (batch-norm statistics: support)" in proc.stdout
-    assert OmegaConf.load(run / "config.yaml").protocol == "inductive"
-    ckpt = f"ckpt_path={run}/checkpoints/best.ckpt"
-    for protocol in ("inductive", "transductive"):
-        proc = run_cli("evaluate", ckpt, f"protocol={protocol}",
-                       f"hydra.run.dir={tmp_path / protocol}")
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        assert f"protocol: {protocol}" in proc.stdout
-    inductive = json.loads((tmp_path / "inductive" / "results.json").read_text())
-    transductive = json.loads((tmp_path / "transductive" / "results.json").read_text())
-    assert inductive == {k: v for k, v in results.items() if not k.startswith("perf/")}
+    assert OmegaConf.load(run_dir / "config.yaml").protocol == "inductive"  # W&B's config too
+    print_results(results)
+    assert "protocol: inductive (batch-norm statistics: support)" in capsys.readouterr().out
+
+
+def retest(run_dir: Path, out_dir: Path, *overrides: str) -> dict:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("eval", [f"ckpt_path={run_dir}/checkpoints/best.ckpt", *overrides])
+    return evaluate(cfg, out_dir)
+
+
+def test_eval_retests_a_checkpoint_under_another_protocol(inductive_run, tmp_path):
+    run_dir, _, results, _ = inductive_run
+    again = retest(run_dir, tmp_path / "again")  # the run's own protocol: the same numbers
+    assert again == {k: v for k, v in results.items() if not k.startswith("perf/")}
+    transductive = retest(run_dir, tmp_path / "other", "protocol=transductive")
+    assert json.loads((tmp_path / "other" / "results.json").read_text()) == transductive
     assert transductive["protocol"] == "transductive" and "inductive_stats" not in transductive
-    assert transductive["test/acc"] != inductive["test/acc"]
-    proc = run_cli("evaluate", ckpt, "protocol=both", f"hydra.run.dir={tmp_path / 'bad'}")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "metalab-eval: error: protocol=both: allowed: transductive, inductive"]
+    assert transductive["test/acc"] != results["test/acc"]
+    with pytest.raises(ConfigError, match=r"^protocol=both: allowed: transductive, inductive$"):
+        retest(run_dir, tmp_path / "bad", "protocol=both")
+    assert not (tmp_path / "bad").exists()
 
 
-def test_inductive_two_processes_equal_one(tmp_path):
+def test_inductive_two_processes_equal_one(inductive_run):
     """No running statistics: the inductive numbers are the same on 1 and 2 DDP processes."""
-    args = ["algorithm=maml", "backbone.hidden=16", "algorithm.eval_inner_steps=1",
-            "algorithm.optimizer._target_=torch.optim.SGD", "algorithm.optimizer.lr=0.1",
-            "protocol=inductive", "inductive_stats=support_plus_query"]
-    _, one, one_episodes = finish(tmp_path / "one", *args)
-    _, two, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
-    assert one["protocol"] == two["protocol"] == "inductive"
+    run_dir, params, one, one_episodes = inductive_run
+    two_params, two, two_episodes = finish(run_dir.parent / "two", "hardware=ddp_cpu",
+                                           *INDUCTIVE_RUN)
+    assert max((params[k] - two_params[k]).abs().max().item() for k in params) < 1e-6
+    assert two["protocol"] == "inductive"
     assert one["test/acc"] == pytest.approx(two["test/acc"], abs=1e-6)
-    assert one_episodes == two_episodes
+    assert one_episodes[0] == two_episodes[0] and len(one_episodes) == len(two_episodes)
+    for a, b in zip(one_episodes[1:], two_episodes[1:]):  # episode by episode, in order
+        assert [float(v) for v in a.split(",")] == pytest.approx(
+            [float(v) for v in b.split(",")], abs=1e-5)
 
 
 # The protocol each paper reports (README "Which protocol do published numbers use?")
