@@ -31,7 +31,7 @@ def print_results(results: dict, run_dir: Path | None = None) -> None:
     console = Console()
     n = int(results.get("test/episodes", 0))
     for name, value in sorted(results.items()):
-        if name.endswith("_ci95") or name == "test/episodes" or name.startswith("perf/"):
+        if name.endswith("_ci95") or name == "test/episodes" or not name.startswith("test/"):
             continue
         ci = results.get(f"{name}_ci95")
         spread = f" ± {ci:.4f}" if ci is not None else ""
