@@ -9,18 +9,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import torch
 
-
-def mean_ci95(values: torch.Tensor) -> tuple[float, float]:
+def mean_ci95(values) -> tuple[float, float]:
     """Mean and the half-width of its normal 95% confidence interval (1.96 * s / sqrt(n)),
-    the convention of the few-shot literature."""
-    values = values.double().flatten()
-    n = values.numel()
+    the convention of the few-shot literature. ``values``: a tensor or a sequence of numbers."""
+    values = values.double().flatten().tolist() if hasattr(values, "double") else list(values)
+    n = len(values)
     if n == 0:
         return math.nan, math.nan
-    std = values.std(unbiased=True).item() if n > 1 else 0.0
-    return values.mean().item(), 1.96 * std / math.sqrt(n)
+    mean, std = mean_std(values)
+    return mean, 1.96 * (std if n > 1 else 0.0) / math.sqrt(n)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:

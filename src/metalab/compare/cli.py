@@ -92,8 +92,9 @@ def run(args: argparse.Namespace) -> None:
     report = out / "compare.html"
     write_html(report, title, summary, tables, notes + study_notes, [
         Section("Learning curves", curve_figures(result),
-                "Hover for values, drag to zoom (double-click to reset), click a legend entry "
-                "to hide a group, double-click to show it alone."),
+                "One line per group: the mean over its seeds, in a band of the 95% CI across "
+                "seeds. Hover for values, drag to zoom (double-click to reset), click a legend "
+                "entry to hide a group, double-click to show it alone."),
         Section("Per-episode results", scatter_figures(result),
                 "Each dot is one test episode (seed-averaged); above the diagonal the chosen "
                 "group scored higher."),
@@ -168,7 +169,8 @@ def key_columns(result: Comparison) -> tuple[list[str], list[str]]:
     When they do not all fit (MAX_KEY_COLUMNS), the main table keeps the names (algorithm.name)
     and keys every group has (a learning rate); the rest go to a table of their own."""
     configs = [RunRecord("", g.config, {}) for g in result.groups]
-    keys = [k for k in differing_keys(configs) if k != SEED and not k.startswith(IGNORED)]
+    keys = [k for k in differing_keys(configs)  # the protocol has a column of its own
+            if k not in (SEED, "protocol") and not k.startswith(IGNORED)]
     named = {k.removesuffix(".name") for k in keys if k.endswith(".name")}
     keys = [k for k in keys if not (k.endswith("._target_") and k.removesuffix("._target_")
                                     in named)]  # the class is said by the name

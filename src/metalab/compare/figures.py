@@ -14,8 +14,9 @@ from metalab.stats import t_ci95
 CURVES = ("val/acc", "val/mse", "val/loss", "train/acc", "train/mse", "train/loss")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
-LAYOUT = dict(height=380, margin=dict(l=60, r=20, t=40, b=50), template="plotly_white",
-              hovermode="closest", legend=dict(font=dict(size=11)))
+LAYOUT = dict(height=380, margin=dict(l=60, r=40, t=40, b=50), template="plotly_white",
+              hovermode="closest", legend=dict(font=dict(size=11)), title_font_size=14,
+              modebar=dict(orientation="v"))  # the tool buttons beside the plot, not on its title
 
 
 def color(i: int, alpha: float = 1.0) -> str:
@@ -58,9 +59,7 @@ def curve_figures(comparison: Comparison) -> list[go.Figure]:
                 customdata=[[h] for h in half],
                 hovertemplate=f"{g.label}<br>step %{{x}}<br>{metric} %{{y:.4g}}"
                 + (" ± %{customdata[0]:.2g}" if g.seeds > 1 else "") + "<extra></extra>"))
-        fig.update_layout(title=metric + (" (mean over seeds, band: 95% CI across seeds)"
-                                          if any(g.seeds > 1 for _, g in groups) else ""),
-                          xaxis_title="step", yaxis_title=metric, **LAYOUT)
+        fig.update_layout(title=metric, xaxis_title="step", yaxis_title=metric, **LAYOUT)
         figures.append(fig)
     return figures
 
@@ -91,6 +90,7 @@ def scatter_figures(comparison: Comparison) -> list[go.Figure]:
         fig.update_layout(title=f"test {metric} per episode: {chosen.label} against the others",
                           xaxis_title=f"other group's {metric}",
                           yaxis_title=f"{chosen.label}'s {metric}", **LAYOUT)
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)  # the diagonal at 45 degrees
         figures.append(fig)
     return figures
 

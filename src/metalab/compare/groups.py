@@ -13,8 +13,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import torch
-
 from metalab.compare.records import CompareError, RunRecord
 from metalab.errors import ConfigError
 from metalab.stats import holm, mean_ci95, paired_t_test, t_ci95
@@ -152,8 +150,8 @@ def summarise(group: Group, goal: Objective) -> None:
         group.val, group.val_ci = t_ci95(best)
     per_run = [r.episodes.get(goal.column) if r.episodes else None for r in group.runs]
     if all(e is not None for e in per_run) and len({len(e) for e in per_run}) == 1:
-        group.episodes = torch.tensor(per_run, dtype=torch.float64).mean(0).tolist()
-        group.episode_ci = mean_ci95(torch.tensor(group.episodes))[1]
+        group.episodes = [math.fsum(values) / len(values) for values in zip(*per_run)]
+        group.episode_ci = mean_ci95(group.episodes)[1]
     elif group.seeds == 1:  # W&B keeps only the run's own CI
         group.episode_ci = group.runs[0].results.get(f"{goal.test}_ci95", math.nan)
 
