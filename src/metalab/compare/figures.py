@@ -4,6 +4,7 @@ group, and an Optuna study's history and parameter-versus-objective plots."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -14,9 +15,10 @@ from metalab.stats import t_ci95
 CURVES = ("val/acc", "val/mse", "val/loss", "train/acc", "train/mse", "train/loss")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
-LAYOUT = dict(height=380, margin=dict(l=60, r=40, t=40, b=50), template="plotly_white",
-              hovermode="closest", legend=dict(font=dict(size=11)), title_font_size=14,
-              modebar=dict(orientation="v"))  # the tool buttons beside the plot, not on its title
+LAYOUT = dict(width=600, height=400,  # two side by side at 1280 px
+              margin=dict(l=60, r=20, t=40, b=100), template="plotly_white",
+              hovermode="closest", title_font_size=14,  # the legend below: plots keep their width
+              legend=dict(font=dict(size=11), orientation="h", yanchor="top", y=-0.22))
 
 
 def color(i: int, alpha: float = 1.0) -> str:
@@ -90,7 +92,9 @@ def scatter_figures(comparison: Comparison) -> list[go.Figure]:
         fig.update_layout(title=f"test {metric} per episode: {chosen.label} against the others",
                           xaxis_title=f"other group's {metric}",
                           yaxis_title=f"{chosen.label}'s {metric}", **LAYOUT)
-        fig.update_yaxes(scaleanchor="x", scaleratio=1)  # the diagonal at 45 degrees
+        pad = (high - low) * 0.05 or 0.01
+        fig.update_xaxes(range=[low - pad, high + pad])  # same ranges: the diagonal at 45 degrees
+        fig.update_yaxes(range=[low - pad, high + pad])
         figures.append(fig)
     return figures
 
@@ -130,27 +134,37 @@ def study_figures(folders: list[Path]) -> tuple[list[go.Figure], list[str]]:
     except ImportError:
         return figures, [f"{storages[0]}: install optuna to plot the study"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for path in storages:
-        try:
-            storage = open_storage(path)
-            names = optuna.study.get_all_study_names(storage)
-        except Exception as err:  # an unreadable or foreign file: say so, go on
-            notes.append(f"{path}: no Optuna study read ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0] if str(err) else ''})")
-            continue
-        for name in names:
-            study = optuna.load_study(study_name=name, storage=storage)
-            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            if not done or len(study.directions) > 1:
-                continue
-            for fig in (optuna.visualization.plot_optimization_history(study),
-                        optuna.visualization.plot_slice(study)):
-                fig.update_layout(title=f"study {name}: {fig.layout.title.text}",
-                                  **{**LAYOUT, "height": 400})
-                figures.append(fig)
-            others = len(study.trials) - len(done)
-            if others:
-                notes.append(f"study {name}: {len(done)} complete trials plotted, {others} "
-                             "failed, pruned or unfinished left out")
+    with warnings.catch_warnings():  # deprecations in studies of older Optunas
+        warnings.simplefilter("ignore")
+        for path in storages:
+            figures += study_plots(path, notes)
     return figures, notes
 
+
+def study_plots(path: Path, notes: list[str]) -> list[go.Figure]:
+    import optuna
+
+    figures = []
+    try:
+        storage = open_storage(path)
+        studies = [optuna.load_study(study_name=name, storage=storage)
+                   for name in optuna.study.get_all_study_names(storage)]
+    except Exception as err:  # an unreadable or foreign file: say so, go on
+        notes.append(f"{path}: no Optuna study read ({type(err).__name__}: "
+                     f"{str(err).splitlines()[0] if str(err) else ''})")
+        return figures
+    for study in studies:
+        name = study.study_name
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not done or len(study.directions) > 1:
+            continue
+        for fig in (optuna.visualization.plot_optimization_history(study),
+                    optuna.visualization.plot_slice(study)):
+            fig.update_layout(title=f"study {name}: {fig.layout.title.text}",
+                              **LAYOUT)
+            figures.append(fig)
+        others = len(study.trials) - len(done)
+        if others:
+            notes.append(f"study {name}: {len(done)} complete trials plotted, {others} "
+                         "failed, pruned or unfinished left out")
+    return figures

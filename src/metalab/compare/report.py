@@ -24,8 +24,7 @@ td.label {{ text-align: left; }} td[title] {{ text-decoration: underline dotted;
 tr.chosen td {{ background: #e8f4e8; font-weight: 600; }}
 tbody tr:nth-child(even):not(.chosen) td {{ background: #fafafa; }}
 ul.notes li {{ margin: 0.2em 0; }}
-div.figures {{ display: flex; flex-wrap: wrap; gap: 8px; }}
-div.figures > div {{ flex: 1 1 600px; min-width: 0; }}
+div.figures > div {{ display: inline-block; vertical-align: top; margin: 0 8px 8px 0; }}
 </style>
 <script>{plotly}</script>
 </head>
@@ -93,7 +92,7 @@ def write_html(path: Path, title: str, summary: list[str], tables: list[Table],
         if section.text:
             body.append(f"<p>{html.escape(section.text)}</p>")
         figures = [fig.to_html(full_html=False, include_plotlyjs=False,
-                               config={"displaylogo": False, "responsive": True})
+                               config={"displaylogo": False})
                    for fig in section.figures]
         body.append('<div class="figures">' + "".join(f"<div>{f}</div>" for f in figures)
                     + "</div>")
@@ -103,7 +102,8 @@ def write_html(path: Path, title: str, summary: list[str], tables: list[Table],
 
 
 def header_html(name: str) -> str:
-    return html.escape(name).replace(".", ".<wbr>")  # long config keys wrap at their dots
+    # long config keys and metric names wrap at their dots and slashes
+    return html.escape(name).replace(".", ".<wbr>").replace("/", "/<wbr>")
 
 
 def table_html(table: Table) -> str:
