@@ -75,6 +75,19 @@ def by_algorithm(result):
     return {g.config["algorithm.name"]: g for g in result.groups}
 
 
+def test_a_diverged_run_is_listed_last(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    for job in range(2):
+        write_run(tmp_path / str(job), f"algo{job}", accs=episodes(rng, 0.7), val=[0.5, 0.6])
+    results = json.loads((tmp_path / "0" / "results.json").read_text())
+    (tmp_path / "0" / "results.json").write_text(json.dumps({**results, "test/acc": None}))
+    (tmp_path / "0" / "metrics.csv").write_text("epoch,step,val/acc\n0,1,NaN\n")
+    cli.main([str(tmp_path), "--no-paired"])
+    header, *rows = Tables((tmp_path / "compare.html").read_text()).tables[0]
+    assert [row[1] for row in rows] == ["1", "0"]
+    assert rows[1][header.index("test/acc")] == rows[1][header.index("best val/acc")] == "–"
+
+
 def test_seed_groups_and_their_statistics_match_scipy(seeds_sweep, capsys):
     records = [load_run(d, d.name) for d in sorted(seeds_sweep.iterdir())]
     result = compare(records)

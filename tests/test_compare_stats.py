@@ -88,6 +88,7 @@ def test_parameters_have_three_significant_digits(value, text):
     (123.4, 13.0, "123 ± 13"),
     (0.75, None, "0.7500"),  # no CI: four significant digits
     (1275.21, math.nan, "1275"),
+    (math.nan, 0.03, "–"),  # a diverged run's null
 ])
 def test_metrics_are_shown_to_the_precision_of_their_ci(value, ci, text):
     assert fmt.metric(value, ci) == text

@@ -35,7 +35,7 @@ def metric(value: float, ci: float | None = None) -> str:
     """``value ± ci`` rounded to the CI's precision; without a usable CI, 4 significant
     digits."""
     if not finite(value):
-        return DASH if value is None else str(value)
+        return DASH  # missing, or a diverged run's null
     if ci is None or not finite(ci) or ci <= 0:
         return sig(value)
     places = decimals_for(ci)
