@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> None:
     summary = summary_lines(result)
     notes = [n for n in result.notes if not n.startswith("WARNING")] + notes
     tables = tables_of(result)
-    console = Console(width=None if sys.stdout.isatty() else 200)
+    wide = sys.stdout.isatty() or "COLUMNS" in os.environ  # else a log file: do not wrap
+    console = Console(width=None if wide else 200)
     for line in summary:
         console.print(line, highlight=False)
     for table in tables:
@@ -128,7 +129,8 @@ def load(args: argparse.Namespace) -> tuple[list[RunRecord], list[str], Path, st
     records = [load_run(d, str(d.relative_to(base))) for d in run_dirs]
     notes = [f"skipped {name(folder, base)}: {why}" for folder, why in skipped]
     single = len(folders) == 1
-    out = args.out or (folders[0] if single else Path(os.path.commonpath(run_dirs)))
+    out = args.out or Path(os.path.relpath(folders[0] if single
+                                           else os.path.commonpath(run_dirs)))
     return records, notes, out, f"metalab-compare: {' '.join(args.paths)}", folders
 
 
