@@ -347,3 +347,13 @@ def test_group_labels_are_short_and_hover_shows_the_folders(seeds_sweep):
     cli.main([str(seeds_sweep)])
     page = (seeds_sweep / "compare.html").read_text()
     assert f'<td class="label" title="{seeds_sweep / "0"}\n{seeds_sweep / "1"}\n' in page
+
+
+def test_hostile_strings_are_escaped_in_the_report(tmp_path, capsys):
+    rng = np.random.default_rng(9)
+    hostile = "</script><img src=x onerror=alert(1)>"
+    for job, algorithm in enumerate((hostile, "b")):
+        write_run(tmp_path / str(job), algorithm, accs=episodes(rng, 0.7), val=[0.5, 0.6 + job])
+    cli.main([str(tmp_path)])
+    page = (tmp_path / "compare.html").read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
