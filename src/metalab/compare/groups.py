@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from metalab.compare.records import CompareError, RunRecord
 from metalab.errors import ConfigError
@@ -94,6 +95,11 @@ def objective(records: list[RunRecord]) -> Objective:
     for metric, higher in (("test/acc", True), ("test/mse", False)):
         if all(metric in r.results for r in records):
             return Objective(metric, higher)
+    for r in records:
+        if not {"test/acc", "test/mse"} & set(r.results):
+            where = (f"{r.source}/results.json" if Path(r.source).is_dir()
+                     else f"W&B run {r.source}")
+            raise CompareError(f"{where}: no test/acc or test/mse")
     raise CompareError("the runs share no test metric (test/acc for classification, test/mse "
                        "for regression): compare those apart")
 
