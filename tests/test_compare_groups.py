@@ -301,6 +301,15 @@ def test_a_damaged_file_ends_without_a_traceback(tmp_path):
                                    "quotes: line 1 column 2 (char 1))")
 
 
+def test_a_report_that_cannot_be_written_is_one_line(seeds_sweep, tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_:
+        cli.main([str(seeds_sweep), "--out", str(tmp_path / "file" / "report")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'file' / 'report' / 'compare.html'}: cannot write the report" in err
+
+
 def test_skipped_folders_are_noted(seeds_sweep, capsys):
     killed = seeds_sweep / "9"
     (killed / ".hydra").mkdir(parents=True)

@@ -89,9 +89,19 @@ def run(args: argparse.Namespace) -> None:
     study, study_notes = study_figures(folders)
     for note in study_notes:
         console.print(f"note: {note}", highlight=False)
-    out.mkdir(parents=True, exist_ok=True)
     report = out / "compare.html"
-    write_html(report, title, summary, tables, notes + study_notes, [
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(report, title, summary, tables, notes + study_notes, result, study)
+    except OSError as err:
+        raise CompareError(f"{report}: cannot write the report ({err.strerror or err}); "
+                           "choose another folder with --out") from None
+    console.print(f"report: {report}", highlight=False)
+
+
+def write_report(report: Path, title: str, summary: list[str], tables: list[Table],
+                 notes: list[str], result: Comparison, study: list) -> None:
+    write_html(report, title, summary, tables, notes, [
         Section("Learning curves", curve_figures(result),
                 "One line per group: the mean over its seeds, in a band of the 95% CI across "
                 "seeds. Hover for values, drag to zoom (double-click to reset), click a legend "
@@ -101,7 +111,6 @@ def run(args: argparse.Namespace) -> None:
                 "group scored higher."),
         Section("Optuna study", study),
     ])
-    console.print(f"report: {report}", highlight=False)
 
 
 def load(args: argparse.Namespace) -> tuple[list[RunRecord], list[str], Path, str, list[Path]]:
