@@ -135,6 +135,9 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule)
     speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
     # a step is the global meta-batch on any number of ranks: tasks/s is per run, not per rank
     results = {**model.summary["test"], **speed.summary(), **protocol_config(cfg)}
+    score = trainer.checkpoint_callback.best_model_score  # None without validation
+    if score is not None:  # what best.ckpt was chosen by: metalab-compare chooses runs on it
+        results[f"{monitor(cfg)[0]}_best"] = float(score)
     if trainer.is_global_zero:
         write_results(run_dir, results, model.episode_metrics.get("test", {}), loggers)
         print_results(results, run_dir)
