@@ -288,6 +288,10 @@ def check_storage(spec: str | None) -> None:
     path = storage_file(spec)
     if path is None:
         return
+    existing = next(p for p in path.absolute().parents if p.exists())
+    if not existing.is_dir():
+        raise ConfigError("hydra.sweeper.storage", spec,
+                          f"cannot write {path}: {existing} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a"):
