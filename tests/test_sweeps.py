@@ -105,7 +105,8 @@ def wait_for_running_trial(storage: str, name: str, proc: subprocess.Popen) -> N
     while proc.poll() is None:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
-            if study.get_trials(states=(optuna.trial.TrialState.RUNNING,)):
+            running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+            if any("worker" in t.user_attrs for t in running):  # its job has started
                 return
         except KeyError:  # the study does not exist yet
             pass

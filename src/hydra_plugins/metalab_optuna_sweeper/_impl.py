@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +143,9 @@ class OptunaSearch:
         if not isinstance(spec, str):  # {_target_: ...}, instantiated by Hydra
             return spec
         if spec == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, **OmegaConf.to_container(self.tpe))
+            with warnings.catch_warnings():  # `group` is still marked experimental
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.samplers.TPESampler(seed=seed, **OmegaConf.to_container(self.tpe))
         if spec == "grid":
             return optuna.samplers.GridSampler(grid_choices(space), seed=seed)
         classes = {"random": optuna.samplers.RandomSampler, "cmaes": optuna.samplers.CmaEsSampler,
