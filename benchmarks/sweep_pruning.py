@@ -23,7 +23,7 @@ from pathlib import Path
 import optuna
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET = ["steps=24", "val_every=4", "val_episodes=10", "test_episodes=20", "eval_batch=10",
+BUDGET = ["steps=12", "val_every=3", "val_episodes=10", "test_episodes=20", "eval_batch=10",
           "logger=csv", "pixel_baseline=false"]
 
 

@@ -346,6 +346,22 @@ def test_wandb_sweep_validates_and_suggests_hydra_overrides(path):
         assert OmegaConf.select(cfg, key) == pytest.approx(value["value"]), key
 
 
+def test_wandb_bayes_sweep_learns_from_finished_runs_on_this_numpy():
+    """The sweep engine's Gaussian-process step (numpy, scipy, scikit-learn) on the installed
+    numpy (2.x in `make install`), although the package declares numpy<2: it suggests a new point
+    inside the bounds."""
+    sweep = yaml.safe_load((ROOT / "sweeps/maml-bayes.yaml").read_text())
+    config = sweeps.SweepConfig(sweep)
+    finished = []
+    for i in range(4):
+        run = sweeps.next_run(config, finished, validate=True)
+        finished.append(sweeps.SweepRun(config=run.config, state=sweeps.RunState.finished,
+                                        history=[{"val/acc": 0.5 + i / 10}], name=f"r{i}"))
+    suggested = sweeps.next_run(config, finished, validate=True)
+    lr = suggested.config["algorithm.optimizer.lr"]["value"]
+    assert 1e-4 <= lr <= 1e-2 and suggested.config not in [r.config for r in finished]
+
+
 def test_a_suggested_wandb_sweep_command_trains(tmp_path):
     sweep = yaml.safe_load((ROOT / "sweeps/protonet-grid.yaml").read_text())
     suggested = sweeps.next_run(sweeps.SweepConfig(sweep), [], validate=True)
