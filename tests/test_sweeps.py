@@ -18,11 +18,15 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from conftest import ROOT, TINY, compose_train, run_cli
+from hydra_plugins.metalab_optuna_sweeper._impl import OptunaSearch, grid_choices, search_space
+from hydra_plugins.metalab_optuna_sweeper.config import OptunaSweeperConf
 from metalab import sweep as _sweep  # noqa: F401  (the resolver conf/search uses)
 from metalab.config import CONF_DIR
 from metalab.launch import free_port
@@ -313,6 +317,45 @@ def test_every_algorithm_has_a_search_over_its_own_keys(algorithm):
     if algorithm != "protonet":
         assert {"algorithm.inner_lr", "algorithm.inner_steps", "algorithm.optimizer.lr"} <= set(
             sweeper.params)
+
+
+def test_hydra_sweep_syntax_becomes_optuna_distributions():
+    lines = ["a=choice(5, 10, 20)", "b=range(1, 6)", "c=range(0, 10, 3)", "d=int(interval(1, 5))",
+             "e=tag(log, interval(1e-4, 1e-2))", "f=interval(0.1, 1.0)", "g=choice(x, y)",
+             "seed=3", "+extra=${hydra:job.num}"]
+    space, fixed = search_space(lines)
+    assert space == {
+        "a": CategoricalDistribution([5, 10, 20]), "b": IntDistribution(1, 5),
+        "c": IntDistribution(0, 9, step=3), "d": IntDistribution(1, 5),
+        "e": FloatDistribution(1e-4, 1e-2, log=True), "f": FloatDistribution(0.1, 1.0),
+        "g": CategoricalDistribution(["x", "y"])}
+    assert fixed == ["seed=3", "+extra=${hydra:job.num}"]
+    # sampler=grid visits exactly the points Hydra's own grid sweep would
+    discrete = {k: v for k, v in space.items() if k in "abcg"}
+    hydra_grid = {o.get_key_element(): list(o.sweep_iterator())
+                  for o in OverridesParser.create().parse_overrides(lines) if o.get_key_element()
+                  in discrete}
+    assert grid_choices(discrete) == hydra_grid
+
+
+@pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "gp", "grid", "nsgaii"])
+def test_every_sampler_searches_a_space(name):
+    settings = OmegaConf.structured(OptunaSweeperConf)
+    search = OptunaSearch(**{k: v for k, v in settings.items() if k != "_target_"} | {
+        "sampler": name, "seed": 0, "direction": "maximize"})
+    space, _ = search_space(["x=range(0, 4)", "y=choice(1, 2)"] if name == "grid" else
+                            ["x=interval(0.0, 1.0)", "y=int(interval(1, 4))"])
+    study = optuna.create_study(sampler=search.make_sampler(space), direction="maximize")
+    for _ in range(8):
+        trial = study.ask(fixed_distributions=space)
+        try:
+            study.tell(trial, trial.params["x"] * trial.params["y"])
+        except RuntimeError as err:  # the grid sampler stops the study after its last point
+            assert name == "grid" and "Study.stop" in str(err) and len(study.trials) == 8
+    points = {(t.params["x"], t.params["y"]) for t in study.trials}
+    if name == "grid":
+        assert points == {(x, y) for x in range(4) for y in (1, 2)}  # all 8, none twice
+    assert all(0 <= x <= 3 for x, _ in points)
 
 
 # -- W&B sweeps ----------------------------------------------------------------------------------

@@ -214,10 +214,13 @@ def distribution(override: Override) -> BaseDistribution:
     if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
         return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
     if override.is_range_sweep():
-        if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-            # range(a, b) excludes b, like Python's
-            return IntDistribution(value.start, value.stop - value.step, step=value.step)
-        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
+        values = list(override.sweep_iterator())  # range(a, b, s): like Python's, b excluded
+        if not values:
+            raise ConfigError(f"hydra.sweeper.params.{key}", override.input_line.split("=", 1)[1],
+                              "an empty range")
+        if all(isinstance(v, int) for v in values) and value.step > 0:
+            return IntDistribution(values[0], values[-1], step=value.step)
+        return CategoricalDistribution(values)
     if override.is_interval_sweep():
         log_scale = "log" in value.tags
         if log_scale and value.start <= 0:
