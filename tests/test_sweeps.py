@@ -27,7 +27,7 @@ from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_com
 from conftest import ROOT, TINY, compose_train, run_cli
 from hydra_plugins.metalab_optuna_sweeper._impl import OptunaSearch, grid_choices, search_space
 from hydra_plugins.metalab_optuna_sweeper.config import OptunaSweeperConf
-from metalab import sweep as _sweep  # noqa: F401  (the resolver conf/search uses)
+from metalab import sweep as _sweep  # also registers the resolver conf/search uses
 from metalab.config import CONF_DIR
 from metalab.launch import free_port
 from metalab.tracking.wandb import run_id
@@ -356,6 +356,33 @@ def test_every_sampler_searches_a_space(name):
     if name == "grid":
         assert points == {(x, y) for x in range(4) for y in (1, 2)}  # all 8, none twice
     assert all(0 <= x <= 3 for x, _ in points)
+
+
+class _RunsCode:
+    """Unpickling this runs Path.touch on the marker: what a crafted checkpoint can do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_best_validation_reads_checkpoints_without_running_code(tmp_path):
+    import pickle
+
+    import torch
+
+    (tmp_path / "checkpoints").mkdir()
+    marker = tmp_path / "code-ran"
+    torch.save({"callbacks": {"ModelCheckpoint{}": {"best_model_score": torch.tensor(0.5)}},
+                "payload": _RunsCode(marker)}, tmp_path / "checkpoints" / "best.ckpt")
+    with pytest.raises(pickle.UnpicklingError):
+        _sweep.best_validation(tmp_path)
+    assert not marker.exists()
+    torch.save({"callbacks": {"ModelCheckpoint{}": {"best_model_score": torch.tensor(0.5)}}},
+               tmp_path / "checkpoints" / "best.ckpt")  # a plain checkpoint is read
+    assert _sweep.best_validation(tmp_path) == 0.5
 
 
 # -- W&B sweeps ----------------------------------------------------------------------------------
