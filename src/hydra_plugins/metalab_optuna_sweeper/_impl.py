@@ -127,8 +127,13 @@ class OptunaSearch:
                 trial.set_user_attr("heartbeat", time.time())
             overrides = [job_overrides(trial, fixed, self.pruner_spec is not None)
                          for trial in trials]
-            with Heartbeat(trials, self.heartbeat_interval):
-                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            try:
+                with Heartbeat(trials, self.heartbeat_interval):
+                    returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            except BaseException:  # Ctrl-C, a launcher error: no trial is left RUNNING
+                for trial in trials:
+                    study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+                raise
             self.job_idx += len(returns)
             failures = [ret for trial, ret in zip(trials, returns)
                         if tell(study, trial, ret) == TrialState.FAIL]
