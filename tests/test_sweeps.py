@@ -250,9 +250,9 @@ def test_workers_on_one_journal_file_share_the_study(tmp_path):
     """Two processes on one study in a journal file (what SLURM workers on a shared filesystem
     do): every trial runs once, none is lost."""
     sweep_dir = tmp_path / "search"
-    journal = sweep_dir / "optuna.journal"
+    journal = sweep_dir / "optuna.journal"  # what storage=journal means
     cmd = [sys.executable, "-m", "metalab.train", "-m", f"{SEARCH}=protonet",
-           f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage=journal:{journal}",
+           f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.storage=journal",
            "hydra.sweeper.n_trials=2", *TINY, *CSV, "steps=2", "val_every=2", "test_episodes=5",
            "pixel_baseline=false"]
     env = {**os.environ, "WANDB_MODE": "offline"}
@@ -416,6 +416,7 @@ def test_wandb_sweep_validates_and_suggests_hydra_overrides(path):
         assert OmegaConf.select(cfg, key) == pytest.approx(value["value"]), key
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # 4 points only
 def test_wandb_bayes_sweep_learns_from_finished_runs_on_this_numpy():
     """The sweep engine's Gaussian-process step (numpy, scipy, scikit-learn) on the installed
     numpy (2.x in `make install`), although the package declares numpy<2: it suggests a new point

@@ -88,11 +88,15 @@ class OptunaSearch:
         if self.pruner_spec not in (None, *PRUNERS):
             raise ConfigError("hydra.sweeper.pruner", self.pruner_spec,
                               f"allowed: {', '.join(PRUNERS)}, null (no pruning)")
-        check_storage(self.storage_spec)
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
         self.config = config
+        self.storage_spec = storage_setting(self.storage_spec, config.hydra.sweep.dir)
+        try:
+            check_storage(self.storage_spec)
+        except ConfigError as err:
+            fail(err)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function)
         self.job_idx = 0
@@ -270,7 +274,8 @@ def job_trial(number: int) -> optuna.Trial:
         iter(_ACTIVE.values()), None)
     if study is None:
         study = optuna.load_study(study_name=sweeper.study_name,
-                                  storage=open_storage(sweeper.storage),
+                                  storage=open_storage(storage_setting(
+                                      sweeper.storage, HydraConfig.get().sweep.dir)),
                                   pruner=make_pruner(sweeper.pruner, sweeper.median,
                                                      sweeper.hyperband))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -280,6 +285,11 @@ def job_trial(number: int) -> optuna.Trial:
 
 
 # -- storage -----------------------------------------------------------------------------------
+def storage_setting(spec: str | None, sweep_dir: str) -> str | None:
+    """`journal` alone: the journal file <sweep dir>/optuna.journal."""
+    return f"journal:{Path(sweep_dir, 'optuna.journal')}" if spec == "journal" else spec
+
+
 def storage_file(spec: str | None) -> Path | None:
     """The file a storage setting writes: sqlite:///<file> or journal:<file>."""
     if spec is None:
@@ -294,8 +304,9 @@ def storage_file(spec: str | None) -> Path | None:
 def check_storage(spec: str | None) -> None:
     if spec is not None and not (spec.startswith("journal:") or "://" in spec):
         raise ConfigError("hydra.sweeper.storage", spec,
-                          "allowed: null (in memory), sqlite:///<file>, journal:<file> (for "
-                          "shared filesystems) or another Optuna database URL")
+                          "allowed: null (in memory), sqlite:///<file>, journal:<file> or journal "
+                          "(<sweep>/optuna.journal; for shared filesystems), or another Optuna "
+                          "database URL")
     path = storage_file(spec)
     if path is None:
         return
