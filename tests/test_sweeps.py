@@ -25,7 +25,12 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from conftest import ROOT, TINY, compose_train, run_cli
-from hydra_plugins.metalab_optuna_sweeper._impl import OptunaSearch, grid_choices, search_space
+from hydra_plugins.metalab_optuna_sweeper._impl import (
+    OptunaSearch,
+    grid_choices,
+    make_pruner,
+    search_space,
+)
 from hydra_plugins.metalab_optuna_sweeper.config import OptunaSweeperConf
 from metalab import sweep as _sweep  # also registers the resolver conf/search uses
 from metalab.config import CONF_DIR
@@ -356,6 +361,25 @@ def test_every_sampler_searches_a_space(name):
     if name == "grid":
         assert points == {(x, y) for x in range(4) for y in (1, 2)}  # all 8, none twice
     assert all(0 <= x <= 3 for x, _ in points)
+
+
+@pytest.mark.parametrize("name", ["median", "hyperband"])
+def test_each_pruner_stops_only_bad_trials_from_its_default_settings(name):
+    settings = OmegaConf.structured(OptunaSweeperConf)
+    study = optuna.create_study(direction="maximize",
+                                pruner=make_pruner(name, settings.median, settings.hyperband))
+    pruned = []
+    for i in range(20):  # good and bad trials in turn, reporting at 4 validations
+        trial, value = study.ask(), 0.2 if i % 2 else 0.8
+        for step in (3, 6, 9, 12):
+            trial.report(value, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                pruned.append(i)
+                break
+        else:
+            study.tell(trial, value)
+    assert pruned and all(i % 2 for i in pruned)
 
 
 class _RunsCode:
