@@ -16,6 +16,7 @@ from metalab import launch
 from metalab.callbacks import SpeedMonitor
 from metalab.config import check_config, input_shape, processes
 from metalab.data.datamodule import EpisodeDataModule
+from metalab.pruning import trial_callbacks
 from metalab.results import print_results, write_results
 
 
@@ -70,7 +71,8 @@ def monitor(cfg: DictConfig) -> tuple[str, str]:
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch)]
+    callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch),
+                 *trial_callbacks(metric)]  # Optuna pruning, in a search's runs
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
                                          mode=mode, enable_version_counter=False))
