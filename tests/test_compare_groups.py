@@ -318,11 +318,15 @@ def test_skipped_folders_are_noted(seeds_sweep, capsys):
     failed.mkdir()
     (failed / "error.txt").write_text("Traceback...\nConfigError: dataset.shots=0: must be "
                                       "a positive integer\n")
+    pruned = seeds_sweep / "11"
+    (pruned / ".hydra").mkdir(parents=True)
+    (pruned / "pruned.txt").write_text("pruned at step 3 (val/acc=0.2)\n")
     cli.main([str(seeds_sweep)])
     out = capsys.readouterr().out
     assert "note: skipped sweep/9: no results.json (unfinished, killed or still running)" in out
     assert ("note: skipped sweep/10: failed: ConfigError: dataset.shots=0: must be a positive "
             "integer") in out
+    assert "note: skipped sweep/11: pruned: pruned at step 3 (val/acc=0.2)" in out
     page = (seeds_sweep / "compare.html").read_text()
     assert "skipped sweep/9" in page and "skipped sweep/10" in page
 

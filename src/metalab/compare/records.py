@@ -77,19 +77,23 @@ def expand(patterns: list[str]) -> list[Path]:
 def scan(patterns: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Finished runs (folders with results.json and config.yaml) at or below the given folders
     or glob patterns, and the run folders left out with the reason (a failed sweep job's error,
-    an unfinished or killed run)."""
+    a pruned Optuna trial, an unfinished or killed run)."""
     runs, skipped = set(), {}
     for root in expand(patterns):
         for top, dirs, _ in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d not in NOT_RUNS)
             folder = Path(top)
             has = {name: (folder / name).exists() for name in
-                   ("results.json", "config.yaml", "error.txt", ".hydra", "train.log")}
+                   ("results.json", "config.yaml", "error.txt", "pruned.txt", ".hydra",
+                    "train.log")}
             if has["results.json"] and has["config.yaml"]:
                 runs.add(folder)
             elif has["error.txt"]:
                 lines = (folder / "error.txt").read_text(errors="replace").strip().splitlines()
                 skipped[folder] = "failed: " + (lines[-1] if lines else "see error.txt")
+            elif has["pruned.txt"]:  # an Optuna trial stopped early: it has no test results
+                reason = (folder / "pruned.txt").read_text(errors="replace").strip()
+                skipped[folder] = "pruned: " + (reason or "stopped early by the Optuna pruner")
             elif has["results.json"]:
                 skipped[folder] = "results.json without config.yaml"
             elif has["config.yaml"] or has[".hydra"] or has["train.log"]:
