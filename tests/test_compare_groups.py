@@ -226,6 +226,21 @@ def test_runs_that_are_not_comparable_are_listed_but_not_paired(tmp_path, capsys
             "(inductive vs transductive)") in out
 
 
+def test_inductive_runs_of_different_batch_norm_statistics_are_not_paired(tmp_path, capsys):
+    rng = np.random.default_rng(7)
+    for job, stats in enumerate(("support", "support", "support_plus_query")):
+        write_run(tmp_path / str(job), f"a{job}", accs=episodes(rng, 0.7), protocol="inductive",
+                  val=[0.9 - job / 10])
+        config = yaml.safe_load((tmp_path / str(job) / "config.yaml").read_text())
+        config["inductive_stats"] = stats
+        (tmp_path / str(job) / "config.yaml").write_text(yaml.safe_dump(config))
+    cli.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    pairs = Tables((tmp_path / "compare.html").read_text()).tables[1][1:]
+    assert [(p[0], p[1]) for p in pairs] == [("0", "1")]
+    assert "differs in protocol (inductive (support_plus_query) vs inductive)" in out
+
+
 def test_groups_that_cannot_be_paired_at_all_are_one_line(tmp_path, capsys):
     rng = np.random.default_rng(6)
     write_run(tmp_path / "0", "a", accs=episodes(rng, 0.7), protocol="inductive", val=[0.5])

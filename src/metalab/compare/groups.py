@@ -111,7 +111,11 @@ def episode_keys(record: RunRecord) -> dict:
             if k in ("eval_seed", "test_episodes")
             or (k.startswith("dataset.") and not k.startswith("dataset.train_")
                 and not k.endswith(("cache_dir", "download")))}
-    return {"protocol": record.protocol, **keys}
+    protocol = record.protocol
+    stats = record.config.get("inductive_stats") or "support"
+    if protocol == "inductive" and stats != "support":  # its mechanisms give different numbers
+        protocol = f"inductive ({stats})"
+    return {"protocol": protocol, **keys}
 
 
 def check_keys(records: list[RunRecord], option: str, keys: list[str]) -> None:
