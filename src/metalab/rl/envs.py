@@ -8,8 +8,6 @@ unless ``done``; the rollout loop (metalab.rl.pg) masks what follows ``done``.
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -54,11 +52,13 @@ class Nav2D:
 
 def require_mujoco(dataset: str) -> None:
     """Stop before any work when gymnasium's MuJoCo environments cannot run here."""
-    for module in ("gymnasium", "mujoco"):
-        if importlib.util.find_spec(module) is None:
-            raise ConfigError("dataset", dataset,
-                              f"needs MuJoCo, and the Python package '{module}' is not installed: "
-                              "pip install 'gymnasium[mujoco]' (or metalab's rl extra)")
+    try:
+        import gymnasium.envs.mujoco  # noqa: F401
+        import mujoco  # noqa: F401
+    except Exception as exc:  # ImportError, or gymnasium's DependencyNotInstalled
+        raise ConfigError("dataset", dataset,
+                          f"needs MuJoCo, which does not import here ({exc}): pip install "
+                          "'gymnasium[mujoco]' (metalab's rl extra)") from None
 
 
 class HalfCheetah:
@@ -70,15 +70,20 @@ class HalfCheetah:
     or async, one process per environment)."""
 
     obs_dim, act_dim, task_dim = 17, 6, 1
+    #: gymnasium environments with HalfCheetah's observations, actions and x_velocity info
+    env_ids = ("HalfCheetah-v5", "HalfCheetah-v4")
 
     def __init__(self, task: str = "vel", horizon: int = 200, ctrl_cost: float = 0.05,
-                 vectorization: str = "sync", name: str = "halfcheetah_vel"):
+                 vectorization: str = "sync", env_id: str = "HalfCheetah-v5",
+                 name: str = "halfcheetah_vel"):
+        if env_id not in self.env_ids:
+            raise ConfigError("dataset.env.env_id", env_id, f"allowed: {', '.join(self.env_ids)}")
         if task not in ("vel", "dir"):
             raise ConfigError("dataset.env.task", task, "allowed: vel, dir")
         if vectorization not in ("sync", "async"):
             raise ConfigError("dataset.env.vectorization", vectorization, "allowed: sync, async")
         self.task, self.horizon, self.ctrl_cost = task, horizon, ctrl_cost
-        self.vectorization, self.name = vectorization, name
+        self.vectorization, self.env_id, self.name = vectorization, env_id, name
         self.envs = None
 
     def check(self) -> None:
@@ -96,7 +101,7 @@ class HalfCheetah:
         if self.envs is not None:
             self.envs.close()
         # rewards are computed here from x_velocity; the environment's own forward reward unused
-        self.envs = gymnasium.make_vec("HalfCheetah-v5", num_envs=n,
+        self.envs = gymnasium.make_vec(self.env_id, num_envs=n,
                                        vectorization_mode=self.vectorization,
                                        ctrl_cost_weight=self.ctrl_cost)
         return self.envs
