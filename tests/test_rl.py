@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -116,6 +117,19 @@ def test_halfcheetah_vector_steps_match_single_environments(task):
 
 
 # -- policy-gradient pieces -----------------------------------------------------------------------
+def test_batched_mlp_equals_vmap_of_the_backbone():
+    from torch.func import functional_call
+
+    from metalab.backbones.mlp import MLP
+
+    net = MLP((3,), 2, (8, 8))
+    params = {k: torch.randn(4, *v.shape) for k, v in net.named_parameters()}
+    x = torch.randn(4, 5, 3)
+    reference = torch.stack([functional_call(net, {k: v[b] for k, v in params.items()}, (x[b],))
+                             for b in range(4)])
+    torch.testing.assert_close(pg.batched_mlp(net, params, x), reference)
+
+
 def test_linear_baseline_is_ridge_regression():
     from sklearn.linear_model import Ridge
 
@@ -312,7 +326,7 @@ def test_sigkill_then_resume_continues_with_the_same_tasks(tmp_path, one_process
                             env=env)
     last = run_dir / "checkpoints" / "last.ckpt"
     while not last.exists() and proc.poll() is None:
-        pass
+        time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert torch.load(last, weights_only=False)["global_step"] < 6

