@@ -303,7 +303,6 @@ def test_test_tasks_are_fixed_by_eval_seed():
     assert torch.equal(plans[0], plans[1]) and not torch.equal(plans[0], plans[2])
 
 
-@pytest.mark.slow
 def test_two_processes_equal_one(tmp_path, one_process):
     """Tasks of a meta-batch split across two DDP processes: the same update as one process."""
     two = tmp_path / "two"
