@@ -76,7 +76,8 @@ class MAML(GradientMetaLearner):
             self.check_ways(episodes)
             mode, steps = Mode.DETACHED, self.eval_inner_steps
         preds, _ = self.inner.run(self.inner.params(), episodes.support_x, episodes.support_y,
-                                  episodes.query_x, steps, self.rule(), mode, self.engine)
+                                  episodes.query_x, steps, self.rule(), mode, self.engine,
+                                  protocol=self.protocol_for(training))
         return preds
 
 
