@@ -18,11 +18,16 @@ def options(group):
 DATASETS, ALGORITHMS, BACKBONES = options("dataset"), options("algorithm"), options("backbone")
 
 
+RL_ALGORITHMS = ("maml_rl", "pretrained_rl", "random_rl")
+
+
 def refusal(dataset_cfg, algorithm, backbone):
     """Why a combination cannot work, or None."""
     if dataset_cfg.task == "regression" and algorithm == "protonet":
         return "classification tasks only"
-    if dataset_cfg.task == "regression" and backbone != "mlp":
+    if (dataset_cfg.task == "rl") != (algorithm in RL_ALGORITHMS):
+        return "tasks only"
+    if dataset_cfg.task in ("regression", "rl") and backbone not in ("mlp", "policy"):
         return "needs image inputs"
     return None
 

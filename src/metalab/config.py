@@ -31,6 +31,8 @@ if not OmegaConf.has_resolver("metalab_root"):
 def input_shape(dataset: DictConfig) -> tuple[int, ...]:
     if dataset.task == "regression":
         return (1,)
+    if dataset.task == "rl":  # observations of the environment
+        return (get_class(dataset.env._target_).obs_dim,)
     return (dataset.channels, dataset.image_size, dataset.image_size)
 
 
@@ -52,10 +54,10 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("algorithm", cfg.algorithm.name,
                           f"learns {'/'.join(supported)} tasks only, and dataset={d.name} is a "
                           f"{d.task} dataset")
-    if d.task == "regression" and get_class(cfg.backbone._target_).needs_images:
+    if d.task in ("regression", "rl") and get_class(cfg.backbone._target_).needs_images:
         raise ConfigError("backbone", cfg.backbone.name,
-                          f"needs image inputs, and dataset={d.name} is a regression dataset; "
-                          "use backbone=mlp")
+                          f"needs image inputs, and dataset={d.name} is a {d.task} dataset; "
+                          f"use backbone={'policy' if d.task == 'rl' else 'mlp'}")
     if cfg.resume not in ("auto", "never"):
         raise ConfigError("resume", cfg.resume, "allowed: auto, never")
     check_hardware(cfg.hardware)

@@ -29,7 +29,11 @@ def quiet_known_warnings() -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
-    return EpisodeDataModule(
+    from metalab.rl.datamodule import RLDataModule
+
+    # RL tasks are environment settings, not episodes of data
+    kind = RLDataModule if cfg.dataset.task == "rl" else EpisodeDataModule
+    return kind(
         cfg.dataset, meta_batch=cfg.algorithm.meta_batch, seed=cfg.seed, eval_seed=cfg.eval_seed,
         steps_per_epoch=cfg.val_every, val_episodes=cfg.val_episodes,
         test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch,
@@ -65,6 +69,8 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
 
 def monitor(cfg: DictConfig) -> tuple[str, str]:
+    if cfg.dataset.task == "rl":
+        return ("val/return", "max")
     return ("val/mse", "min") if cfg.dataset.task == "regression" else ("val/acc", "max")
 
 
