@@ -25,7 +25,7 @@ def write_run(folder, algorithm="protonet", seed=0, lr=0.001, accs=None, val=Non
               val_in_results=False, protocol=None, shots=1, task="classification"):
     """A finished run folder as metalab-train leaves it: config.yaml, results.json,
     test_episodes.csv and a metrics.csv with a validation curve ``val`` (one value per check)."""
-    metric = "acc" if task == "classification" else "mse"
+    metric = {"classification": "acc", "regression": "mse", "rl": "return"}[task]
     folder.mkdir(parents=True)
     config = {"dataset": {"name": "glyphs", "task": task, "ways": 5, "shots": shots,
                           "queries": 15},
@@ -39,7 +39,7 @@ def write_run(folder, algorithm="protonet", seed=0, lr=0.001, accs=None, val=Non
     results = {f"test/{metric}": float(np.mean(accs)), f"test/{metric}_ci95": 0.01,
                "test/episodes": float(len(accs)), "perf/tasks_per_sec": 12.5}
     if val and val_in_results:
-        results[f"val/{metric}_best"] = (max if metric == "acc" else min)(val)
+        results[f"val/{metric}_best"] = (min if metric == "mse" else max)(val)
     if protocol:
         results["protocol"] = protocol
     (folder / "results.json").write_text(json.dumps(results))
@@ -148,6 +148,19 @@ def test_regression_is_chosen_on_the_lowest_validation_mse(tmp_path, capsys):
     cli.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "Chosen: 1 (algorithm.name=algo1)" in out and "best val/mse" in out
+
+
+def test_reinforcement_learning_runs_are_chosen_on_the_highest_validation_return(tmp_path,
+                                                                                capsys):
+    rng = np.random.default_rng(4)
+    for job, (test, val) in enumerate(((-20.0, -30.0), (-25.0, -10.0))):
+        write_run(tmp_path / str(job), f"algo{job}", accs=rng.normal(test, 2.0, 30),
+                  val=[val - 5, val], task="rl")
+    cli.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "Chosen: 1 (algorithm.name=algo1)" in out and "best val/return" in out
+    pairs = Tables((tmp_path / "compare.html").read_text()).tables[1][1:]
+    assert [(p[0], p[1]) for p in pairs] == [("1", "0")]
 
 
 def test_without_validation_the_choice_falls_back_to_test_with_a_warning(tmp_path, capsys):
@@ -292,7 +305,7 @@ def test_no_runs_is_one_line(tmp_path, capsys):
      "test_episodes.csv: line 3, column acc: 'abc' is not a number"),
     ("config.yaml", "dataset: {name: [glyphs\n", "config.yaml: not valid YAML at line 2"),
     ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys"),
-    ("results.json", '{"perf/tasks_per_sec": 3}', "results.json: no test/acc or test/mse"),
+    ("results.json", '{"perf/tasks_per_sec": 3}', "results.json: no test/acc, test/mse or test/return"),
 ])
 def test_a_damaged_file_is_one_line_naming_it(tmp_path, capsys, file, text, message):
     rng = np.random.default_rng(7)

@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 from metalab.compare.groups import Comparison, Group, Pairing
 from metalab.stats import t_ci95
 
-CURVES = ("val/acc", "val/mse", "val/loss", "train/acc", "train/mse", "train/loss")
+CURVES = ("val/acc", "val/mse", "val/return", "val/loss", "train/acc", "train/mse",
+          "train/return", "train/loss")
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf")
 LAYOUT = dict(width=600, height=400,  # two side by side at 1280 px

@@ -90,18 +90,23 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
 
+#: each task kind's headline test metric and whether higher is better
+OBJECTIVES = (("test/acc", True), ("test/mse", False), ("test/return", True))
+
+
 def objective(records: list[RunRecord]) -> Objective:
     """The metric runs are compared on, and whether higher is better."""
-    for metric, higher in (("test/acc", True), ("test/mse", False)):
+    for metric, higher in OBJECTIVES:
         if all(metric in r.results for r in records):
             return Objective(metric, higher)
     for r in records:
-        if not {"test/acc", "test/mse"} & set(r.results):
+        if not {metric for metric, _ in OBJECTIVES} & set(r.results):
             where = (f"{r.source}/results.json" if Path(r.source).is_dir()
                      else f"W&B run {r.source}")
-            raise CompareError(f"{where}: no test/acc or test/mse")
+            raise CompareError(f"{where}: no test/acc, test/mse or test/return")
     raise CompareError("the runs share no test metric (test/acc for classification, test/mse "
-                       "for regression): compare those apart")
+                       "for regression, test/return for reinforcement learning): compare those "
+                       "apart")
 
 
 def episode_keys(record: RunRecord) -> dict:
