@@ -305,7 +305,8 @@ def test_no_runs_is_one_line(tmp_path, capsys):
      "test_episodes.csv: line 3, column acc: 'abc' is not a number"),
     ("config.yaml", "dataset: {name: [glyphs\n", "config.yaml: not valid YAML at line 2"),
     ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys"),
-    ("results.json", '{"perf/tasks_per_sec": 3}', "results.json: no test/acc, test/mse or test/return"),
+    ("results.json", '{"perf/tasks_per_sec": 3}',
+     "results.json: no test/acc, test/mse or test/return"),
 ])
 def test_a_damaged_file_is_one_line_naming_it(tmp_path, capsys, file, text, message):
     rng = np.random.default_rng(7)
