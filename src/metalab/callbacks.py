@@ -67,3 +67,13 @@ class StopOnNonFiniteLoss(pl.Callback):
                            f"the run diverged (learning rate {', '.join(map(str, lrs))}); "
                            "lower algorithm.optimizer.lr, or resume from an earlier checkpoint "
                            "with ckpt_path=")
+
+
+class ResumedLogSteps(pl.Callback):
+    """A resumed run logs each step under its own number. Lightning adds one to the logging step
+    it restores (it assumes the count was saved before the step's increment, which it no longer
+    is), so a run resumed at step 3 logged its steps as 4, 5... and metrics.csv skipped step 3.
+    One optimizer step per batch: the logging step is the global step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step

@@ -97,6 +97,7 @@ def one_line_errors(prog: str, config_name: str):
     HYDRA_FULL_ERROR is set: set here, they reach this one place. A user who sets it gets the
     full traceback of every error."""
     debug = os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_OURS)
+    saved = {var: os.environ.get(var) for var in ("HYDRA_FULL_ERROR", _OURS)}
     os.environ.update(HYDRA_FULL_ERROR="1", **{_OURS: "1"})
     try:
         yield
@@ -106,6 +107,12 @@ def one_line_errors(prog: str, config_name: str):
             raise
         print(f"{prog}: error: {err}", file=sys.stderr)
         sys.exit(2)
+    finally:
+        for var, value in saved.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
 
 
 _OURS = "METALAB_SET_HYDRA_FULL_ERROR"

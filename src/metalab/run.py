@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 
 from metalab import launch, rundir
-from metalab.callbacks import SpeedMonitor, StopOnNonFiniteLoss
+from metalab.callbacks import ResumedLogSteps, SpeedMonitor, StopOnNonFiniteLoss
 from metalab.checkpoints import AtomicCheckpointIO, RunCheckpoint, newest_readable, user_checkpoint
 from metalab.config import check_config, input_shape, processes
 from metalab.data.datamodule import EpisodeDataModule
@@ -66,7 +66,7 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch),
-                 StopOnNonFiniteLoss()]
+                 StopOnNonFiniteLoss(), ResumedLogSteps()]
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
         callbacks.append(RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
                                        mode=mode, enable_version_counter=False))
