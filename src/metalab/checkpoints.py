@@ -23,11 +23,18 @@ class UnreadableCheckpoint(Exception):
 
 def read_checkpoint(path: str | Path) -> dict:
     """A Lightning checkpoint, loaded with ``weights_only`` (a file can hold no code to run)."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # torch.save's zip format
+            raise UnreadableCheckpoint(Path(path), "not a checkpoint (not a torch.save file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, not a zip, not torch's format, forbidden objects...
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnreadableCheckpoint(Path(path), f"unreadable ({reason[:200]})") from err
+    except Exception as err:
+        if "Weights only load failed" in str(err):
+            reason = "holds objects other than tensors and plain data (refused)"
+        else:
+            first = str(err).strip().split(". ")[0][:120] or type(err).__name__
+            reason = f"truncated or damaged ({first})"
+        raise UnreadableCheckpoint(Path(path), f"unreadable: {reason}") from err
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise UnreadableCheckpoint(Path(path), "not a training checkpoint (no state_dict)")
     return ckpt
