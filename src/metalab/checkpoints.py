@@ -54,15 +54,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint whose saved paths follow the run folder: a copied or moved run resumes
-    with its best checkpoint in its own folder, never the folder it was copied from. The loggers
-    write out what they hold first: every row before a checkpoint is on disk with it."""
+    with its best checkpoint in its own folder, never the folder it was copied from."""
 
     PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
-
-    def _save_checkpoint(self, trainer, filepath: str) -> None:
-        for logger in trainer.loggers:
-            logger.save()
-        super()._save_checkpoint(trainer, filepath)
 
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")

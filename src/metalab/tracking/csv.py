@@ -23,8 +23,18 @@ class _AppendingWriter(ExperimentWriter):
             with open(self.metrics_file_path, newline="") as f:
                 self.metrics_keys = next(csv.reader(f), [])
 
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:  # new columns: whole
+        with open(self.metrics_file_path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        write_rows(Path(self.metrics_file_path), fieldnames, rows)
+
 
 class CSVLogger(LightningCSVLogger):
+    """Writes its rows out as they are logged (Lightning's waits for 100 steps), so that every
+    row before a checkpoint, also one saved on SLURM's signal, is on disk when it is."""
+
+    def __init__(self, *args, flush_logs_every_n_steps: int = 1, **kwargs):
+        super().__init__(*args, flush_logs_every_n_steps=flush_logs_every_n_steps, **kwargs)
     @property
     @rank_zero_experiment
     def experiment(self) -> _ExperimentWriter:
@@ -45,8 +55,12 @@ def keep_rows_before(metrics_csv: Path, step: int) -> None:
     if not kept:
         metrics_csv.unlink()
         return
+    write_rows(metrics_csv, fields, kept)
+
+
+def write_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
-    writer.writerows(kept)
-    write_atomic(metrics_csv, text.getvalue().encode())
+    writer.writerows(rows)
+    write_atomic(path, text.getvalue().encode())
