@@ -198,3 +198,14 @@ def test_a_zip_corrupted_in_the_middle_names_the_file(tmp_path, capsys):
                             "dataset.evaluation=[images_background_small2]",
                             f"paths.cache_dir={tmp_path / 'cache'}", capsys=capsys)
     assert_one_line(code, err, f"dataset.root={archive}:{member.filename}", "corrupt")
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path, monkeypatch):
+    from metalab.errors import ConfigError
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setattr(sys, "argv", ["metalab-train", f"hydra.run.dir={tmp_path}", "seed=abc"])
+    GlobalHydra.instance().clear()
+    with pytest.raises(ConfigError, match="seed=abc"):
+        importlib.import_module("metalab.train").main()
+    GlobalHydra.instance().clear()

@@ -96,9 +96,12 @@ def one_line_errors(prog: str, config_name: str):
     Hydra adds no lines of its own). Hydra reports its own errors in several lines unless
     HYDRA_FULL_ERROR is set: set here, they reach this one place. A user who sets it gets the
     full traceback of every error."""
-    debug = os.environ.get("HYDRA_FULL_ERROR") == "1" and not os.environ.get(_OURS)
+    if _OURS in os.environ:  # inside the entry point's own guard: its choice
+        debug = os.environ[_OURS] == "debug"
+    else:
+        debug = os.environ.get("HYDRA_FULL_ERROR") == "1"
     saved = {var: os.environ.get(var) for var in ("HYDRA_FULL_ERROR", _OURS)}
-    os.environ.update(HYDRA_FULL_ERROR="1", **{_OURS: "1"})
+    os.environ.update(HYDRA_FULL_ERROR="1", **{_OURS: "debug" if debug else "one line"})
     try:
         yield
     except Exception as exc:
