@@ -117,7 +117,8 @@ def test_a_copied_run_reads_only_its_own_checkpoints(finished, tmp_path, one_thr
     train(run_b, "steps=9")
     ckpt = torch.load(run_b / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 9
-    for state in (s for k, s in ckpt["callbacks"].items() if k.startswith("RunCheckpoint")):
+    assert len([k for k in ckpt["callbacks"] if k.startswith("ModelCheckpoint")]) == 2
+    for state in (s for k, s in ckpt["callbacks"].items() if k.startswith("ModelCheckpoint")):
         assert state["dirpath"] == str((run_b / "checkpoints").resolve())
         assert state["best_model_path"]
         paths = [state[k] for k in ("best_model_path", "kth_best_model_path", "last_model_path")]

@@ -58,6 +58,10 @@ class RunCheckpoint(ModelCheckpoint):
 
     PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
 
+    @property
+    def state_key(self) -> str:  # ModelCheckpoint's: checkpoints stay readable both ways
+        return super().state_key.replace(type(self).__qualname__, "ModelCheckpoint", 1)
+
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")
         if old and self.dirpath and old != self.dirpath:
