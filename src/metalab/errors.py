@@ -1,4 +1,5 @@
-"""User-facing errors: caught once in each entry point (``cli``) and printed as one line."""
+"""User-facing errors: caught once in each entry point (``one_line_errors``) and printed as one
+line."""
 
 from __future__ import annotations
 
@@ -37,11 +38,14 @@ def user_error(exc: BaseException, config_name: str = "train") -> Exception | No
     hydra_line = hydra_error(exc, config_name)
     if hydra_line is not None:
         return RunError(hydra_line)
-    if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-        where = exc.filename or "a file of the run"
-        hint = " (free some space)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-        return RunError(f"cannot write {where}: {exc.strerror}{hint}; the run folder is set by "
-                        "hydra.run.dir")
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
+            where = seen.filename or "a file of the run"
+            hint = " (free some space)" if seen.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            return RunError(f"cannot write {where}: {seen.strerror}{hint}; the run folder is set "
+                            "by hydra.run.dir")
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
