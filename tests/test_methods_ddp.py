@@ -1,0 +1,92 @@
+"""ANIL, R2-D2, MetaOptNet, Matching and Relation Networks: two CPU processes (DDP over gloo)
+end a run with the same parameters and test metrics as one process (as tests/test_ddp.py does
+for the other algorithms); each method builds and predicts on conv4 and resnet12 at every image
+size of the datasets; bad combinations stop in check_config, before any data is loaded."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose_train, train_cli
+from metalab.config import check_config, input_shape
+from metalab.data.episodes import Episodes
+from metalab.errors import ConfigError
+from metalab.run import build_model
+from test_ddp import SGD, finish
+
+METHODS = ("anil", "r2d2", "metaoptnet", "matching", "relation")
+SMALL = {
+    "anil": ["backbone.hidden=16", "algorithm.eval_inner_steps=1", *SGD],
+    "r2d2": ["backbone.hidden=16", *SGD],
+    "metaoptnet": ["backbone.hidden=16", *SGD],
+    "matching": ["backbone.hidden=16", "algorithm.fce=true", *SGD],
+    "relation": ["backbone.hidden=16", *SGD],
+}
+
+
+@pytest.mark.slow  # four training processes per method: ~20 s each on a quiet 2-core machine
+@pytest.mark.parametrize("algorithm", METHODS)
+def test_two_processes_equal_one(tmp_path, algorithm):
+    args = [f"algorithm={algorithm}", *SMALL[algorithm]]
+    one, one_results, one_episodes = finish(tmp_path / "one", *args)
+    two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
+    largest = max((one[k] - two[k]).abs().max().item() for k in one)
+    print(f"{algorithm}: largest parameter difference 1 vs 2 processes: {largest:.3g}")
+    assert largest < 1e-6
+    assert one_episodes == two_episodes and len(one_episodes) == 7
+    assert one_results["test/acc"] == pytest.approx(two_results["test/acc"], abs=1e-6)
+
+
+# the smallest and the largest image size of the datasets: 28x28 (glyphs, omniglot) and
+# 84x84 (mini_imagenet, tiered_imagenet, cub); resnet12 made narrow
+SHAPES = {"glyphs": [],
+          "mini_imagenet": ["dataset.root=/nonexistent"]}
+BACKBONES = {"conv4": ["backbone.hidden=8"], "resnet12": ["backbone.channels=[8,8,8,8]"]}
+
+
+@pytest.mark.parametrize("dataset", SHAPES)
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("algorithm", METHODS)
+def test_every_method_runs_on_every_backbone_and_image_size(algorithm, backbone, dataset,
+                                                            one_thread):
+    cfg = compose_train([f"algorithm={algorithm}", f"backbone={backbone}", f"dataset={dataset}",
+                         *SHAPES[dataset], *BACKBONES[backbone], "dataset.ways=3"])
+    check_config(cfg)
+    model = build_model(cfg)
+    shape = input_shape(cfg.dataset)
+    g = torch.Generator().manual_seed(0)
+    sx = torch.randn(2, 3, *shape, generator=g)
+    qx = torch.randn(2, 6, *shape, generator=g)
+    sy = torch.arange(3).expand(2, 3)
+    qy = torch.arange(3).repeat(2).expand(2, 6)
+    loss, _ = model.meta_loss(Episodes(sx, sy, qx, qy))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in model.net.features.parameters())
+
+
+@pytest.mark.parametrize("overrides, key, allowed", [
+    (["algorithm=r2d2", "dataset=sinusoid", "backbone=mlp"], "algorithm=r2d2",
+     "classification tasks only"),
+    (["algorithm=metaoptnet", "dataset=sinusoid", "backbone=mlp"], "algorithm=metaoptnet",
+     "classification tasks only"),
+    (["algorithm=matching", "dataset=sinusoid", "backbone=mlp"], "algorithm=matching",
+     "classification tasks only"),
+    (["algorithm=relation", "backbone=mlp"], "backbone=mlp", "need a convolutional backbone"),
+    (["algorithm=anil", "backbone._target_=torch.nn.Identity"], "backbone=conv4",
+     "ANIL adapts the linear head of a metalab backbone"),
+])
+def test_bad_combinations_stop_in_check_config(overrides, key, allowed):
+    cfg = compose_train(overrides)
+    with pytest.raises(ConfigError, match=allowed) as error:
+        check_config(cfg)
+    assert str(error.value).startswith(f"{key}:")
+
+
+def test_bad_combination_is_one_line_before_training(tmp_path):
+    proc = train_cli(tmp_path / "run", "algorithm=metaoptnet", "dataset=sinusoid",
+                     "backbone=mlp", "logger=csv")
+    assert proc.returncode == 2
+    assert "algorithm=metaoptnet: learns classification tasks only" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "checkpoints").exists()
