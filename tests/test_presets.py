@@ -190,8 +190,9 @@ def local_data(cfg: dict, root: Path) -> list[str]:
         data = []
     else:
         raise AssertionError(f"dataset={dataset}: no local data for it here; add it")
-    small = {"conv4": ["backbone.hidden=8"], "resnet12": ["backbone.channels=[8,8,8,8]"]}.get(
-        cfg["backbone"]["name"], [])
+    small = {"conv4": ["backbone.hidden=8"],
+             "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
+             }.get(cfg["backbone"]["name"], [])
     return [*data, *small, "algorithm.meta_batch=2"]
 
 
