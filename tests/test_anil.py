@@ -14,18 +14,13 @@ from metalab.algorithms.anil import ANIL
 from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
 from metalab.data.episodes import Episodes
-from test_inner_loop import assert_same, image_tasks, query_loss, sine_tasks
-
-
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
-
+from test_inner_loop import (
+    _float64_one_thread,  # noqa: F401  (autouse: float64, one thread)
+    assert_same,
+    image_tasks,
+    query_loss,
+    sine_tasks,
+)
 
 CASES = {
     "conv4": (partial(Conv4, (1, 28, 28), hidden=8), 5, "classification", image_tasks),

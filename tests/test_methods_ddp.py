@@ -13,7 +13,7 @@ from metalab.config import check_config, input_shape
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
 from metalab.run import build_model
-from test_ddp import SGD, finish
+from test_ddp import SGD, one_and_two_processes_agree
 
 METHODS = ("anil", "r2d2", "metaoptnet", "matching", "relation")
 SMALL = {
@@ -28,14 +28,7 @@ SMALL = {
 @pytest.mark.slow  # four training processes per method: ~20 s each on a quiet 2-core machine
 @pytest.mark.parametrize("algorithm", METHODS)
 def test_two_processes_equal_one(tmp_path, algorithm):
-    args = [f"algorithm={algorithm}", *SMALL[algorithm]]
-    one, one_results, one_episodes = finish(tmp_path / "one", *args)
-    two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
-    largest = max((one[k] - two[k]).abs().max().item() for k in one)
-    print(f"{algorithm}: largest parameter difference 1 vs 2 processes: {largest:.3g}")
-    assert largest < 1e-6
-    assert one_episodes == two_episodes and len(one_episodes) == 7
-    assert one_results["test/acc"] == pytest.approx(two_results["test/acc"], abs=1e-6)
+    one_and_two_processes_agree(tmp_path, algorithm, SMALL[algorithm])
 
 
 # the smallest and the largest image size of the datasets: 28x28 (glyphs, omniglot) and
