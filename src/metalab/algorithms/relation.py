@@ -39,9 +39,9 @@ class RelationNetworks(EmbeddingLearner):
     @classmethod
     def check_backbone(cls, backbone: type, name: str) -> None:
         if not (isinstance(backbone, type) and issubclass(backbone, Backbone)
-                and backbone.needs_images):
+                and getattr(backbone, "feature_maps", backbone.needs_images)):
             raise ConfigError("backbone", name, "Relation Networks compare feature maps: they "
-                              "need a convolutional backbone (conv4, resnet12)")
+                              "need a convolutional backbone (conv4, resnet12, wrn, resnet18)")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.features(x)  # the maps [n, C, H, W], not flattened
