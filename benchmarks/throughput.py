@@ -205,7 +205,8 @@ def compose(args, engine: str, run_dir: Path, algorithm: str = "maml"):
         f"algorithm={algorithm}", "backbone=conv4", "dataset=glyphs",
         f"algorithm.engine={engine}",
         f"algorithm.meta_batch={args.meta_batch}", f"algorithm.inner_lr={INNER_LR}",
-        f"algorithm.optimizer.lr={OUTER_LR}", f"dataset.ways={WAYS}", f"dataset.shots={SHOTS}",
+        f"algorithm.optimizer.lr={OUTER_LR}", f"algorithm.inner_steps={args.inner_steps}",
+        f"dataset.ways={WAYS}", f"dataset.shots={SHOTS}",
         f"dataset.queries={QUERIES}",
         # one epoch, no validation; the test split is loaded but never run (test_episodes > 0)
         f"steps={steps}", f"val_every={steps}", "val_episodes=0", "test_episodes=1",
@@ -412,6 +413,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="32-true",
                    help="pipeline trainer precision; 32-true matches the other benchmarks "
                         "(conf/hardware/gpu.yaml uses bf16-mixed)")
+    p.add_argument("--inner-steps", type=int, default=1,
+                   help="inner steps of the pipelines (floor and learn2learn take 1)")
+    p.add_argument("--pipelines-only", action="store_true",
+                   help="leave out the floor and learn2learn benchmarks")
     p.add_argument("--anil", action="store_true",
                    help="also run the pipeline with algorithm=anil (same settings, same engines) "
                         "and print ANIL's tasks/s over MAML's")
@@ -423,8 +428,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.engines = [e for e in args.engines.split(",") if e]
     if bad := set(args.engines) - set(ENGINES):
         p.error(f"unknown engines {sorted(bad)}; allowed: {', '.join(ENGINES)}")
-    if args.steps < 1 or args.warmup < 1 or args.meta_batch < 1:
-        p.error("--steps, --warmup and --meta-batch must be >= 1")
+    if min(args.steps, args.warmup, args.meta_batch, args.inner_steps) < 1:
+        p.error("--steps, --warmup, --meta-batch and --inner-steps must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA GPU visible")
     return args
@@ -457,8 +462,9 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="metalab-throughput-") as tmp:
         images = load_images(compose(args, "auto", Path(tmp) / "data"))
-        results = [run_guarded("floor", bench_floor, args, device, images),
-                   run_guarded("learn2learn", bench_learn2learn, args, device, images)]
+        results = [] if args.pipelines_only else [
+            run_guarded("floor", bench_floor, args, device, images),
+            run_guarded("learn2learn", bench_learn2learn, args, device, images)]
         for engine in args.engines:
             results.append(run_guarded(f"pipeline/{engine}", bench_pipeline, engine, args,
                                        device, Path(tmp)))
