@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metalab import launch
 from metalab.errors import ConfigError, require_positive
+from metalab.protocols import check_protocol
 
 CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
@@ -35,6 +36,7 @@ def input_shape(dataset: DictConfig) -> tuple[int, ...]:
 
 def check_config(cfg: DictConfig) -> None:
     """Everything that can be checked before loading data or building a model."""
+    check_protocol(cfg.get("protocol", "transductive"), cfg.get("inductive_stats", "support"))
     for key in ("steps", "val_every", "test_episodes", "eval_batch", "algorithm.meta_batch"):
         require_positive(key, OmegaConf.select(cfg, key))
     if not isinstance(cfg.val_episodes, int) or cfg.val_episodes < 0:

@@ -19,7 +19,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
 
     from metalab.config import check_config
     from metalab.results import print_results, write_results
-    from metalab.run import build_datamodule, build_model
+    from metalab.run import build_datamodule, build_model, protocol_config
 
     ckpt = Path(cfg.ckpt_path)
     if not ckpt.is_file():
@@ -30,8 +30,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
                           f"expected the run's resolved config at {run_config}")
     run_cfg = OmegaConf.load(run_config)
     run_cfg.hardware = cfg.hardware
-    if cfg.test_episodes is not None:
-        run_cfg.test_episodes = cfg.test_episodes
+    for key in ("test_episodes", "protocol", "inductive_stats"):  # null: as the run had it
+        if cfg.get(key) is not None:
+            run_cfg[key] = cfg[key]
     check_config(run_cfg)
     datamodule = build_datamodule(run_cfg)
     datamodule.load()
@@ -42,7 +43,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
                          inference_mode=False, enable_model_summary=False,
                          default_root_dir=str(out_dir))
     trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False)
-    results = model.summary["test"]
+    results = {**model.summary["test"], **protocol_config(run_cfg)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(out_dir, results, model.episode_metrics["test"])
     print_results(results, out_dir)

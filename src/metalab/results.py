@@ -27,15 +27,20 @@ def write_results(run_dir: Path, results: dict, per_episode: dict[str, torch.Ten
 
 
 def print_results(results: dict, run_dir: Path | None = None) -> None:
-    """One line per test metric: mean ± 95% CI over the fixed test episodes."""
+    """One line per test metric: mean ± 95% CI over the fixed test episodes, and the protocol
+    they were predicted under."""
     console = Console()
     n = int(results.get("test/episodes", 0))
     for name, value in sorted(results.items()):
-        if name.endswith("_ci95") or name == "test/episodes" or name.startswith("perf/"):
+        if not name.startswith("test/") or name.endswith("_ci95") or name == "test/episodes":
             continue
         ci = results.get(f"{name}_ci95")
         spread = f" ± {ci:.4f}" if ci is not None else ""
         console.print(f"[bold]{name}[/bold] = {value:.4f}{spread}  (95% CI, {n} test episodes)")
+    if "protocol" in results:
+        stats = results.get("inductive_stats")
+        console.print(f"protocol: {results['protocol']}"
+                      + (f" (batch-norm statistics: {stats})" if stats else ""))
     perf = ", ".join(f"{k.removeprefix('perf/')} {v:.1f}" for k, v in sorted(results.items())
                      if k.startswith("perf/"))
     if perf:

@@ -40,7 +40,17 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
     backbone = hydra.utils.instantiate(spec, in_shape=input_shape(cfg.dataset), _partial_=True)
     ways = cfg.dataset.get("train_ways", 1) if cfg.dataset.task == "classification" else 1
     return hydra.utils.instantiate(cfg.algorithm, backbone=backbone, task=cfg.dataset.task,
-                                   ways=ways, pixel_baseline=cfg.pixel_baseline)
+                                   ways=ways, pixel_baseline=cfg.pixel_baseline,
+                                   **protocol_config(cfg))
+
+
+def protocol_config(cfg: DictConfig) -> dict[str, str]:
+    """The evaluation protocol (metalab.protocols); a run from before protocols existed was
+    transductive. Kept in results.json, so that compare knows what a number means."""
+    protocol = {"protocol": cfg.get("protocol", "transductive")}
+    if protocol["protocol"] == "inductive":
+        protocol["inductive_stats"] = cfg.get("inductive_stats", "support")
+    return protocol
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -124,7 +134,10 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule)
     trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
     speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
     # a step is the global meta-batch on any number of ranks: tasks/s is per run, not per rank
-    results = {**model.summary["test"], **speed.summary()}
+    results = {**model.summary["test"], **speed.summary(), **protocol_config(cfg)}
+    score = trainer.checkpoint_callback.best_model_score  # None without validation
+    if score is not None:  # what best.ckpt was chosen by: metalab-compare chooses runs on it
+        results[f"{monitor(cfg)[0]}_best"] = float(score)
     if trainer.is_global_zero:
         write_results(run_dir, results, model.episode_metrics.get("test", {}), loggers)
         print_results(results, run_dir)

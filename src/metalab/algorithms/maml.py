@@ -82,7 +82,8 @@ class MAML(GradientMetaLearner):
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         mode, steps = self.mode_and_steps(episodes, training)
         preds, _ = self.inner.run(self.inner.params(), episodes.support_x, episodes.support_y,
-                                  episodes.query_x, steps, self.rule(), mode, self.engine)
+                                  episodes.query_x, steps, self.rule(), mode, self.engine,
+                                  protocol=self.protocol_for(training))
         return preds
 
 
