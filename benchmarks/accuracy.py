@@ -244,7 +244,7 @@ def methods_table(rows: list[Row], out: Path) -> str:
     episodes (mean of method - ProtoNet over the episodes, 95% CI)."""
     import torch
 
-    from metalab.records import read_episodes
+    from metalab.compare.records import read_episodes
     from metalab.stats import mean_ci95
 
     lines = ["| method | dataset | test acc ± 95% CI | Δ vs ProtoNet (paired) ± 95% CI | wall |",

@@ -31,16 +31,17 @@ class ANIL(MAML):
     def adapted(self) -> nn.Module:
         return self.net.head
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-task embeddings ``[B, n, D]``: one forward per task and per set, as MAML's
-        inner and outer forwards (batch-norm statistics stay within the task's set)."""
-        return torch.stack([self.net.embed(task) for task in x])
-
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         mode, steps = self.mode_and_steps(episodes, training)
-        # evaluation adapts the head only: the backbone's graph is not needed
+        protocol = self.protocol_for(training)
+        embed = self.net.embed
+        # One forward per task and per set, as MAML's inner and outer forwards: the support
+        # set alone, the queries under the protocol (transductive: the query set alone).
+        # Evaluation adapts the head only: the backbone's graph is not needed.
         with contextlib.nullcontext() if training else torch.no_grad():
-            support, query = self.features(episodes.support_x), self.features(episodes.query_x)
+            support = torch.stack([embed(s) for s in episodes.support_x])
+            query = torch.stack([protocol.queries(embed, s, q)
+                                 for s, q in zip(episodes.support_x, episodes.query_x)])
         preds, _ = self.inner.run(self.inner.params(), support, episodes.support_y, query,
                                   steps, self.rule(), mode, self.engine)
         return preds

@@ -12,6 +12,9 @@ from metalab.data.episodes import Episodes
 
 class EmbeddingLearner(MetaLearner):
     tasks = ("classification",)
+    #: the classifier itself mixes the queries it is given (Relation Networks' batch norm):
+    #: an inductive protocol then scores one query at a time
+    mixes_queries = False
 
     def __init__(self, backbone, **kwargs):
         super().__init__(**kwargs)
@@ -28,9 +31,17 @@ class EmbeddingLearner(MetaLearner):
 
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         ways = int(episodes.support_y.max()) + 1
-        scores = []
+        protocol, scores = self.protocol_for(training), []
         for task in range(episodes.num_tasks):  # one forward per task: batch-norm statistics
             s, q = episodes.support_x[task], episodes.query_x[task]  # stay within the task
-            z = self.embed(torch.cat([s, q]))
-            scores.append(self.classify(z[: len(s)], episodes.support_y[task], z[len(s):], ways))
+            zs, zq = protocol.embed(self.embed, s, q)  # (metalab.protocols)
+            labels = episodes.support_y[task]
+            if zs.dim() > zq.dim():  # support_plus_query: each query has its own support set
+                scores.append(torch.cat([self.classify(zs[i], labels, zq[i:i + 1], ways)
+                                         for i in range(len(zq))]))
+            elif self.mixes_queries and protocol.name == "inductive":
+                scores.append(torch.cat([self.classify(zs, labels, zq[i:i + 1], ways)
+                                         for i in range(len(zq))]))
+            else:
+                scores.append(self.classify(zs, labels, zq, ways))
         return torch.stack(scores)

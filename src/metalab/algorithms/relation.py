@@ -29,6 +29,8 @@ def relation_module(channels: int, hidden: int) -> nn.Sequential:
 
 
 class RelationNetworks(EmbeddingLearner):
+    mixes_queries = True  # the relation module's batch norm sees all the pairs it is given
+
     def __init__(self, backbone, hidden: int = 8, **kwargs):
         super().__init__(backbone, **kwargs)
         require_positive("algorithm.hidden", hidden)
