@@ -34,7 +34,11 @@ def finish(run_dir, *overrides):
 
 @pytest.mark.parametrize("algorithm", sorted(SMALL))
 def test_two_processes_equal_one(tmp_path, algorithm):
-    args = [f"algorithm={algorithm}", *SMALL[algorithm]]
+    one_and_two_processes_agree(tmp_path, algorithm, SMALL[algorithm])
+
+
+def one_and_two_processes_agree(tmp_path, algorithm: str, overrides: list[str]) -> None:
+    args = [f"algorithm={algorithm}", *overrides]
     one, one_results, one_episodes = finish(tmp_path / "one", *args)
     two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
     largest = max((one[k] - two[k]).abs().max().item() for k in one)

@@ -64,6 +64,42 @@ PAPER = {
         "dataset.shots": 10, "algorithm.inner_lr": 0.01, "algorithm.inner_steps": 1,
         "algorithm.meta_batch": 25, "algorithm.optimizer.lr": 1e-3, "backbone.hidden": [40, 40],
     },
+    "anil_omniglot_20w1s": {
+        "dataset.name": "omniglot", "algorithm.name": "anil", "backbone.name": "conv4",
+        "dataset.ways": 20, "dataset.shots": 1, "dataset.rotations": True,
+        "algorithm.inner_lr": 0.1, "algorithm.inner_steps": 5, "algorithm.eval_inner_steps": 5,
+        "algorithm.meta_batch": 16, "algorithm.first_order": False,
+        "algorithm.optimizer.lr": 1e-3, "backbone.hidden": 64, "backbone.max_pool": False,
+    },
+    "metaoptnet_mini_imagenet_5w1s": {
+        "dataset.name": "mini_imagenet", "algorithm.name": "metaoptnet",
+        "backbone.name": "resnet12", "backbone.channels": [64, 160, 320, 640],
+        "dataset.ways": 5, "dataset.shots": 1, "dataset.queries": 15, "dataset.train_shots": 15,
+        "dataset.train_queries": 6, "algorithm.c": 0.1, "algorithm.dual_ridge": 1.0,
+        "algorithm.max_iter": 15, "algorithm.meta_batch": 8,
+        "algorithm.optimizer._target_": "torch.optim.SGD", "algorithm.optimizer.lr": 0.1,
+        "algorithm.optimizer.momentum": 0.9, "algorithm.optimizer.nesterov": True,
+        "algorithm.optimizer.weight_decay": 5e-4,
+    },
+    "r2d2_mini_imagenet_5w1s": {
+        "dataset.name": "mini_imagenet", "algorithm.name": "r2d2", "backbone.name": "resnet12",
+        "backbone.channels": [64, 160, 320, 640], "dataset.ways": 5, "dataset.shots": 1,
+        "dataset.train_shots": 15, "dataset.train_queries": 6, "algorithm.lam": 50.0,
+        "algorithm.learn_lam": True, "algorithm.meta_batch": 8,
+        "algorithm.optimizer._target_": "torch.optim.SGD", "algorithm.optimizer.lr": 0.1,
+    },
+    "matching_omniglot_5w1s": {
+        "dataset.name": "omniglot", "algorithm.name": "matching", "backbone.name": "conv4",
+        "dataset.ways": 5, "dataset.shots": 1, "dataset.rotations": True, "algorithm.fce": False,
+        "backbone.hidden": 64, "backbone.max_pool": True,
+    },
+    "relation_omniglot_5w1s": {
+        "dataset.name": "omniglot", "algorithm.name": "relation", "backbone.name": "conv4",
+        "dataset.ways": 5, "dataset.shots": 1, "dataset.train_queries": 19,
+        "dataset.rotations": True, "algorithm.hidden": 8, "algorithm.optimizer.lr": 1e-3,
+        "algorithm.scheduler.step_size": 100000, "algorithm.scheduler.gamma": 0.5,
+        "backbone.hidden": 64,
+    },
 }
 # Top-level run settings of the presets (outer iterations, test episodes).
 PAPER_RUN = {
@@ -73,6 +109,11 @@ PAPER_RUN = {
     "reptile_omniglot_5w1s": {"steps": 100000, "test_episodes": 10000},
     "protonet_omniglot_5w1s": {"steps": 20000, "test_episodes": 1000},
     "maml_sinusoid": {"steps": 70000, "test_episodes": 600},
+    "anil_omniglot_20w1s": {"steps": 60000, "test_episodes": 600},
+    "metaoptnet_mini_imagenet_5w1s": {"steps": 60000, "test_episodes": 1000},
+    "r2d2_mini_imagenet_5w1s": {"steps": 60000, "test_episodes": 1000},
+    "matching_omniglot_5w1s": {"steps": 20000, "test_episodes": 1000},
+    "relation_omniglot_5w1s": {"steps": 1000000, "test_episodes": 1000},
 }
 
 # A few steps, a few fixed episodes: the presets' budgets shrunk for the default suite.
@@ -143,12 +184,15 @@ def local_data(cfg: dict, root: Path) -> list[str]:
         if not (root / "mini").is_dir():
             write_mini(root / "mini")
         data = ["dataset=mini_imagenet", f"dataset.root={root / 'mini'}",
-                f"paths.cache_dir={root / 'cache'}", "dataset.queries=1", "dataset.train_queries=3"]
+                f"paths.cache_dir={root / 'cache'}", "dataset.queries=1", "dataset.train_queries=3",
+                "dataset.train_shots=1"]
     elif dataset == "sinusoid":
         data = []
     else:
         raise AssertionError(f"dataset={dataset}: no local data for it here; add it")
-    small = ["backbone.hidden=8"] if cfg["backbone"]["name"] == "conv4" else []
+    small = {"conv4": ["backbone.hidden=8"],
+             "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
+             }.get(cfg["backbone"]["name"], [])
     return [*data, *small, "algorithm.meta_batch=2"]
 
 

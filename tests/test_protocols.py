@@ -36,6 +36,12 @@ MODELS = {  # name: overrides (the engines MAML and Reptile adapt with at evalua
     "maml-learn2learn": ["algorithm=maml", "algorithm.engine=learn2learn", STEPS],
     "reptile-loop": ["algorithm=reptile", "algorithm.engine=loop", STEPS],
     "reptile-vmap": ["algorithm=reptile", "algorithm.engine=vmap", STEPS],
+    "anil-loop": ["algorithm=anil", "algorithm.engine=loop", STEPS],
+    "anil-vmap": ["algorithm=anil", "algorithm.engine=vmap", STEPS],
+    "r2d2": ["algorithm=r2d2"],
+    "metaoptnet": ["algorithm=metaoptnet"],
+    "matching": ["algorithm=matching", "algorithm.fce=true"],
+    "relation": ["algorithm=relation"],
 }
 INDUCTIVE = ["support", "support_plus_query"]
 
@@ -214,6 +220,11 @@ PRESET_PROTOCOLS = {
     "maml_sinusoid": ("transductive", None),
     "protonet_omniglot_5w1s": ("inductive", "support"),
     "reptile_omniglot_5w1s": ("inductive", "support_plus_query"),
+    "anil_omniglot_20w1s": ("transductive", None),
+    "metaoptnet_mini_imagenet_5w1s": ("inductive", "support"),
+    "r2d2_mini_imagenet_5w1s": ("inductive", "support"),
+    "matching_omniglot_5w1s": ("transductive", None),
+    "relation_omniglot_5w1s": ("transductive", None),
 }
 
 

@@ -319,7 +319,7 @@ def test_every_algorithm_has_a_search_over_its_own_keys(algorithm):
     assert sweeper.direction == "maximize"  # val/acc on glyphs
     for key in sweeper.params:  # every searched key exists in the algorithm's config
         assert OmegaConf.select(cfg, key) is not None, key
-    if algorithm not in ("protonet", "random_rl"):  # no inner loop is trained
+    if "inner_lr" in cfg.algorithm and algorithm != "random_rl":  # gradient-based, trained
         assert {"algorithm.inner_lr", "algorithm.inner_steps", "algorithm.optimizer.lr"} <= set(
             sweeper.params)
 

@@ -242,7 +242,9 @@ class InnerLoop:
             p, state = params, rule.init(params)
             for t in range(steps):
                 xs, ys = (x, y) if batches is None else (x[batches[t]], y[batches[t]])
-                g = inner_grad(p if mode is Mode.SECOND_ORDER else detach(p), xs, ys)
+                # first order: a constant, also when the inputs carry a graph (ANIL's features)
+                g = inner_grad(p, xs, ys) if mode is Mode.SECOND_ORDER \
+                    else inner_grad(detach(p), xs.detach(), ys)
                 p, state = rule(p, g, state, t)
             return protocol.queries(partial(self.forward, p), x, qx), p
 

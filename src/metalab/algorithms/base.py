@@ -43,6 +43,11 @@ class MetaLearner(pl.LightningModule):
         self.summary: dict[str, dict[str, float]] = {}
 
     # -- what an algorithm provides ------------------------------------------------------------
+    @classmethod
+    def check_backbone(cls, backbone: type, name: str) -> None:
+        """Raise ConfigError if this algorithm cannot use the backbone class ``backbone``
+        (config ``backbone=name``); called by check_config before any data is loaded."""
+
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         raise NotImplementedError
 
