@@ -74,8 +74,9 @@ def test_every_method_runs_on_every_backbone_and_image_size(algorithm, backbone,
      "classification tasks only"),
     (["algorithm=relation", "backbone=mlp"], "backbone=mlp", "need a convolutional backbone"),
     (["algorithm=relation", "backbone=timm"], "backbone=timm", "need a convolutional backbone"),
-    (["algorithm=anil", "backbone._target_=torch.nn.Identity"], "backbone=conv4",
-     "ANIL adapts the linear head of a metalab backbone"),
+    # every backbone a config can build is a metalab Backbone (features + a linear head)
+    (["algorithm=anil", "backbone._target_=torch.nn.Identity"],
+     "backbone._target_=torch.nn.Identity", "not allowed"),
 ])
 def test_bad_combinations_stop_in_check_config(overrides, key, allowed):
     cfg = compose_train(overrides)

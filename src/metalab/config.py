@@ -68,8 +68,7 @@ def check_config(cfg: DictConfig) -> None:
                           f"learns {'/'.join(supported)} tasks only, and dataset={d.name} is a "
                           f"{d.task} dataset")
     algorithm, backbone = get_class(cfg.algorithm._target_), get_class(cfg.backbone._target_)
-    if hasattr(algorithm, "check_backbone"):
-        algorithm.check_backbone(backbone, cfg.backbone.name)
+    algorithm.check_backbone(backbone, cfg.backbone.name)
     if d.task in ("regression", "rl") and backbone.needs_images:
         raise ConfigError("backbone", cfg.backbone.name,
                           f"needs image inputs, and dataset={d.name} is a {d.task} dataset; "

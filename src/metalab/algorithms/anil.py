@@ -14,20 +14,10 @@ import torch
 from torch import nn
 
 from metalab.algorithms.maml import MAML
-from metalab.backbones.base import Backbone
 from metalab.data.episodes import Episodes
-from metalab.errors import ConfigError
 
 
 class ANIL(MAML):
-    @classmethod
-    def check_backbone(cls, backbone: type, name: str) -> None:
-        if not (isinstance(backbone, type) and issubclass(backbone, Backbone)):
-            raise ConfigError("backbone", name,
-                              f"ANIL adapts the linear head of a metalab backbone (features + "
-                              f"head), and {backbone.__module__}.{backbone.__qualname__} is not "
-                              "one: use conv4, resnet12 or mlp")
-
     def adapted(self) -> nn.Module:
         return self.net.head
 
