@@ -94,6 +94,22 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def assert_best_checkpoint(run_dir: Path, metric: str, best=max) -> int:
+    """best.ckpt holds the validation with the best ``metric`` in metrics.csv (the first of
+    equals), and that validation differs from the last one's; returns its step."""
+    import torch
+
+    values = {}  # validation step -> value, a step logged twice keeps its last value
+    for row in read_csv(run_dir / "metrics.csv"):
+        if row.get(metric):
+            values[int(row["step"])] = float(row[metric])
+    steps = sorted(values)
+    chosen = best(steps, key=lambda s: (values[s], -s if best is max else s))
+    ckpt = torch.load(run_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    assert ckpt["global_step"] == chosen + 1, (values, ckpt["global_step"])
+    return chosen
+
+
 def assert_results_are_the_episode_means(run_dir: Path, metric: str = "acc") -> dict:
     """results.json's test mean and 95% CI equal those of test_episodes.csv's column, computed
     with scipy (1.96 standard errors, the few-shot convention), to the CSV's 6 digits."""
