@@ -33,10 +33,13 @@ def finish(run_dir, *overrides):
 
 @pytest.mark.parametrize("algorithm", sorted(SMALL))
 def test_two_processes_equal_one(tmp_path, algorithm):
-    """Also episode for episode: the gathered episodes come back in episode order. Mutant this
-    catches (rank 0's episodes 0, 2, 4 first, then rank 1's):
-    base.py _eval_epoch_end: ``-        order = ids.argsort()``
-                             ``+        order = torch.arange(len(ids))``"""
+    """Also episode for episode: the gathered episodes come back in episode order. Mutant it
+    catches (rank 0's episodes 0, 2, 4 first, then rank 1's; src/metalab/algorithms/base.py,
+    MetaLearner._eval_epoch_end)::
+
+        -        order = ids.argsort()
+        +        order = torch.arange(len(ids))
+    """
     args = [f"algorithm={algorithm}", *SMALL[algorithm]]
     one, one_results, one_episodes = finish(tmp_path / "one", *args)
     two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
@@ -60,9 +63,12 @@ def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
     """The DataModule under a real Lightning Trainer that is rank 1 of 2 (as under torchrun:
     the launcher's environment, no process group needed to ask it): its training batches are
     the second half of each global meta-batch, its evaluation episodes every other one. Mutant
-    this catches (each rank then computes the whole batch; DDP's mean gradient is unchanged):
-    datamodule.py train_episodes: ``-        return self.sources["train"].episodes(plan[first:last], ...``
-                                  ``+        return self.sources["train"].episodes(plan, ...``"""
+    it catches (each rank computes the whole batch, and DDP's mean gradient is unchanged, so
+    test_two_processes_equal_one passes; src/metalab/data/datamodule.py, train_episodes)::
+
+        -        return self.sources["train"].episodes(plan[first:last], self.train_shape[1], gens)
+        +        return self.sources["train"].episodes(plan, self.train_shape[1], gens)
+    """
     overrides = ["algorithm.meta_batch=4", "val_every=2", "val_episodes=3", "test_episodes=7",
                  "dataset.queries=2", "logger=none"]
     whole = build_datamodule(compose_train(overrides))

@@ -140,9 +140,12 @@ def test_bad_knobs_are_config_errors():
 def test_module_meta_gradient_equals_learn2learn(engine, kwargs):
     """The MAML module's own meta-gradient (meta_loss().backward(), as Lightning calls it) equals
     learn2learn's MAML / MetaSGD in float64, and first and second order differ by far more than
-    the tolerance, so a module that always ran first order fails here. Mutant this catches:
-    maml.py predict: ``-            mode = Mode.FIRST_ORDER if self.first_order else Mode.SECOND_ORDER``
-                     ``+            mode = Mode.FIRST_ORDER``"""
+    the tolerance, so a module that always ran first order fails here. Mutant it catches
+    (src/metalab/algorithms/maml.py, MAML.predict)::
+
+        -            mode = Mode.FIRST_ORDER if self.first_order else Mode.SECOND_ORDER
+        +            mode = Mode.FIRST_ORDER
+    """
     torch.manual_seed(0)
     model = small_maml(engine=engine, inner_lr=0.3, inner_steps=2, **kwargs).double()
     eps = float64(episodes(num_tasks=3))
@@ -162,9 +165,11 @@ def test_module_meta_gradient_equals_learn2learn(engine, kwargs):
 
 def test_evaluation_adapts_with_eval_inner_steps():
     """Validation and test predictions are learn2learn's learner after eval_inner_steps (3)
-    steps, not inner_steps (1). Mutant this catches:
-    maml.py predict: ``-            mode, steps = Mode.DETACHED, self.eval_inner_steps``
-                     ``+            mode, steps = Mode.DETACHED, self.inner_steps``"""
+    steps, not inner_steps (1). Mutant it catches (src/metalab/algorithms/maml.py, MAML.predict)::
+
+        -            mode, steps = Mode.DETACHED, self.eval_inner_steps
+        +            mode, steps = Mode.DETACHED, self.inner_steps
+    """
     torch.manual_seed(0)
     model = small_maml(inner_steps=1, eval_inner_steps=3, inner_lr=0.3).double()
     eps = float64(episodes(num_tasks=2))

@@ -4,10 +4,12 @@ uninterrupted run ends: same step, parameters, optimizer and scheduler state, be
 results.json, metrics.csv and W&B run. Without deterministic=true, which the README does not ask
 for.
 
-Mutant this catches (a resume from best.ckpt replays the steps after it and, training tasks being
-a function of the step, ends in the same weights: the log line naming the checkpoint tells):
-run.py resume_checkpoint: ``-    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir...``
-                          ``+    found = [run_dir / "checkpoints" / "best.ckpt", *run_dir...``
+Mutant it catches (a resume from best.ckpt replays the steps after it and, training tasks being
+a function of the step, ends in the same weights: the log line naming the checkpoint tells;
+src/metalab/run.py, resume_checkpoint)::
+
+    -    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    +    found = [run_dir / "checkpoints" / "best.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
 """
 
 import os
