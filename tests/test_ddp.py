@@ -31,6 +31,7 @@ def finish(run_dir, *overrides):
     return ckpt["state_dict"], read_results(run_dir), read_csv(run_dir / "test_episodes.csv")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("algorithm", sorted(SMALL))
 def test_two_processes_equal_one(tmp_path, algorithm):
     """Also episode for episode: the gathered episodes come back in episode order. Mutant it

@@ -148,6 +148,7 @@ def test_reptile_config_and_errors():
                 optimizer=functools.partial(torch.optim.SGD, lr=1.0))
 
 
+@pytest.mark.e2e
 def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
     cfg = compose_train([
         "dataset=sinusoid", "backbone=mlp", "algorithm=reptile", "logger=none", "steps=400",
