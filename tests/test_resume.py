@@ -22,6 +22,8 @@ import pytest
 import torch
 
 from conftest import ROOT, assert_best_checkpoint, read_csv, read_results, train_cli
+from metalab.run import resume_checkpoint
+from metalab.sweep import best_validation
 
 STEPS = 40
 COMMON = [f"steps={STEPS}", "val_every=4", "val_episodes=3", "test_episodes=5", "eval_batch=5",
@@ -119,7 +121,11 @@ def test_stopped_then_resumed_equals_uninterrupted(runs):
     if case.startswith("reptile"):  # eps annealed linearly to 0 over all steps, resume or not
         (schedule,) = b["lr_schedulers"]
         assert schedule["last_epoch"] == STEPS and schedule["_last_lr"] == [0.0]
-        assert_best_checkpoint(whole, "val/mse", min)
+        best = assert_best_checkpoint(whole, "val/mse", min)
+        # the objective a search minimises: the lowest val/mse, that of best.ckpt
+        mse = {int(r["step"]): float(r["val/mse"]) for r in read_csv(whole / "metrics.csv")
+               if r.get("val/mse")}
+        assert best_validation(whole) == pytest.approx(mse[best]) == min(mse.values())
     else:
         assert_best_checkpoint(whole, "val/acc", max)
         # the resumed process continued the same W&B run (one id, two offline segments)
@@ -134,3 +140,24 @@ def test_stopped_then_resumed_equals_uninterrupted(runs):
 def test_resumed_metrics_csv_equals_uninterrupted(runs):
     _, whole, resumed, _ = runs
     assert by_step(read_csv(whole / "metrics.csv")) == by_step(read_csv(resumed / "metrics.csv"))
+
+
+def test_resume_auto_takes_the_newest_checkpoint_and_never_starts_over(tmp_path):
+    """resume=auto continues from the newer of checkpoints/last.ckpt and the hpc_ckpt_<n>.ckpt
+    of a SLURM warning signal; resume=never starts over; ckpt_path wins over both."""
+    from conftest import compose_train
+
+    (tmp_path / "checkpoints").mkdir()
+    last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
+    cfg = compose_train([], output_dir=tmp_path)
+    assert resume_checkpoint(cfg, tmp_path) is None  # nothing to resume
+    for path, age in ((hpc, 20), (last, 10)):
+        path.write_bytes(b"")
+        os.utime(path, (time.time() - age, time.time() - age))
+    assert resume_checkpoint(cfg, tmp_path) == str(last)
+    os.utime(hpc)
+    assert resume_checkpoint(cfg, tmp_path) == str(hpc)
+    assert resume_checkpoint(compose_train(["resume=never"], output_dir=tmp_path),
+                             tmp_path) is None
+    assert resume_checkpoint(compose_train(["resume=never", "ckpt_path=/x.ckpt"],
+                                           output_dir=tmp_path), tmp_path) == "/x.ckpt"
