@@ -47,7 +47,7 @@ test-all: lint
 # pyproject.toml; about 30 min on 2 cores); the kill rates go in docs/mutation.md. Not in CI.
 mutants: $(STAMP)
 	rm -rf mutants
-	OMP_NUM_THREADS=1 nice -n 10 $(BIN)/mutmut run --max-children 2 $(ARGS)
+	OMP_NUM_THREADS=1 METALAB_CACHE=$(CURDIR)/.cache nice -n 10 $(BIN)/mutmut run --max-children 2 $(ARGS)
 	$(BIN)/mutmut results
 
 clean:

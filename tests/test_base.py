@@ -115,3 +115,74 @@ def test_episodes_gathered_from_two_ranks_come_back_in_order():
 def test_protonet_is_for_classification_and_evaluates_without_gradients():
     assert ProtoNet.tasks == ("classification",) and not ProtoNet.needs_grad_at_eval
     assert MetaLearner.tasks == ("classification", "regression")
+
+
+def image_episodes(tasks=3, ways=3, shots=2, queries=4, seed=0):
+    from metalab.data.episodes import Episodes
+
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(ways)
+    centres = torch.randn(tasks, ways, 1, 4, 4, generator=g)
+
+    def draw(n):
+        noise = torch.randn(tasks, ways, n, 1, 4, 4, generator=g)
+        return (centres[:, :, None] + noise).flatten(1, 2), y.repeat_interleave(n).expand(
+            tasks, -1).contiguous()
+
+    (sx, sy), (qx, qy) = draw(shots), draw(queries)
+    return Episodes(sx, sy, qx, qy)
+
+
+class Flat(torch.nn.Module):
+    def __init__(self, out_dim=None):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def embed(self, x):
+        return x.flatten(1) * self.scale
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_evaluation_steps_score_each_episode_and_the_pixel_baseline(split):
+    """validation_step / test_step and their epoch ends, as Lightning calls them: per-episode
+    metrics of the model, and on test the raw-pixel 1-NN baseline equal to scikit-learn's."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    model = ProtoNet(backbone=Flat, optimizer=None)
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+    model._trainer = SimpleNamespace(world_size=1)
+    eps = image_episodes()
+    step, end = ((model.validation_step, model.on_validation_epoch_end) if split == "val" else
+                 (model.test_step, model.on_test_epoch_end))
+    end()  # nothing evaluated yet: nothing summarised
+    assert model.summary == {}
+    step((torch.tensor([1, 0, 2]), eps), 0)
+    end()
+    want = model.task_metrics(model.predict(eps, training=False), eps.query_y)
+    order = torch.tensor([1, 0, 2]).argsort()
+    for name in ("acc", "loss"):
+        torch.testing.assert_close(model.episode_metrics[split][name], want[name][order])
+    names = set(model.episode_metrics[split])
+    assert names == ({"acc", "loss", "pixel_1nn_acc"} if split == "test" else {"acc", "loss"})
+    assert logged[f"{split}/episodes"] == 3
+    if split == "test":
+        for t, got in zip(order.tolist(), model.episode_metrics["test"]["pixel_1nn_acc"]):
+            knn = KNeighborsClassifier(1).fit(eps.support_x[t].flatten(1), eps.support_y[t])
+            assert got.item() == pytest.approx(knn.score(eps.query_x[t].flatten(1),
+                                                         eps.query_y[t]))
+        assert not ProtoNet(backbone=Flat, optimizer=None, pixel_baseline=False).pixel_baseline
+
+
+def test_training_step_logs_the_mean_task_metrics_and_returns_the_meta_loss():
+    logits, labels = logits_and_labels()
+    model = Fixed(logits)
+    logged = {}
+    model.log = lambda name, value, **kwargs: logged.__setitem__(name, (value, kwargs))
+    loss = model.training_step(SimpleNamespace(query_y=labels), 0)
+    metrics = model.task_metrics(logits, labels)
+    assert loss.item() == pytest.approx(metrics["loss"].mean().item())
+    assert set(logged) == {"train/loss", "train/acc"}
+    assert logged["train/acc"][0].item() == pytest.approx(metrics["acc"].mean().item())
+    assert logged["train/acc"][1] == {"prog_bar": True, "sync_dist": True}
+    assert logged["train/loss"][1] == {"prog_bar": False, "sync_dist": True}

@@ -78,3 +78,54 @@ def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
         (tmp_path / job / "error.txt").write_text(text)
     assert failed_jobs([str(tmp_path)]) == [(tmp_path / "1", "ValueError: bad"),
                                             (tmp_path / "2", "")]
+
+
+class ApiRun:
+    """The parts of a wandb.Api() run that records read (the W&B client's own shapes)."""
+
+    def __init__(self, path=("team", "metalab", "abc123")):
+        self.name, self.path = "maml-glyphs-conv4", list(path) if path else None
+        self.config = {"_wandb": {"x": 1}, "algorithm": {"name": "maml", "_hidden": 2}}
+        self.summary = {"test/acc": 0.75, "test/episodes": 600, "perf/tasks_per_sec": 3,
+                        "val/acc": 0.7, "test/note": "text", "_step": 9}
+        self.histories = []
+
+    def history(self, samples, pandas):
+        self.histories.append((samples, pandas))
+        return [{"trainer/global_step": 1, "train/loss": 2.0, "_step": 0},
+                {"trainer/global_step": 4, "val/acc": 0.5, "val/acc_ci95": 0.1}]
+
+
+def test_wandb_runs_become_records_without_episodes():
+    from metalab.records import from_wandb_run
+
+    run = ApiRun()
+    record = from_wandb_run(run)
+    assert record.name == "maml-glyphs-conv4" and record.source == "team/metalab/abc123"
+    assert record.config == {"algorithm.name": "maml", "algorithm._hidden": 2}
+    assert record.results == {"test/acc": 0.75, "test/episodes": 600.0,
+                              "perf/tasks_per_sec": 3.0}
+    assert record.curves == {"train/loss": [(1.0, 2.0)], "val/acc": [(4.0, 0.5)]}
+    assert record.episodes is None
+    assert run.histories == [(100_000, False)]  # the whole history, as plain rows
+    assert from_wandb_run(ApiRun(path=None)).source == "maml-glyphs-conv4"
+
+
+def test_wandb_records_ask_for_finished_runs_of_a_group(monkeypatch):
+    import wandb
+
+    from metalab.records import wandb_records
+
+    asked = []
+
+    class Api:
+        def runs(self, path, filters):
+            asked.append((path, filters))
+            return [ApiRun()]
+
+    monkeypatch.setattr(wandb, "Api", Api)
+    (record,) = wandb_records("team/metalab", "2026-01-01_12-00-00")
+    assert record.results["test/acc"] == 0.75
+    wandb_records("team/metalab", None)
+    assert asked == [("team/metalab", {"state": "finished", "group": "2026-01-01_12-00-00"}),
+                     ("team/metalab", {"state": "finished"})]
