@@ -102,12 +102,17 @@ def test_evaluation_puts_episodes_in_order_and_summarises_them():
     assert model._outputs == []
 
 
-def test_episodes_gathered_from_two_ranks_come_back_in_order():
-    """Rank 0 holds episodes 0, 2, 4; rank 1 holds 1, 3 (padded to 3 for all_gather)."""
+@pytest.mark.parametrize("short", ["other rank", "this rank"])
+def test_episodes_gathered_from_two_ranks_come_back_in_order(short):
+    """One rank holds episodes 0, 2, 4, the other 1, 3 (padded to 3 for all_gather, the padding
+    dropped again), seen from each rank in turn."""
+    mine, other = ([0, 2, 4], [1, 3]) if short == "other rank" else ([1, 3], [0, 2, 4])
+    pad = 3 - len(other)
+    gathered = iter([torch.tensor(len(other)), torch.tensor(other + [-1] * pad),
+                     torch.tensor([e / 10 for e in other] + [0.0] * pad)])
     model = Fixed(torch.zeros(1))
-    rank1 = iter([torch.tensor(2), torch.tensor([1, 3, -1]), torch.tensor([0.1, 0.3, 0.0])])
-    model.all_gather = lambda t: torch.stack([t, next(rank1).to(t.dtype)])
-    evaluated(model, [([0, 2, 4], {"loss": [0.0, 0.2, 0.4]})], world_size=2)
+    model.all_gather = lambda t: torch.stack([t, next(gathered).to(t.dtype)])
+    evaluated(model, [(mine, {"loss": [e / 10 for e in mine]})], world_size=2)
     assert model.episode_metrics["test"]["loss"].tolist() == pytest.approx([0, .1, .2, .3, .4])
     assert model.summary["test"]["test/episodes"] == 5
 
