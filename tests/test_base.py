@@ -79,7 +79,12 @@ def test_optimizer_alone_or_with_a_per_step_scheduler():
 def evaluated(model, batches, world_size=1):
     """Runs the evaluation steps and epoch end of the base on given (ids, metrics) batches."""
     logged = {}
-    model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
+
+    def log(name, value, prog_bar=False):
+        logged[name] = value
+        assert prog_bar == (name == "test/acc"), name  # the accuracy is on the progress bar
+
+    model.log = log
     model._trainer = SimpleNamespace(world_size=world_size)
     for ids, metrics in batches:
         model._outputs.append((torch.tensor(ids), {k: torch.tensor(v) for k, v in

@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 
 from conftest import compose_train, read_csv, read_results, train_cli
+from metalab.errors import ConfigError
 from metalab.run import build_datamodule
 
 BUDGET = ["steps=4", "val_every=2", "val_episodes=4", "test_episodes=6", "eval_batch=2",
@@ -84,8 +85,17 @@ def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
     rank1 = build_datamodule(compose_train(overrides))
     rank1.trainer = trainer
     rank1.setup("fit")
+    # augmentation draws from each task's own generator: the same on any number of ranks
+    for dm in (whole, rank1):
+        dm.sources["train"].augment = lambda x, g: x + torch.rand((), generator=g)
     batches = list(rank1.train_dataloader())  # steps 0 and 1 (global_step is 0)
     assert [b.num_tasks for b in batches] == [2, 2]
     for step, batch in enumerate(batches):
         assert torch.equal(batch.query_x, whole.train_episodes(step).query_x[2:])
     assert [ids.tolist() for ids in rank1.eval_ids("test")] == [[1, 3, 5]]
+    odd = build_datamodule(compose_train([*overrides, "algorithm.meta_batch=3"]))
+    odd.trainer = trainer
+    with pytest.raises(ConfigError) as err:
+        odd.setup("fit")
+    assert (err.value.key, err.value.value) == ("algorithm.meta_batch", 3)
+    assert "must divide by the number of processes (2)" in str(err.value)

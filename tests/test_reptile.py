@@ -112,6 +112,20 @@ def test_evaluation_uses_eval_inner_steps_on_the_support_set():
             torch.testing.assert_close(preds[i], clone(episodes.query_x[i]))
 
 
+def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
+    from metalab.inner_loop import InnerLoop
+
+    engines = []
+    run_inner = InnerLoop.run
+    monkeypatch.setattr(InnerLoop, "run", lambda self, *args, **kwargs: engines.append(
+        args[7]) or run_inner(self, *args, **kwargs))  # params, sx, sy, qx, steps, rule, mode
+    model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=2, engine="vmap")
+    model.meta_loss(sine_episodes())
+    with torch.no_grad():
+        model.predict(sine_episodes(), training=False)
+    assert engines == ["vmap", "vmap"]
+
+
 def test_training_with_minibatches_is_deterministic():
     def train():
         pl.seed_everything(3, verbose=False)
@@ -139,8 +153,9 @@ def test_reptile_config_and_errors():
     conf = model.configure_optimizers()
     assert isinstance(conf["optimizer"], torch.optim.SGD)
     assert isinstance(conf["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.LinearLR)
-    with pytest.raises(ConfigError, match="inner_optimizer"):
+    with pytest.raises(ConfigError) as err:
         small_reptile(inner_optimizer="rmsprop")
+    assert (err.value.key, err.value.value) == ("algorithm.inner_optimizer", "rmsprop")
     with pytest.raises(ConfigError, match="algorithm.engine"):
         small_reptile(engine="learn2learn")
     with pytest.raises(ConfigError, match="dataset.ways"):
