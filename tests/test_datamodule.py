@@ -57,3 +57,12 @@ def test_evaluation_loaders_serve_every_fixed_episode_in_batches():
             one = dm.sources[split].episodes(plan, shots=1)
             assert torch.equal(episodes.query_x[i], one.query_x[0])
             assert torch.equal(episodes.support_y[i], one.support_y[0])
+
+
+def test_augmentation_applies_to_training_episodes_only():
+    from metalab.data.augment import Augment
+
+    dm = datamodule("+dataset.augment={flip: true, crop_padding: 2}")
+    assert isinstance(dm.sources["train"].augment, Augment)
+    assert dm.sources["val"].augment is None and dm.sources["test"].augment is None
+    assert datamodule().sources["train"].augment is None  # glyphs: none configured
