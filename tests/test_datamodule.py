@@ -65,4 +65,10 @@ def test_augmentation_applies_to_training_episodes_only():
     dm = datamodule("+dataset.augment={flip: true, crop_padding: 2}")
     assert isinstance(dm.sources["train"].augment, Augment)
     assert dm.sources["val"].augment is None and dm.sources["test"].augment is None
+    augmented = dm.train_episodes(0).support_x
+    dm.sources["train"].augment = None
+    assert not torch.equal(augmented, dm.train_episodes(0).support_x)
     assert datamodule().sources["train"].augment is None  # glyphs: none configured
+    # training tasks depend on the seed (and only the seed and the step)
+    assert not torch.equal(datamodule("seed=1").train_episodes(0).query_x,
+                           datamodule("seed=2").train_episodes(0).query_x)

@@ -129,6 +129,9 @@ def test_bad_knobs_are_config_errors():
         small_maml(engine="jit")
     with pytest.raises(ConfigError, match="algorithm.eval_inner_steps"):
         small_maml(eval_inner_steps=0)
+    with pytest.raises(ConfigError) as err:
+        small_maml(inner_steps=0)
+    assert err.value.key == "algorithm.inner_steps"
     with pytest.raises(ConfigError, match="learn_inner_lr"):
         small_maml(engine="learn2learn", learn_inner_lr=True)
 
