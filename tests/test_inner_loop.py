@@ -212,5 +212,6 @@ def test_engine_choice():
         resolve_engine("jax", torch.device("cpu"))
     inner = InnerLoop(MLP((1,), out_dim=1, hidden=(4,)), "regression")
     sx, sy, qx, _ = sine_tasks(num_tasks=1)
-    with pytest.raises(ConfigError, match="learn2learn"):
+    with pytest.raises(ConfigError, match="learn2learn") as err:
         inner.run(inner.params(), sx, sy, qx, 1, Adam(0.1), Mode.DETACHED, "learn2learn")
+    assert err.value.key == "algorithm.engine"
