@@ -60,3 +60,24 @@ def test_episode_shape_is_set_separately_for_training():
     cfg = compose_train(["dataset.ways=20", "dataset.train_ways=60", "dataset.train_queries=5"])
     d = cfg.dataset
     assert (d.ways, d.train_ways, d.shots, d.train_shots, d.train_queries) == (20, 60, 1, 1, 5)
+
+
+@pytest.mark.parametrize(("dataset", "direction"), [("sinusoid", "minimize"),
+                                                    ("glyphs", "maximize")])
+def test_search_optimises_val_mse_downwards_for_regression(dataset, direction):
+    """conf/search's objective direction, resolved against the run config: an Optuna search
+    minimises val/mse on regression and maximises val/acc on classification (the objective
+    itself, the best validation value of best.ckpt, is checked in test_resume)."""
+    from omegaconf import OmegaConf
+
+    import metalab.sweep  # noqa: F401  (registers the resolver conf/search uses)
+
+    search = OmegaConf.load(Path(CONF_DIR) / "search" / "_optuna.yaml")
+    cfg = OmegaConf.to_container(compose_train([f"dataset={dataset}", "backbone=mlp",
+                                                "algorithm=maml"]))
+    cfg["hydra"] = OmegaConf.to_container(search.hydra)  # unresolved: ${dataset.task} etc.
+    assert OmegaConf.create(cfg).hydra.sweeper.direction == direction
+    searches = [p for p in (Path(CONF_DIR) / "search").glob("*.yaml") if p.stem[0] != "_"]
+    for path in searches:  # every search takes its direction from there
+        spec = OmegaConf.load(path)
+        assert "_optuna" in spec.defaults and "direction" not in spec.hydra.sweeper, path.stem
