@@ -144,9 +144,9 @@ def test_resumed_metrics_csv_equals_uninterrupted(runs):
 def test_resume_auto_takes_the_newest_checkpoint_and_never_starts_over(tmp_path):
     """resume=auto continues from the newer of checkpoints/last.ckpt and the hpc_ckpt_<n>.ckpt
     of a SLURM warning signal; resume=never starts over; ckpt_path wins over both."""
-    from conftest import compose_train
-
     import torch
+
+    from conftest import compose_train
 
     (tmp_path / "checkpoints").mkdir()
     last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
