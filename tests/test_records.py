@@ -6,15 +6,15 @@ import json
 import pytest
 import yaml
 
-from metalab.records import (
+from metalab.compare.records import (
+    CompareError,
     curves_from_rows,
     expand,
-    failed_jobs,
-    find_run_dirs,
     flatten,
     load_run,
     read_curves,
     read_episodes,
+    scan,
 )
 
 
@@ -52,7 +52,8 @@ def test_missing_files_give_no_curves_and_no_episodes(tmp_path):
     assert read_curves(tmp_path / "metrics.csv") == {}
     assert read_episodes(tmp_path / "test_episodes.csv") is None
     (tmp_path / "empty.csv").write_text("episode\n")
-    assert read_episodes(tmp_path / "empty.csv") == {}
+    with pytest.raises(CompareError, match="empty.csv: no episodes"):  # a damaged file: named
+        read_episodes(tmp_path / "empty.csv")
     rows = [{"_step": "3", "train/acc": "0.5", "test/acc": "0.9", "val/loss": None}]
     assert curves_from_rows(rows, step_key="_step") == {"train/acc": [(3.0, 0.5)]}
 
@@ -62,12 +63,14 @@ def test_run_folders_are_found_below_folders_and_globs(tmp_path):
     b = write_run(tmp_path / "sweep" / "1" / "nested")
     (tmp_path / "sweep" / "2").mkdir()
     (tmp_path / "sweep" / "2" / "results.json").write_text("{}")  # no config.yaml: not a run
-    assert find_run_dirs([str(tmp_path / "sweep")]) == [a, b]
-    assert find_run_dirs([str(tmp_path / "sweep" / "*")]) == [a, b]
-    assert find_run_dirs([str(tmp_path / "sweep" / "0"), str(tmp_path / "sweep")]) == [a, b]
-    with pytest.raises(SystemExit, match="no_such: no such folder"):
+    runs, skipped = scan([str(tmp_path / "sweep")])
+    assert runs == [a, b]
+    assert skipped == [(tmp_path / "sweep" / "2", "results.json without config.yaml")]
+    assert scan([str(tmp_path / "sweep" / "*")])[0] == [a, b]
+    assert scan([str(tmp_path / "sweep" / "0"), str(tmp_path / "sweep")])[0] == [a, b]
+    with pytest.raises(CompareError, match="no_such: no such folder"):
         expand([str(tmp_path / "no_such")])
-    with pytest.raises(SystemExit, match="no such folder"):
+    with pytest.raises(CompareError, match="no such folder"):
         expand([str(tmp_path / "none*")])
 
 
@@ -76,8 +79,8 @@ def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
     for job, text in (("1", "Traceback\n  ...\nValueError: bad\n"), ("2", "")):
         (tmp_path / job).mkdir()
         (tmp_path / job / "error.txt").write_text(text)
-    assert failed_jobs([str(tmp_path)]) == [(tmp_path / "1", "ValueError: bad"),
-                                            (tmp_path / "2", "")]
+    assert scan([str(tmp_path)])[1] == [(tmp_path / "1", "failed: ValueError: bad"),
+                                        (tmp_path / "2", "failed: see error.txt")]
 
 
 class ApiRun:
@@ -97,7 +100,7 @@ class ApiRun:
 
 
 def test_wandb_runs_become_records_without_episodes():
-    from metalab.records import from_wandb_run
+    from metalab.compare.records import from_wandb_run
 
     run = ApiRun()
     record = from_wandb_run(run)
@@ -114,7 +117,7 @@ def test_wandb_runs_become_records_without_episodes():
 def test_wandb_records_ask_for_finished_runs_of_a_group(monkeypatch):
     import wandb
 
-    from metalab.records import wandb_records
+    from metalab.compare.records import wandb_records
 
     asked = []
 
