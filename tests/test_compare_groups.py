@@ -247,6 +247,9 @@ def test_inductive_runs_of_different_batch_norm_statistics_are_not_paired(tmp_pa
         config = yaml.safe_load((tmp_path / str(job) / "config.yaml").read_text())
         config["inductive_stats"] = stats
         (tmp_path / str(job) / "config.yaml").write_text(yaml.safe_dump(config))
+        results = json.loads((tmp_path / str(job) / "results.json").read_text())
+        results["inductive_stats"] = stats  # as metalab-train writes it: a name, not a number
+        (tmp_path / str(job) / "results.json").write_text(json.dumps(results))
     cli.main([str(tmp_path)])
     out = capsys.readouterr().out
     pairs = Tables((tmp_path / "compare.html").read_text()).tables[1][1:]

@@ -97,7 +97,9 @@ def send_warning_signal(sweep: Sweep) -> str:
 def sweeps(slurm_cluster, tmp_path_factory):  # noqa: F811  (the imported fixture)
     """Both sweeps share the node: the preempted job first, then the DDP jobs (2 CPUs each)."""
     root = tmp_path_factory.mktemp("slurm")
-    preempted = Sweep(root / "preempted", slurm_cluster, "hardware=cpu", *PREEMPTED)
+    # one thread, as the uninterrupted run it is compared with bit for bit
+    preempted = Sweep(root / "preempted", {**slurm_cluster, "OMP_NUM_THREADS": "1"},
+                      "hardware=cpu", *PREEMPTED)
     ddp = Sweep(root / "ddp", slurm_cluster, "hardware=ddp_cpu", "algorithm.meta_batch=2",
                 "seed=0,1", "logger=csv", *TINY)
     try:

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import torch
+from pytorch_lightning.loggers import WandbLogger
 from rich.console import Console
 
 from metalab.rundir import write_atomic
@@ -27,10 +28,9 @@ def write_results(run_dir: Path, results: dict, per_episode: dict[str, torch.Ten
             writer.writerow(["episode", *names])
             for i, row in enumerate(zip(*(per_episode[n].tolist() for n in names))):
                 writer.writerow([i, *(f"{v:.6g}" for v in row)])
-    for logger in loggers:
-        summary = getattr(getattr(logger, "experiment", None), "summary", None)
-        if summary is not None:
-            summary.update(results)
+    for logger in loggers:  # the W&B run's summary; other loggers keep no summary
+        if isinstance(logger, WandbLogger):
+            logger.experiment.summary.update(results)
 
 
 def print_results(results: dict, run_dir: Path | None = None) -> None:

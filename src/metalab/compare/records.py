@@ -103,6 +103,10 @@ def scan(patterns: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
     return runs, sorted(skipped.items())
 
 
+#: the strings of results.json: how the test episodes were evaluated (metalab.protocols)
+PROTOCOL_KEYS = ("protocol", "inductive_stats")
+
+
 def load_run(run_dir: Path, name: str) -> RunRecord:
     config = flatten(read_yaml(run_dir / "config.yaml"))
     results = read_results(run_dir / "results.json")
@@ -127,7 +131,8 @@ def read_yaml(path: Path) -> dict:
 
 
 def read_results(path: Path) -> dict:
-    """results.json: numbers (null for a non-finite value) and the protocol's name."""
+    """results.json's numbers (null for a non-finite value); the protocol's names, also in
+    config.yaml, are left out."""
     try:
         results = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -137,15 +142,13 @@ def read_results(path: Path) -> dict:
                            f"{type(results).__name__}")
     numbers = {}
     for key, value in results.items():
-        if key == "protocol":
+        if key in PROTOCOL_KEYS:
             continue
         if value is None:
             value = math.nan
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise CompareError(f"{path}: {key}={value!r} is not a number")
         numbers[key] = float(value)
-    if "protocol" in results:
-        numbers["protocol"] = str(results["protocol"])
     return numbers
 
 
