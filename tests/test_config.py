@@ -18,12 +18,22 @@ def options(group):
 DATASETS, ALGORITHMS, BACKBONES = options("dataset"), options("algorithm"), options("backbone")
 
 
+TEXT_BACKBONES = {"text_cnn", "text_transformer", "text_pretrained"}
+
+
 def refusal(dataset_cfg, algorithm, backbone):
     """Why a combination cannot work, or None."""
     if dataset_cfg.task == "regression" and algorithm == "protonet":
         return "classification tasks only"
     if dataset_cfg.task == "regression" and backbone != "mlp":
-        return "needs image inputs"
+        return "needs (image|text) inputs, and dataset=sinusoid is a regression dataset"
+    text = dataset_cfg.get("inputs") == "text"
+    if text and backbone not in TEXT_BACKBONES:
+        return "has text inputs"
+    if not text and backbone in TEXT_BACKBONES:
+        return "needs text inputs"
+    if backbone == "text_pretrained":  # no model folder given
+        return "backbone.path=None"
     return None
 
 

@@ -27,9 +27,29 @@ if not OmegaConf.has_resolver("metalab_root"):
     OmegaConf.register_new_resolver("metalab_root", project_root)
 
 
-def input_shape(dataset: DictConfig) -> tuple[int, ...]:
+#: what a dataset's samples are (``dataset.inputs``; regression data are vectors)
+INPUTS = ("image", "text")
+#: backbones to suggest for each kind of input
+SUGGEST = {"image": "conv4, resnet12 or mlp", "text": "text_cnn, text_transformer or "
+           "text_pretrained", "vector": "mlp"}
+
+
+def input_kind(dataset: DictConfig) -> str:
+    """image, text (token ids; ``inputs: text``) or vector (regression)."""
     if dataset.task == "regression":
+        return "vector"
+    kind = dataset.get("inputs", "image")
+    if kind not in INPUTS:
+        raise ConfigError("dataset.inputs", kind, f"allowed: {', '.join(INPUTS)}")
+    return kind
+
+
+def input_shape(dataset: DictConfig) -> tuple[int, ...]:
+    kind = input_kind(dataset)
+    if kind == "vector":
         return (1,)
+    if kind == "text":
+        return (dataset.max_length,)
     return (dataset.channels, dataset.image_size, dataset.image_size)
 
 
@@ -50,10 +70,16 @@ def check_config(cfg: DictConfig) -> None:
         raise ConfigError("algorithm", cfg.algorithm.name,
                           f"learns {'/'.join(supported)} tasks only, and dataset={d.name} is a "
                           f"{d.task} dataset")
-    if d.task == "regression" and get_class(cfg.backbone._target_).needs_images:
+    kind, takes = input_kind(d), get_class(cfg.backbone._target_).inputs
+    if kind not in takes:
+        has = "is a regression dataset" if kind == "vector" else f"has {kind} inputs"
         raise ConfigError("backbone", cfg.backbone.name,
-                          f"needs image inputs, and dataset={d.name} is a regression dataset; "
-                          "use backbone=mlp")
+                          f"needs {' or '.join(takes)} inputs, and dataset={d.name} {has}; "
+                          f"use backbone={SUGGEST[kind]}")
+    if "path" in cfg.backbone:  # a pretrained model: a local folder, checked before any loading
+        from metalab.backbones.text import require_model_folder
+
+        require_model_folder("backbone.path", cfg.backbone.path)
     if cfg.resume not in ("auto", "never"):
         raise ConfigError("resume", cfg.resume, "allowed: auto, never")
     check_hardware(cfg.hardware)
