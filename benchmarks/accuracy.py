@@ -94,7 +94,7 @@ TEXT_RUNS = {  # algorithm: (overrides, budget)
     "maml": (["algorithm=maml", "algorithm.meta_batch=4", "steps=600", "val_every=200"],
              "meta-batch 4, 2nd order, inner 1 step a=0.4 (test 3)"),
     "reptile": (["algorithm=reptile", "dataset.train_shots=5", "dataset.train_queries=1",
-                 "steps=600", "val_every=600", "val_episodes=0", "test_episodes=300"],
+                 "steps=400", "val_every=400", "val_episodes=0", "test_episodes=200"],
                 "meta-batch 5, 5 shots/class, 5 Adam steps lr 1e-3, eps 1->0, test 50 steps"),
 }
 TEXT_TESTS = [Derived("5s", "5-shot, across domains", {"dataset.shots": 5}),

@@ -253,6 +253,8 @@ def pretrained_tokenizer(path):
 
 def encode(tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
     """``[N, L]`` int64: ``1 + token id``, 0 after the end; L = the longest, at most max_length."""
+    if not texts:
+        return torch.zeros(0, 1, dtype=torch.int64)
     if hasattr(tokenizer, "encode_batch"):  # tokenizers.Tokenizer
         ids = [e.ids[:max_length] for e in tokenizer.encode_batch(texts)]
     else:  # a transformers tokenizer (adds the model's own special tokens)
