@@ -30,9 +30,9 @@ CLINC_ARGS = ["dataset=clinc150", f"dataset.root={CLINC}", "dataset.queries=3", 
 
 
 @pytest.fixture(scope="module")
-def clinc(tmp_path_factory):
-    cache = tmp_path_factory.mktemp("cache")
-    return load_clinc150(CLINC, cache), cache
+def clinc():
+    """CLINC150 as the runs below load it (the same cache: tokenised once per checkout)."""
+    return load_clinc150(CLINC, compose_train().paths.cache_dir)
 
 
 def rows_file(path, rows):
@@ -51,7 +51,7 @@ def toy_rows(domains=4, labels=3, per_label=6):
 # -- data ---------------------------------------------------------------------------------------
 @needs_clinc
 def test_clinc_split_is_by_domain_and_disjoint(clinc):
-    sources, _ = clinc
+    sources = clinc
     domains = {s: set(src.domain_names) for s, src in sources.items()}
     assert [len(domains[s]) for s in ("train", "val", "test")] == [6, 1, 3]
     assert not (domains["train"] & domains["val"] or domains["train"] & domains["test"]
@@ -95,7 +95,7 @@ def test_tokenizer_never_sees_validation_or_test_text(tmp_path):
 
 @needs_clinc
 def test_clinc_vocabulary_comes_from_the_training_domains(clinc):
-    sources, _ = clinc
+    sources = clinc
     vocab = json.loads(sources["train"].tokenizer)["model"]["vocab"]
     rows = json.loads((CLINC / "data_full.json").read_text())
     train_intents = set(sources["train"].class_names)
@@ -119,7 +119,7 @@ def test_clinc_vocabulary_comes_from_the_training_domains(clinc):
 
 @needs_clinc
 def test_episodes_hold_the_requested_shots_and_queries(clinc):
-    test = clinc[0]["test"]
+    test = clinc["test"]
     ways, shots, queries = 5, 2, 3
     test.check("", ways, shots, queries)
     idx = test.plan(generator(1), 4, ways, shots, queries)
