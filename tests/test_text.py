@@ -229,6 +229,7 @@ def test_tiny_run_of_the_transformer_within_domains(tmp_path, one_thread):
 @pytest.fixture
 def tiny_pretrained(tmp_path):
     """A tiny BERT with a WordPiece tokenizer, built and saved here: nothing is downloaded."""
+    pytest.importorskip("transformers")  # the text extra
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
