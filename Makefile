@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
-.PHONY: install train test test-all lint clean
+.PHONY: install train test test-all lint clean mutants
 
 install: $(STAMP)
 
@@ -43,8 +43,15 @@ test: lint
 test-all: lint
 	$(BIN)/pytest $(ARGS)
 
+# Mutation testing of the core modules against their fast unit tests ([tool.mutmut] in
+# pyproject.toml; about 30 min on 2 cores); the kill rates go in docs/mutation.md. Not in CI.
+mutants: $(STAMP)
+	rm -rf mutants
+	OMP_NUM_THREADS=1 METALAB_CACHE=$(CURDIR)/.cache nice -n 10 $(BIN)/mutmut run --max-children 2 $(ARGS)
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) .cache build/l2l
+	rm -rf $(VENV) .cache build/l2l mutants
 
 # A one-node SLURM cluster on this machine (needs root, slurm-wlm and munge) for trying
 # launcher=slurm; then: export SLURM_CONF=/tmp/metalab-slurm/slurm.conf

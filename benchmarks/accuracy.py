@@ -17,6 +17,8 @@ on a shared machine two threads per process ran several times slower). These are
 below the papers' 40k-100k iterations, so far below the papers' numbers; the point is a
 reproducible floor and a check that each algorithm learns on real data.
 
+    .venv/bin/python benchmarks/accuracy.py --methods        # the methods table (12 runs)
+
 Text: CLINC150 split by domain (see TEXT below); the baseline column is then the bag-of-words
 1-nearest-neighbour on the same episodes.
 
@@ -147,6 +149,23 @@ SETTINGS = [
 ]
 
 
+# The methods table: every episodic method under one budget, on the same fixed test episodes
+# (eval_seed), each paired with ProtoNet episode by episode. A budget for a shared, loaded
+# machine: 100 outer steps of one 5-way 1-shot 5-query episode, conv4-64, the best of 2
+# validations on 40 episodes; tested on 200 5-way 1-shot 15-query episodes.
+METHODS = ("protonet", "anil", "r2d2", "metaoptnet", "matching", "relation")
+METHODS_BUDGET = ("100 steps of one 5-way 1-shot 5-query episode, Adam 1e-3, conv4-64, "
+                  "1 thread")
+METHODS_RUN = ["algorithm.meta_batch=1", "algorithm.optimizer.lr=0.001",
+               "algorithm.scheduler=null", "dataset.train_queries=5", "steps=100",
+               "val_every=50", "val_episodes=40", "test_episodes=200"]
+METHODS_DATA = {"glyphs": ["dataset=glyphs"], "omniglot": OMNIGLOT}
+
+SETTINGS += [Setting(f"methods-{method}-{data}", f"{method}, {data}",
+                     [*overrides, f"algorithm={method}", *METHODS_RUN], METHODS_BUDGET)
+             for data, overrides in METHODS_DATA.items() for method in METHODS]
+
+
 @dataclass
 class Row:
     setting: str
@@ -265,6 +284,31 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def methods_table(rows: list[Row], out: Path) -> str:
+    """Test accuracy of each method and its paired difference to ProtoNet on the same
+    episodes (mean of method - ProtoNet over the episodes, 95% CI)."""
+    import torch
+
+    from metalab.compare.records import read_episodes
+    from metalab.stats import mean_ci95
+
+    lines = ["| method | dataset | test acc ± 95% CI | Δ vs ProtoNet (paired) ± 95% CI | wall |",
+             "| --- | --- | --- | --- | --- |"]
+    for r in rows:
+        if not r.setting.startswith("methods-"):
+            continue
+        _, method, data = r.setting.split("-", 2)
+        base = out / f"methods-protonet-{data}" / "test_episodes.csv"
+        mine = read_episodes(out / r.setting / "test_episodes.csv")
+        paired = "-"
+        if method != "protonet" and base.is_file() and mine:
+            delta = torch.tensor(mine["acc"]) - torch.tensor(read_episodes(base)["acc"])
+            mean, ci = mean_ci95(delta)
+            paired = f"{100 * mean:+.2f} ± {100 * ci:.2f} %" + (" *" if abs(mean) > ci else "")
+        lines.append(f"| {method} | {data} | {_metric(r.results)} | {paired} | {r.wall:.0f} s |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     names = [s.name for s in SETTINGS]
@@ -273,12 +317,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="folder of the runs (default outputs/accuracy/<date>_<time>)")
     parser.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--methods", action="store_true",
+                        help="run the methods table only (every method on glyphs and Omniglot)")
     parser.add_argument("--table", type=Path, default=None, metavar="OUT",
                         help="reprint the table of an earlier --out folder (its rows.json)")
     args = parser.parse_args(argv)
 
     if args.table is not None:
         print(table(_saved(args.table)))
+        print("\n" + methods_table(_saved(args.table), args.table.resolve()))
         return
     chosen = [s for s in SETTINGS if not args.only or s.name in args.only]
     for folder in {d for s in chosen for d in (OMNIGLOT_SMALL, CLINC) if
@@ -290,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rows = _saved(out)  # an earlier invocation's rows in the same folder are kept
     for setting in chosen:
+        if args.methods != setting.name.startswith("methods-") and not args.only:
+            continue
         new = run_setting(setting, out, args.threads, args.dry_run)
         if new:  # after every setting, so a long session leaves what it has
             rows = [r for r in rows if r.setting != setting.name] + new
@@ -299,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     if rows and not args.dry_run:
         print(f"\nruns in {out}\n")
         print(table(rows))
+        if any(r.setting.startswith("methods-") for r in rows):
+            print("\n" + methods_table(rows, out))
 
 
 def _saved(out: Path) -> list[Row]:

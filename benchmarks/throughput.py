@@ -192,7 +192,7 @@ def time_loop(step, args, device: torch.device, name: str) -> dict:
 
 
 # -- configuration and data -----------------------------------------------------------------------
-def compose(args, engine: str, run_dir: Path):
+def compose(args, engine: str, run_dir: Path, algorithm: str = "maml"):
     """The run config as metalab-train composes it (conf/ + overrides)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -202,9 +202,11 @@ def compose(args, engine: str, run_dir: Path):
 
     steps = args.warmup + args.steps
     overrides = [
-        "algorithm=maml", "backbone=conv4", "dataset=glyphs", f"algorithm.engine={engine}",
+        f"algorithm={algorithm}", "backbone=conv4", "dataset=glyphs",
+        f"algorithm.engine={engine}",
         f"algorithm.meta_batch={args.meta_batch}", f"algorithm.inner_lr={INNER_LR}",
-        f"algorithm.optimizer.lr={OUTER_LR}", f"dataset.ways={WAYS}", f"dataset.shots={SHOTS}",
+        f"algorithm.optimizer.lr={OUTER_LR}", f"algorithm.inner_steps={args.inner_steps}",
+        f"dataset.ways={WAYS}", f"dataset.shots={SHOTS}",
         f"dataset.queries={QUERIES}",
         # one epoch, no validation; the test split is loaded but never run (test_episodes > 0)
         f"steps={steps}", f"val_every={steps}", "val_episodes=0", "test_episodes=1",
@@ -232,7 +234,8 @@ def conv4(device: torch.device) -> torch.nn.Module:
 
 
 # -- 1. metalab's pipeline ----------------------------------------------------------------------
-def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path) -> dict:
+def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path,
+                   algorithm: str = "maml") -> dict:
     """metalab.run.run without its test phase, with a clock on the training steps."""
     from omegaconf import OmegaConf
 
@@ -240,8 +243,8 @@ def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path) -> di
     from metalab.config import check_config
     from metalab.inner_loop import resolve_engine
 
-    run_dir = out_dir / engine
-    cfg = compose(args, engine, run_dir)
+    run_dir = out_dir / f"{algorithm}-{engine}"
+    cfg = compose(args, engine, run_dir, algorithm)
     check_config(cfg)
     pipeline.quiet_known_warnings()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -260,9 +263,13 @@ def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path) -> di
     finally:
         if "wandb" in sys.modules:  # else the next run's WandbLogger reuses this W&B run
             sys.modules["wandb"].finish()
-    result = clock.result(f"pipeline/{engine}", args.meta_batch)
+    result = clock.result(pipeline_name(algorithm, engine), args.meta_batch)
     result["engine"] = resolve_engine(engine, device)
     return result
+
+
+def pipeline_name(algorithm: str, engine: str) -> str:
+    return f"pipeline/{engine}" if algorithm == "maml" else f"{algorithm}/{engine}"
 
 
 # -- 2. learn2learn's own recipe ----------------------------------------------------------------
@@ -406,6 +413,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", default="32-true",
                    help="pipeline trainer precision; 32-true matches the other benchmarks "
                         "(conf/hardware/gpu.yaml uses bf16-mixed)")
+    p.add_argument("--inner-steps", type=int, default=1,
+                   help="inner steps of the pipelines (floor and learn2learn take 1)")
+    p.add_argument("--pipelines-only", action="store_true",
+                   help="leave out the floor and learn2learn benchmarks")
+    p.add_argument("--anil", action="store_true",
+                   help="also run the pipeline with algorithm=anil (same settings, same engines) "
+                        "and print ANIL's tasks/s over MAML's")
     p.add_argument("--out", type=Path, help="also write every number to this JSON file")
     args = p.parse_args(argv)
     for key, value in DEFAULTS[args.device].items():
@@ -414,8 +428,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.engines = [e for e in args.engines.split(",") if e]
     if bad := set(args.engines) - set(ENGINES):
         p.error(f"unknown engines {sorted(bad)}; allowed: {', '.join(ENGINES)}")
-    if args.steps < 1 or args.warmup < 1 or args.meta_batch < 1:
-        p.error("--steps, --warmup and --meta-batch must be >= 1")
+    if min(args.steps, args.warmup, args.meta_batch, args.inner_steps) < 1:
+        p.error("--steps, --warmup, --meta-batch and --inner-steps must be >= 1")
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA GPU visible")
     return args
@@ -448,11 +462,15 @@ def main(argv=None) -> None:
 
     with tempfile.TemporaryDirectory(prefix="metalab-throughput-") as tmp:
         images = load_images(compose(args, "auto", Path(tmp) / "data"))
-        results = [run_guarded("floor", bench_floor, args, device, images),
-                   run_guarded("learn2learn", bench_learn2learn, args, device, images)]
+        results = [] if args.pipelines_only else [
+            run_guarded("floor", bench_floor, args, device, images),
+            run_guarded("learn2learn", bench_learn2learn, args, device, images)]
         for engine in args.engines:
             results.append(run_guarded(f"pipeline/{engine}", bench_pipeline, engine, args,
                                        device, Path(tmp)))
+        for engine in args.engines if args.anil else ():
+            results.append(run_guarded(pipeline_name("anil", engine), bench_pipeline, engine,
+                                       args, device, Path(tmp), "anil"))
 
     memory_label = Memory(device).label
     print_table(results, memory_label)
@@ -466,6 +484,11 @@ def main(argv=None) -> None:
         }, indent=2))
         print(f"wrote {args.out}")
     print(f"speedup_vs_learn2learn={speedup:.2f} overhead_vs_floor={overhead:.2f}")
+    by_name = {r["name"]: r for r in results if "error" not in r}
+    for engine in args.engines if args.anil else ():
+        maml, anil = by_name.get(f"pipeline/{engine}"), by_name.get(f"anil/{engine}")
+        if maml and anil:
+            print(f"anil_vs_maml[{engine}]={anil['tasks_per_s'] / maml['tasks_per_s']:.2f}")
 
 
 if __name__ == "__main__":

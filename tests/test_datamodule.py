@@ -37,3 +37,38 @@ def test_training_tasks_follow_the_step_and_ranks_split_the_global_batch():
     assert torch.equal(torch.cat([s.query_x for s in shares]), whole.query_x)
     ids = [torch.cat(dm.eval_ids("test")) for dm.rank in range(2)]
     assert sorted(torch.cat(ids).tolist()) == list(range(30))
+
+
+def test_evaluation_loaders_serve_every_fixed_episode_in_batches():
+    """val/test loaders: batches of eval_batch episode ids with their episodes, each episode
+    the one its id names in the fixed plan (eval_seed, split, episode)."""
+    from metalab.data.sampler import generator
+
+    dm = datamodule("eval_batch=4", "dataset.queries=2")
+    for split, loader, n, salt in (("test", dm.test_dataloader(), 30, 2),
+                                   ("val", dm.val_dataloader(), 10, 1)):
+        batches = list(loader)
+        assert len(loader) == len(batches) == -(-n // 4)
+        assert torch.cat([ids for ids, _ in batches]).tolist() == list(range(n))
+        ids, episodes = batches[-1]
+        assert episodes.num_tasks == len(ids) == n % 4
+        for i, e in enumerate(ids.tolist()):
+            plan = dm.sources[split].plan(generator(dm.eval_seed, salt, e), 1, 5, 1, 2)
+            one = dm.sources[split].episodes(plan, shots=1)
+            assert torch.equal(episodes.query_x[i], one.query_x[0])
+            assert torch.equal(episodes.support_y[i], one.support_y[0])
+
+
+def test_augmentation_applies_to_training_episodes_only():
+    from metalab.data.augment import Augment
+
+    dm = datamodule("+dataset.augment={flip: true, crop_padding: 2}")
+    assert isinstance(dm.sources["train"].augment, Augment)
+    assert dm.sources["val"].augment is None and dm.sources["test"].augment is None
+    augmented = dm.train_episodes(0).support_x
+    dm.sources["train"].augment = None
+    assert not torch.equal(augmented, dm.train_episodes(0).support_x)
+    assert datamodule().sources["train"].augment is None  # glyphs: none configured
+    # training tasks depend on the seed (and only the seed and the step)
+    assert not torch.equal(datamodule("seed=1").train_episodes(0).query_x,
+                           datamodule("seed=2").train_episodes(0).query_x)

@@ -1,12 +1,14 @@
 """The meta-batch is global: two CPU processes (DDP over gloo) and one process end a run with the
-same parameters and the same test metrics, episode for episode, in one run folder."""
-
-import json
+same parameters and the same test metrics, episode for episode, in one run folder; each rank
+computes its half of the meta-batch and evaluates its share of the episodes."""
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from conftest import train_cli
+from conftest import compose_train, read_csv, read_results, train_cli
+from metalab.errors import ConfigError
+from metalab.run import build_datamodule
 
 BUDGET = ["steps=4", "val_every=2", "val_episodes=4", "test_episodes=6", "eval_batch=2",
           "algorithm.meta_batch=4", "dataset.queries=5", "logger=csv"]
@@ -27,20 +29,77 @@ def finish(run_dir, *overrides):
     proc = train_cli(run_dir, *BUDGET, *overrides, env=ONE_THREAD)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    results = json.loads((run_dir / "results.json").read_text())
-    episodes = (run_dir / "test_episodes.csv").read_text().splitlines()
-    return ckpt["state_dict"], results, episodes
+    return ckpt["state_dict"], read_results(run_dir), read_csv(run_dir / "test_episodes.csv")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("algorithm", sorted(SMALL))
 def test_two_processes_equal_one(tmp_path, algorithm):
-    args = [f"algorithm={algorithm}", *SMALL[algorithm]]
+    """Also episode for episode: the gathered episodes come back in episode order. Mutant it
+    catches (rank 0's episodes 0, 2, 4 first, then rank 1's; src/metalab/algorithms/base.py,
+    MetaLearner._eval_epoch_end)::
+
+        -        order = ids.argsort()
+        +        order = torch.arange(len(ids))
+    """
+    one_and_two_processes_agree(tmp_path, algorithm, SMALL[algorithm])
+
+
+def one_and_two_processes_agree(tmp_path, algorithm: str, overrides: list[str]) -> None:
+    args = [f"algorithm={algorithm}", *overrides]
     one, one_results, one_episodes = finish(tmp_path / "one", *args)
     two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
     largest = max((one[k] - two[k]).abs().max().item() for k in one)
     print(f"{algorithm}: largest parameter difference 1 vs 2 processes: {largest:.3g}")
     assert largest < 1e-6
-    assert len(one_episodes) == len(two_episodes) == 7  # header + 6 episodes, in episode order
     assert one_results["test/episodes"] == two_results["test/episodes"] == 6
-    assert one_results["test/acc"] == pytest.approx(two_results["test/acc"], abs=1e-6)
+    assert [row["episode"] for row in two_episodes] == [str(i) for i in range(6)]
+    assert one_episodes[0].keys() == two_episodes[0].keys() >= {"acc", "loss"}
+    for a, b in zip(one_episodes, two_episodes, strict=True):  # to the file's 6 digits
+        assert {k: float(v) for k, v in a.items()} == pytest.approx(
+            {k: float(v) for k, v in b.items()}, rel=1e-5, abs=1e-6), a["episode"]
+    losses = [float(row["loss"]) for row in one_episodes]
+    assert len(set(losses)) == len(losses)  # distinct episodes: a misordering would show
+    for key in ("test/acc", "test/acc_ci95", "test/loss"):
+        assert one_results[key] == pytest.approx(two_results[key], abs=1e-6), key
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+
+
+def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
+    """The DataModule under a real Lightning Trainer that is rank 1 of 2 (as under torchrun:
+    the launcher's environment, no process group needed to ask it): its training batches are
+    the second half of each global meta-batch, its evaluation episodes every other one. Mutant
+    it catches (each rank computes the whole batch, and DDP's mean gradient is unchanged, so
+    test_two_processes_equal_one passes; src/metalab/data/datamodule.py, train_episodes)::
+
+        -        return self.sources["train"].episodes(plan[first:last], self.train_shape[1], gens)
+        +        return self.sources["train"].episodes(plan, self.train_shape[1], gens)
+    """
+    overrides = ["algorithm.meta_batch=4", "val_every=2", "val_episodes=3", "test_episodes=7",
+                 "dataset.queries=2", "logger=none"]
+    whole = build_datamodule(compose_train(overrides))
+    whole.load()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    for var, value in {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2", "NODE_RANK": "0",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400"}.items():
+        monkeypatch.setenv(var, value)
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
+                         enable_progress_bar=False, enable_checkpointing=False)
+    assert (trainer.global_rank, trainer.world_size) == (1, 2)
+    rank1 = build_datamodule(compose_train(overrides))
+    rank1.trainer = trainer
+    rank1.setup("fit")
+    # augmentation draws from each task's own generator: the same on any number of ranks
+    for dm in (whole, rank1):
+        dm.sources["train"].augment = lambda x, g: x + torch.rand((), generator=g)
+    batches = list(rank1.train_dataloader())  # steps 0 and 1 (global_step is 0)
+    assert [b.num_tasks for b in batches] == [2, 2]
+    for step, batch in enumerate(batches):
+        assert torch.equal(batch.query_x, whole.train_episodes(step).query_x[2:])
+    assert [ids.tolist() for ids in rank1.eval_ids("test")] == [[1, 3, 5]]
+    odd = build_datamodule(compose_train([*overrides, "algorithm.meta_batch=3"]))
+    odd.trainer = trainer
+    with pytest.raises(ConfigError) as err:
+        odd.setup("fit")
+    assert (err.value.key, err.value.value) == ("algorithm.meta_batch", 3)
+    assert "must divide by the number of processes (2)" in str(err.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -25,11 +27,11 @@ def _all_splits(ds):
 
 def test_sizes_shapes_and_dtypes(default):
     _, ds = default
-    n_chars = sum(s.n_classes for s in _all_splits(ds))
-    alphabets = {n.split("/")[0] for s in _all_splits(ds) for n in s.class_names}
-    assert n_chars >= 1200
-    assert len(alphabets) >= 40
-    assert ds.test.n_classes >= 200
+    # the README's numbers: 1,377 characters in 50 alphabets, each drawn by 20 drawers, and the
+    # 411 test classes its error example names; alphabets split 60/10/30% (conf/dataset/glyphs)
+    assert sum(s.n_classes for s in _all_splits(ds)) == 1377
+    assert [len({n.split("/")[0] for n in s.class_names}) for s in _all_splits(ds)] == [30, 5, 15]
+    assert ds.test.n_classes == 411
     for split in _all_splits(ds):
         assert split.images.dtype == torch.uint8
         assert split.images.shape[1:] == (1, 28, 28)
@@ -133,3 +135,27 @@ def test_bad_arguments_raise_config_error(tmp_path, monkeypatch, kwargs, key):
         load_glyphs(str(tmp_path), **kwargs)
     assert err.value.key == key
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metalab_cache_moves_the_cache(default, tmp_path, monkeypatch):
+    """METALAB_CACHE (README): every dataset's cache folder follows it, and a run's glyphs
+    load from the cache file there without generating."""
+    import shutil
+
+    from conftest import compose_train
+    from metalab.config import CONF_DIR
+    from metalab.data.datamodule import load_sources
+
+    monkeypatch.setenv("METALAB_CACHE", str(tmp_path / "elsewhere"))
+    datasets = sorted(p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml"))
+    for name in datasets:
+        load = compose_train([f"dataset={name}"]).dataset.load
+        if "cache_dir" in load:
+            assert load.cache_dir == str(tmp_path / "elsewhere"), name
+    cache_dir, ds = default
+    (cached,) = cache_dir.glob("glyphs-*.pt")
+    (tmp_path / "elsewhere").mkdir()
+    shutil.copy(cached, tmp_path / "elsewhere")
+    monkeypatch.setattr(glyphs, "_generate", lambda **kw: pytest.fail("generated anyway"))
+    sources = load_sources(compose_train([]).dataset)
+    assert torch.equal(sources["test"].images, ds.test.images)

@@ -112,6 +112,41 @@ def test_evaluation_uses_eval_inner_steps_on_the_support_set():
             torch.testing.assert_close(preds[i], clone(episodes.query_x[i]))
 
 
+def test_training_steps_use_inner_batch_minibatches_of_the_support_set():
+    """With inner_batch, each training inner step sees its minibatch (by hand, the same
+    shuffles); evaluation uses the whole support set."""
+    model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=3, inner_batch=2)
+    episodes = sine_episodes()
+    torch.manual_seed(5)
+    batches = model.minibatches(6, 3)
+    torch.manual_seed(5)
+    _, metrics = model.meta_loss(episodes)
+    for i in range(episodes.num_tasks):
+        clone = copy.deepcopy(model.net)
+        opt = torch.optim.SGD(clone.parameters(), lr=0.05)
+        for idx in batches:
+            opt.zero_grad()
+            F.mse_loss(clone(episodes.support_x[i][idx]), episodes.support_y[i][idx]).backward()
+            opt.step()
+        with torch.no_grad():
+            mse = F.mse_loss(clone(episodes.query_x[i]), episodes.query_y[i])
+        torch.testing.assert_close(metrics["mse"][i], mse)
+
+
+def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
+    from metalab.inner_loop import InnerLoop
+
+    engines = []
+    run_inner = InnerLoop.run
+    monkeypatch.setattr(InnerLoop, "run", lambda self, *args, **kwargs: engines.append(
+        args[7]) or run_inner(self, *args, **kwargs))  # params, sx, sy, qx, steps, rule, mode
+    model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=2, engine="vmap")
+    model.meta_loss(sine_episodes())
+    with torch.no_grad():
+        model.predict(sine_episodes(), training=False)
+    assert engines == ["vmap", "vmap"]
+
+
 def test_training_with_minibatches_is_deterministic():
     def train():
         pl.seed_everything(3, verbose=False)
@@ -139,8 +174,13 @@ def test_reptile_config_and_errors():
     conf = model.configure_optimizers()
     assert isinstance(conf["optimizer"], torch.optim.SGD)
     assert isinstance(conf["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.LinearLR)
-    with pytest.raises(ConfigError, match="inner_optimizer"):
+    with pytest.raises(ConfigError) as err:
         small_reptile(inner_optimizer="rmsprop")
+    assert (err.value.key, err.value.value) == ("algorithm.inner_optimizer", "rmsprop")
+    with pytest.raises(ConfigError) as err:
+        small_reptile(inner_batch=0)
+    assert err.value.key == "algorithm.inner_batch"
+    assert small_reptile(inner_betas=(0.9, 0.99)).rule().betas == (0.9, 0.99)
     with pytest.raises(ConfigError, match="algorithm.engine"):
         small_reptile(engine="learn2learn")
     with pytest.raises(ConfigError, match="dataset.ways"):
@@ -148,6 +188,7 @@ def test_reptile_config_and_errors():
                 optimizer=functools.partial(torch.optim.SGD, lr=1.0))
 
 
+@pytest.mark.e2e
 def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
     cfg = compose_train([
         "dataset=sinusoid", "backbone=mlp", "algorithm=reptile", "logger=none", "steps=400",

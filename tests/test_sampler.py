@@ -63,3 +63,39 @@ def test_class_index_checks_feasibility():
     with pytest.raises(ConfigError, match=message):
         index.check("train", "train_", 3, fewest + 1)
     index.check("test", "", 4, fewest)  # exactly enough is fine
+
+
+def test_tasks_of_different_steps_differ():
+    """Every (seed, step) has its own generator: no two of the first 1,000 steps (or seeds)
+    draw the same tasks, as a small modulus in the seed mixing would make them."""
+    firsts = {repr(torch.rand(2, generator=generator(0, step)).tolist()) for step in range(1000)}
+    assert len(firsts) == 1000
+    assert len({repr(torch.rand(2, generator=generator(s, 7)).tolist()) for s in range(50)}) == 50
+
+
+def test_augment_gets_each_task_with_its_own_generator():
+    split = make_split()
+    source = ImageEpisodes(split, mean=(0.0,), std=(1 / 255,))
+    plan = source.plan(generator(0, 1), 3, 5, 1, 2)
+    plain = source.episodes(plan, shots=1, gens=[generator(9, t) for t in range(3)])
+    torch.testing.assert_close(plain.query_x, source.episodes(plan, shots=1).query_x)
+    seen = []
+
+    def augment(x, g):  # x: one task's images [W*(S+Q), C, H, W] in [0, 1]
+        seen.append(len(x))
+        return x + torch.randint(1, 4, (), generator=g) / 255
+
+    source.augment = augment
+    shifted = source.episodes(plan, shots=1, gens=[generator(9, t) for t in range(3)])
+    assert seen == [15, 15, 15]
+    for t in range(3):  # each task moved by the draw of its own generator
+        step = int(torch.randint(1, 4, (), generator=generator(9, t)))
+        assert torch.equal(shifted.query_x[t].round(), plain.query_x[t].round() + step)
+    assert torch.equal(source.episodes(plan, shots=1).query_x, plain.query_x)  # no gens: none
+
+
+def test_a_task_needs_two_classes():
+    index_source = ImageEpisodes(make_split(), mean=(0.0,), std=(1.0,), name="val")
+    with pytest.raises(ConfigError) as err:
+        index_source.check("train_", 1, 1, 1)
+    assert str(err.value) == "dataset.train_ways=1: a classification task needs ways >= 2"

@@ -17,7 +17,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from conftest import ROOT, TINY, run_cli
+from conftest import ROOT, TINY, run_cli, train_cli
 from metalab.config import CONF_DIR
 from metalab.errors import ConfigError
 from metalab.launch import check_slurm
@@ -128,8 +128,12 @@ def test_job_array_runs_ddp_under_srun_in_one_folder_per_job(sweeps):
         assert "GLOBAL_RANK: 0, MEMBER: 1/2" in log and "GLOBAL_RANK: 1, MEMBER: 2/2" in log
 
 
-def test_warning_signal_saves_requeues_and_resumes_the_same_run(sweeps):
+def test_warning_signal_saves_requeues_and_resumes_the_same_run(sweeps, tmp_path):
+    """... and ends where an uninterrupted run of the same config ends (this machine, one
+    thread, as the job's one CPU)."""
     sweep, _ = sweeps
+    whole = train_cli(tmp_path, "hardware=cpu", *PREEMPTED, env={"OMP_NUM_THREADS": "1"})
+    assert whole.returncode == 0, whole.stderr[-3000:]
     sweep.wait()
     (job,) = sweep.jobs()
     run, log = sweep.dir / "0", sweep.job_log(job)
@@ -144,6 +148,13 @@ def test_warning_signal_saves_requeues_and_resumes_the_same_run(sweeps):
     assert 3 <= global_step(hpc) < 9
     assert global_step(run / "checkpoints" / "last.ckpt") == 9
     assert json.loads((run / "results.json").read_text())["test/episodes"] == 10
+    requeued = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    uninterrupted = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    for name, value in uninterrupted["state_dict"].items():
+        assert torch.equal(requeued[name], value), name
+    tested = [json.loads((d / "results.json").read_text()) for d in (run, tmp_path)]
+    assert [{k: v for k, v in r.items() if k.startswith("test/")} for r in tested] == [
+        {k: v for k, v in tested[1].items() if k.startswith("test/")}] * 2
     # one W&B run: one id, an offline segment per start of the job
     run_id = (run / "wandb_id.txt").read_text().strip()
     segments = list((run / "wandb").glob("offline-run-*"))

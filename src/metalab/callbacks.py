@@ -1,4 +1,5 @@
-"""Training-speed and memory figures, logged with the metrics and kept in results.json."""
+"""Callbacks of a run: speed and memory figures (logged, and kept in results.json), and the stop
+on a non-finite training loss."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 
 import pytorch_lightning as pl
 import torch
+
+from metalab.errors import RunError
 
 
 class SpeedMonitor(pl.Callback):
@@ -47,3 +50,31 @@ class SpeedMonitor(pl.Callback):
         else:  # peak resident memory of this process (Linux reports KiB)
             out["perf/peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return out
+
+
+class StopOnNonFiniteLoss(pl.Callback):
+    """A NaN or infinite training loss ends the run at once, naming the step (the step column
+    of metrics.csv), instead of training on and reporting a broken model as a result. All
+    ranks decide together, so none is left waiting for the others."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        # manual optimisation (meta-RL) returns nothing: there is no loss to check
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        bad = loss is not None and not bool(torch.isfinite(loss.detach()).all())
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+            value = f"{float(loss):g}" if bad else "not finite on another process"
+            lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups][:1]
+            raise RunError(f"the training loss is {value} at step {trainer.global_step - 1}: "
+                           f"the run diverged (learning rate {', '.join(map(str, lrs))}); "
+                           "lower algorithm.optimizer.lr, or resume from an earlier checkpoint "
+                           "with ckpt_path=")
+
+
+class ResumedLogSteps(pl.Callback):
+    """A resumed run logs each step under its own number. Lightning adds one to the logging step
+    it restores (it assumes the count was saved before the step's increment, which it no longer
+    is), so a run resumed at step 3 logged its steps as 4, 5... and metrics.csv skipped step 3.
+    One optimizer step per batch: the logging step is the global step."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step

@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +35,7 @@ from torch.func import functional_call, grad, vmap
 from torch.overrides import TorchFunctionMode
 
 from metalab.errors import ConfigError
+from metalab.protocols import TRANSDUCTIVE, Protocol
 
 Params = dict[str, Tensor]
 
@@ -180,10 +182,11 @@ class InnerLoop:
     def run(self, params: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor,
             steps: int, rule: SGD | Adam, mode: Mode, engine: str = "auto",
             batches: Sequence[Tensor] | None = None, return_params: bool = False,
-            ) -> tuple[Tensor, Params | None]:
+            protocol: Protocol = TRANSDUCTIVE) -> tuple[Tensor, Params | None]:
         """Query predictions ``[B, Nq, out]`` after ``steps`` updates of ``rule`` on each task's
-        support set (``batches[t]``: the support indices of step t, else the whole set), and
-        the adapted parameters ``[B, ...]`` when ``return_params``."""
+        support set (``batches[t]``: the support indices of step t, else the whole set), made
+        under ``protocol`` (metalab.protocols), and the adapted parameters ``[B, ...]`` when
+        ``return_params``."""
         engine = resolve_engine(engine, support_x.device)
         if mode is Mode.DETACHED:
             params, rule = detach(params), rule.detached()
@@ -192,17 +195,18 @@ class InnerLoop:
                     or isinstance(rule.lr, dict):
                 raise ConfigError("algorithm.engine", engine,
                                   "learn2learn runs plain MAML (SGD, one learning rate) only")
-            return self._learn2learn(support_x, support_y, query_x, steps, rule.lr, mode), None
+            return self._learn2learn(support_x, support_y, query_x, steps, rule.lr, mode,
+                                     protocol), None
         if engine == "vmap":
             # torch.func.grad differentiates under no_grad too: nothing recorded when detached
             with torch.no_grad() if mode is Mode.DETACHED else torch.enable_grad(), \
                     CompositeBatchNorm() if mode is Mode.SECOND_ORDER else nullcontext():
                 preds, adapted = self._vmap(params, support_x, support_y, query_x, steps, rule,
-                                            mode, batches)
+                                            mode, batches, protocol)
             return preds, (adapted if return_params else None)
         with torch.enable_grad():
             return self._loop(params, support_x, support_y, query_x, steps, rule, mode, batches,
-                              return_params)
+                              return_params, protocol)
 
     # one task after another ----------------------------------------------------------------
     def _adapt(self, params: Params, x: Tensor, y: Tensor, steps: int, rule, mode: Mode,
@@ -228,12 +232,13 @@ class InnerLoop:
         return params
 
     def _loop(self, params, support_x, support_y, query_x, steps, rule, mode, batches,
-              return_params):
+              return_params, protocol):
         preds, adapted = [], []
         for i in range(support_x.shape[0]):
             fast = self._adapt(params, support_x[i], support_y[i], steps, rule, mode, batches)
             with torch.no_grad() if mode is Mode.DETACHED else torch.enable_grad():
-                preds.append(self.forward(fast, query_x[i]))
+                preds.append(protocol.queries(partial(self.forward, fast), support_x[i],
+                                              query_x[i]))
             if return_params:
                 adapted.append(fast)
         if not return_params:
@@ -241,7 +246,8 @@ class InnerLoop:
         return torch.stack(preds), {k: torch.stack([a[k] for a in adapted]) for k in params}
 
     # all tasks at once ---------------------------------------------------------------------
-    def _vmap(self, params, support_x, support_y, query_x, steps, rule, mode, batches):
+    def _vmap(self, params, support_x, support_y, query_x, steps, rule, mode, batches,
+              protocol):
         def support_loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
             return self.loss(self.forward(p, x), y)
 
@@ -251,9 +257,11 @@ class InnerLoop:
             p, state = params, rule.init(params)
             for t in range(steps):
                 xs, ys = (x, y) if batches is None else (x[batches[t]], y[batches[t]])
-                g = inner_grad(p if mode is Mode.SECOND_ORDER else detach(p), xs, ys)
+                # first order: a constant, also when the inputs carry a graph (ANIL's features)
+                g = inner_grad(p, xs, ys) if mode is Mode.SECOND_ORDER \
+                    else inner_grad(detach(p), xs.detach(), ys)
                 p, state = rule(p, g, state, t)
-            return self.forward(p, qx), p
+            return protocol.queries(partial(self.forward, p), x, qx), p
 
         if mode is not Mode.DETACHED:
             return vmap(one_task)(support_x, support_y, query_x)
@@ -263,7 +271,7 @@ class InnerLoop:
             return vmap(one_task)(support_x, support_y, query_x)
 
     # the reference ---------------------------------------------------------------------------
-    def _learn2learn(self, support_x, support_y, query_x, steps, lr, mode):
+    def _learn2learn(self, support_x, support_y, query_x, steps, lr, mode, protocol):
         import learn2learn as l2l
 
         maml = l2l.algorithms.MAML(self.module, lr=lr, first_order=mode is not Mode.SECOND_ORDER)
@@ -273,6 +281,6 @@ class InnerLoop:
                 learner = maml.clone()
                 for _ in range(steps):
                     learner.adapt(self.loss(learner(support_x[i]), support_y[i]))
-                out = learner(query_x[i])
+                out = protocol.queries(learner, support_x[i], query_x[i])
                 preds.append(out.detach() if mode is Mode.DETACHED else out)
         return torch.stack(preds)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -10,13 +12,17 @@ import hydra
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint, RichProgressBar
+from pytorch_lightning.callbacks import RichProgressBar
 
-from metalab import launch
-from metalab.callbacks import SpeedMonitor
+from metalab import launch, rundir
+from metalab.callbacks import ResumedLogSteps, SpeedMonitor, StopOnNonFiniteLoss
+from metalab.checkpoints import AtomicCheckpointIO, RunCheckpoint, newest_readable, user_checkpoint
 from metalab.config import check_config, input_shape, processes
 from metalab.data.datamodule import EpisodeDataModule
+from metalab.errors import RunError
+from metalab.pruning import trial_callbacks
 from metalab.results import print_results, write_results
+from metalab.tracking.csv import keep_rows_before
 
 
 def quiet_known_warnings() -> None:
@@ -28,7 +34,11 @@ def quiet_known_warnings() -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
-    return EpisodeDataModule(
+    from metalab.rl.datamodule import RLDataModule
+
+    # RL tasks are environment settings, not episodes of data
+    kind = RLDataModule if cfg.dataset.task == "rl" else EpisodeDataModule
+    return kind(
         cfg.dataset, meta_batch=cfg.algorithm.meta_batch, seed=cfg.seed, eval_seed=cfg.eval_seed,
         steps_per_epoch=cfg.val_every, val_episodes=cfg.val_episodes,
         test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch,
@@ -40,7 +50,17 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
     backbone = hydra.utils.instantiate(spec, in_shape=input_shape(cfg.dataset), _partial_=True)
     ways = cfg.dataset.get("train_ways", 1) if cfg.dataset.task == "classification" else 1
     return hydra.utils.instantiate(cfg.algorithm, backbone=backbone, task=cfg.dataset.task,
-                                   ways=ways, pixel_baseline=cfg.pixel_baseline)
+                                   ways=ways, pixel_baseline=cfg.pixel_baseline,
+                                   **protocol_config(cfg))
+
+
+def protocol_config(cfg: DictConfig) -> dict[str, str]:
+    """The evaluation protocol (metalab.protocols); a run from before protocols existed was
+    transductive. Kept in results.json, so that compare knows what a number means."""
+    protocol = {"protocol": cfg.get("protocol", "transductive")}
+    if protocol["protocol"] == "inductive":
+        protocol["inductive_stats"] = cfg.get("inductive_stats", "support")
+    return protocol
 
 
 def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
@@ -54,19 +74,23 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
 
 def monitor(cfg: DictConfig) -> tuple[str, str]:
+    if cfg.dataset.task == "rl":
+        return ("val/return", "max")
     return ("val/mse", "min") if cfg.dataset.task == "regression" else ("val/acc", "max")
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch)]
+    callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch),
+                 StopOnNonFiniteLoss(), ResumedLogSteps(),
+                 *trial_callbacks(metric)]  # Optuna pruning, in a search's runs
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
-                                         mode=mode, enable_version_counter=False))
+        callbacks.append(RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
+                                       mode=mode, enable_version_counter=False))
     # "last" after every validation (Lightning's save_last only follows a new best)
-    callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last",
-                                     enable_version_counter=False))
+    callbacks.append(RunCheckpoint(dirpath=ckpt_dir, filename="last",
+                                   enable_version_counter=False))
     hw = cfg.hardware
     return pl.Trainer(
         accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
@@ -75,38 +99,53 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
         num_sanity_val_steps=0, limit_val_batches=1.0 if cfg.val_episodes > 0 else 0,
         use_distributed_sampler=False, inference_mode=False, deterministic=cfg.deterministic,
         log_every_n_steps=cfg.log_every, default_root_dir=str(run_dir),
-        enable_model_summary=False, plugins=launch.cluster_plugins(),
+        enable_model_summary=False, plugins=[AtomicCheckpointIO(), *launch.cluster_plugins()],
     )
 
 
-def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> str | None:
-    """ckpt_path if set; else, with resume=auto, the newest of checkpoints/last.ckpt and the
-    hpc_ckpt_<n>.ckpt Lightning saves on SLURM's warning signal (launch.cluster_plugins)."""
+def resume_checkpoint(cfg: DictConfig, run_dir: Path) -> tuple[Path, int] | None:
+    """The checkpoint to continue from and its step: ckpt_path if set; else, with resume=auto,
+    the newest readable checkpoint of this run folder (checkpoints/last.ckpt, the
+    hpc_ckpt_<n>.ckpt Lightning saves on SLURM's warning signal, checkpoints/best.ckpt)."""
     if cfg.get("ckpt_path"):
-        return cfg.ckpt_path
-    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
-    found = [path for path in found if path.is_file()]
-    if cfg.resume != "auto" or not found:
+        return user_checkpoint("ckpt_path", cfg.ckpt_path)
+    if cfg.resume != "auto":
         return None
-    return str(max(found, key=lambda path: path.stat().st_mtime))
+    return newest_readable(run_dir, quiet=launch.global_rank() != 0)
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train, test on the fixed test episodes, write results; returns the results dict."""
+    """Train, test on the fixed test episodes, write results; returns the results dict. The
+    first process holds the run folder's lock; the other ranks work under it."""
     check_config(cfg)
     quiet_known_warnings()
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if launch.global_rank() != 0:
+        return _run(cfg, run_dir)
+    with rundir.locked(run_dir):
+        return _run(cfg, run_dir)
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> dict:
+    resume = resume_checkpoint(cfg, run_dir)
+    results_file = run_dir / "results.json"
+    if resume is not None and resume[1] >= cfg.steps and results_file.is_file():
+        print(f"metalab: {run_dir} is a finished run (step {resume[1]} of steps={cfg.steps}, "
+              "results.json): nothing to do; a larger steps= continues it, resume=never starts "
+              "it over", file=sys.stderr)
+        return json.loads(results_file.read_text())
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = build_datamodule(cfg)
     datamodule.load()  # loads the data and checks the episode shapes before anything heavy
     children = []
     if launch.global_rank() == 0:  # the resolved config: for eval, compare and our own ranks
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        rundir.write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        # the rows up to the checkpoint stay; the resumed run logs the later steps again
+        keep_rows_before(run_dir / "metrics.csv", resume[1] if resume else 0)
     local = processes(cfg.hardware) // cfg.hardware.num_nodes
     if not launch.launched_externally() and local > 1:
         children = launch.spawn_local_ranks(local, run_dir)
     try:
-        results = _fit_and_test(cfg, run_dir, datamodule)
+        results = _fit_and_test(cfg, run_dir, datamodule, resume[0] if resume else None)
     except BaseException:
         launch.wait_for(children, kill=True)
         raise
@@ -114,17 +153,31 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return results
 
 
-def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule) -> dict:
+def own_checkpoint(run_dir: Path, path: str) -> str | None:
+    """``path`` if it lies in this run's folder: a run never reads another run's weights."""
+    if not path:
+        return None
+    if not Path(path).resolve().is_relative_to(run_dir.resolve()):
+        raise RunError(f"checkpoint {path} is outside the run folder {run_dir}")
+    return path
+
+
+def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule,
+                  resume: Path | None) -> dict:
     torch.set_float32_matmul_precision("high")
     model = build_model(cfg)
     loggers = build_loggers(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, loggers)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume_checkpoint(cfg, run_dir))
-    best = trainer.checkpoint_callback.best_model_path  # best by validation, else the last
-    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
+    # best by validation, else the last
+    best = own_checkpoint(run_dir, trainer.checkpoint_callback.best_model_path)
+    trainer.test(model, datamodule=datamodule, ckpt_path=best, verbose=False, weights_only=True)
     speed = next(c for c in trainer.callbacks if isinstance(c, SpeedMonitor))
     # a step is the global meta-batch on any number of ranks: tasks/s is per run, not per rank
-    results = {**model.summary["test"], **speed.summary()}
+    results = {**model.summary["test"], **speed.summary(), **protocol_config(cfg)}
+    score = trainer.checkpoint_callback.best_model_score  # None without validation
+    if score is not None:  # what best.ckpt was chosen by: metalab-compare chooses runs on it
+        results[f"{monitor(cfg)[0]}_best"] = float(score)
     if trainer.is_global_zero:
         write_results(run_dir, results, model.episode_metrics.get("test", {}), loggers)
         print_results(results, run_dir)

@@ -51,17 +51,22 @@ class SearchSession(Callback):
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> float | None:
-    """One job of a multirun. A failure returns None, which hydra-optuna-sweeper 1.3 records as
-    a failed trial and the grid sweeper ignores (a NaN would end an Optuna search)."""
+    """One job of a multirun. A failure returns None, which the Optuna sweeper records as a
+    failed trial and the grid sweeper ignores. A pruned trial (metalab.pruning) leaves
+    <job>/pruned.txt and a W&B run marked pruned, and raises optuna.TrialPruned to the sweeper."""
     from metalab.run import run
 
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     if wandb_cfg is not None and wandb_cfg.group is None:
         wandb_cfg.group = Path(HydraConfig.get().sweep.dir).name
-    (run_dir / "error.txt").unlink(missing_ok=True)  # from an earlier try of this job
+    for stale in ("error.txt", "pruned.txt"):  # from an earlier try of this job
+        (run_dir / stale).unlink(missing_ok=True)
     try:
         run(cfg, run_dir)
     except Exception as err:
+        if is_pruned(err):
+            record_pruned(run_dir, str(err))
+            raise
         finish_wandb_run(exit_code=1)
         record_failure(run_dir, err)
         return None
@@ -74,6 +79,22 @@ def finish_wandb_run(exit_code: int) -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None:
         wandb.finish(exit_code=exit_code)
+
+
+def is_pruned(err: Exception) -> bool:
+    optuna = sys.modules.get("optuna")  # only a pruned search raises it, after importing optuna
+    return optuna is not None and isinstance(err, optuna.TrialPruned)
+
+
+def record_pruned(run_dir: Path, reason: str) -> None:
+    """A pruned trial's run: no test phase, no results.json; pruned.txt and W&B say why."""
+    (run_dir / "pruned.txt").write_text(reason + "\n")
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.run.summary.update({"status": "pruned", "pruned": reason})
+        wandb.run.tags = (*wandb.run.tags, "pruned")
+    finish_wandb_run(exit_code=0)
+    print(f"metalab-train: trial {reason} (see {run_dir / 'pruned.txt'})", file=sys.stderr)
 
 
 def record_failure(run_dir: Path, err: Exception) -> None:
@@ -92,7 +113,7 @@ def best_validation(run_dir: Path) -> float | None:
     best = run_dir / "checkpoints" / "best.ckpt"
     if not best.is_file():
         return None
-    ckpt = torch.load(best, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = torch.load(best, map_location="cpu", weights_only=True, mmap=True)
     for key, state in ckpt.get("callbacks", {}).items():
         score = state.get("best_model_score") if key.startswith("ModelCheckpoint") else None
         if score is not None and math.isfinite(float(score)):

@@ -5,8 +5,14 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from metalab.errors import user_error
 from metalab.run import run
 
 if __name__ == "__main__":
     run_dir = Path(sys.argv[1])
-    run(OmegaConf.load(run_dir / "config.yaml"), run_dir)
+    try:
+        run(OmegaConf.load(run_dir / "config.yaml"), run_dir)
+    except Exception as err:
+        if user_error(err) is None:
+            raise
+        sys.exit(2)  # rank 0 meets the same error and reports it in one line

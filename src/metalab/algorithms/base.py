@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from metalab.baselines import raw_input_baselines
 from metalab.data.episodes import Episodes
+from metalab.protocols import TRANSDUCTIVE, Protocol
 from metalab.stats import mean_ci95
 
 
@@ -26,9 +27,12 @@ class MetaLearner(pl.LightningModule):
     needs_grad_at_eval = False
 
     def __init__(self, optimizer, task: str = "classification", scheduler=None,
-                 meta_batch: int = 1, pixel_baseline: bool = True, **_ignored):
+                 meta_batch: int = 1, pixel_baseline: bool = True,
+                 protocol: str = "transductive", inductive_stats: str = "support", **_ignored):
         super().__init__()
         self.task = task
+        #: how validation and test episodes are predicted (metalab.protocols)
+        self.protocol = Protocol(protocol, inductive_stats)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.meta_batch = meta_batch
         self.pixel_baseline = pixel_baseline and task == "classification"
@@ -39,6 +43,11 @@ class MetaLearner(pl.LightningModule):
         self.summary: dict[str, dict[str, float]] = {}
 
     # -- what an algorithm provides ------------------------------------------------------------
+    @classmethod
+    def check_backbone(cls, backbone: type, name: str) -> None:
+        """Raise ConfigError if this algorithm cannot use the backbone class ``backbone``
+        (config ``backbone=name``); called by check_config before any data is loaded."""
+
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         raise NotImplementedError
 
@@ -46,6 +55,11 @@ class MetaLearner(pl.LightningModule):
         """The loss whose gradient is the meta-gradient, and per-task metrics."""
         metrics = self.task_metrics(self.predict(episodes, training=True), episodes.query_y)
         return metrics["loss"].mean(), metrics
+
+    def protocol_for(self, training: bool) -> Protocol:
+        """Training predicts queries as the papers train (transductive batch statistics);
+        validation and test under the configured protocol."""
+        return TRANSDUCTIVE if training else self.protocol
 
     # -- metrics -------------------------------------------------------------------------------
     def task_metrics(self, preds: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -34,7 +34,11 @@ class GradientMetaLearner(MetaLearner):
         self.ways, self.inner_lr, self.engine = ways, float(inner_lr), engine
         self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
         self.net = backbone(out_dim=ways)
-        self.inner = InnerLoop(self.net, self.task)
+        self.inner = InnerLoop(self.adapted(), self.task)
+
+    def adapted(self) -> nn.Module:
+        """The part of the network the inner loop adapts (ANIL: the head only)."""
+        return self.net
 
     def check_ways(self, episodes: Episodes) -> None:
         """An evaluation episode must have as many classes as the head has outputs."""
@@ -60,23 +64,26 @@ class MAML(GradientMetaLearner):
         # Meta-SGD: a learned learning rate per parameter entry, initialised to inner_lr
         self.inner_lrs = nn.ParameterDict({
             _key(name): nn.Parameter(torch.full_like(p, self.inner_lr))
-            for name, p in self.net.named_parameters()
+            for name, p in self.adapted().named_parameters()
         }) if learn_inner_lr else None
 
     def rule(self) -> SGD:
         if self.inner_lrs is None:
             return SGD(self.inner_lr)
-        return SGD({name: self.inner_lrs[_key(name)] for name, _ in self.net.named_parameters()})
+        return SGD({name: self.inner_lrs[_key(name)]
+                    for name, _ in self.adapted().named_parameters()})
+
+    def mode_and_steps(self, episodes: Episodes, training: bool) -> tuple[Mode, int]:
+        if training:
+            return Mode.FIRST_ORDER if self.first_order else Mode.SECOND_ORDER, self.inner_steps
+        self.check_ways(episodes)
+        return Mode.DETACHED, self.eval_inner_steps
 
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
-        if training:
-            mode = Mode.FIRST_ORDER if self.first_order else Mode.SECOND_ORDER
-            steps = self.inner_steps
-        else:
-            self.check_ways(episodes)
-            mode, steps = Mode.DETACHED, self.eval_inner_steps
+        mode, steps = self.mode_and_steps(episodes, training)
         preds, _ = self.inner.run(self.inner.params(), episodes.support_x, episodes.support_y,
-                                  episodes.query_x, steps, self.rule(), mode, self.engine)
+                                  episodes.query_x, steps, self.rule(), mode, self.engine,
+                                  protocol=self.protocol_for(training))
         return preds
 
 

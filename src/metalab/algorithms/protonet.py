@@ -12,10 +12,11 @@ from metalab.data.episodes import Episodes
 
 def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
                      ways: int) -> torch.Tensor:
-    """Negative squared distances ``[Nq, ways]`` from query embeddings to class prototypes."""
+    """Negative squared distances ``[Nq, ways]`` from query embeddings ``[Nq, D]`` to class
+    prototypes; ``support`` is ``[Ns, D]``, or ``[Nq, Ns, D]`` for a support set per query."""
     onehot = F.one_hot(labels, ways).to(support.dtype)  # [Ns, ways]
-    prototypes = onehot.T @ support / onehot.sum(0)[:, None]
-    return -(query[:, None, :] - prototypes[None]).pow(2).sum(-1)
+    prototypes = onehot.T @ support / onehot.sum(0)[:, None]  # [ways, D] or [Nq, ways, D]
+    return -(query[:, None, :] - prototypes).pow(2).sum(-1)
 
 
 class ProtoNet(MetaLearner):
@@ -27,9 +28,9 @@ class ProtoNet(MetaLearner):
 
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         ways = int(episodes.support_y.max()) + 1
-        logits = []
+        protocol, logits = self.protocol_for(training), []
         for task in range(episodes.num_tasks):  # one forward per task: batch-norm statistics
             s, q = episodes.support_x[task], episodes.query_x[task]  # stay within the task
-            z = self.net.embed(torch.cat([s, q]))
-            logits.append(prototype_logits(z[: len(s)], episodes.support_y[task], z[len(s):], ways))
+            zs, zq = protocol.embed(self.net.embed, s, q)
+            logits.append(prototype_logits(zs, episodes.support_y[task], zq, ways))
         return torch.stack(logits)

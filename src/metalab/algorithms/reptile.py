@@ -53,7 +53,8 @@ class Reptile(GradientMetaLearner):
         batches = self.minibatches(episodes.support_x.shape[1], steps) if training else None
         return self.inner.run(self.inner.params(), episodes.support_x, episodes.support_y,
                               episodes.query_x, steps, self.rule(), Mode.DETACHED, self.engine,
-                              batches=batches, return_params=training)
+                              batches=batches, return_params=training,
+                              protocol=self.protocol_for(training))
 
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         if not training:

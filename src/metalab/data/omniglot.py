@@ -35,6 +35,7 @@ import io
 import os
 import random
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,7 +235,7 @@ def _build_set(source: _Source, image_size: int) -> dict:
                 where = f"{source.path}:{loc}"
                 try:
                     data = archive.read(loc)
-                except (zipfile.BadZipFile, OSError, EOFError) as err:
+                except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
                     raise ConfigError(
                         "dataset.root",
                         where,

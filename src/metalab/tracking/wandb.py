@@ -54,5 +54,6 @@ def wandb_logger(cfg: DictConfig, run_dir: Path, project: str, mode: str, job_ty
 def define_summaries(run) -> None:
     """Best-so-far validation summaries: the W&B run table and parallel-coordinates view then
     rank runs (and sweeps) by them without extra work. Lightning logs against this step."""
-    for metric, summary in (("val/acc", "max"), ("val/mse", "min"), ("val/loss", "min")):
+    for metric, summary in (("val/acc", "max"), ("val/mse", "min"), ("val/return", "max"),
+                            ("val/loss", "min")):
         run.define_metric(metric, step_metric="trainer/global_step", summary=summary)

@@ -1,0 +1,3 @@
+from metalab.compare.cli import main
+
+main()

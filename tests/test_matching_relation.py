@@ -1,0 +1,98 @@
+"""Matching and Relation Networks: forward outputs equal easyfsl's implementations given the
+same backbone and the same weights (easyfsl is used only here, as the reference)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from easyfsl.methods import MatchingNetworks as EasyMatching
+from easyfsl.methods import RelationNetworks as EasyRelation
+from easyfsl.modules.predesigned_modules import default_relation_module
+from torch import nn
+
+from metalab.algorithms.matching import MatchingNetworks
+from metalab.algorithms.relation import RelationNetworks
+from metalab.backbones.base import Backbone
+from metalab.data.episodes import Episodes
+
+WAYS, SHOTS, QUERIES, SHAPE = 4, 3, 2, (1, 8, 8)
+
+
+def backbone(out_dim=None) -> Backbone:
+    """A conv backbone without batch norm: easyfsl embeds support and query sets in separate
+    forwards, metalab in one, which only batch statistics could tell apart."""
+    torch.manual_seed(0)
+    features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+    return Backbone(features, SHAPE, out_dim)
+
+
+def episode(seed=0) -> Episodes:
+    g = torch.Generator().manual_seed(seed)
+    sx = torch.randn(1, WAYS * SHOTS, *SHAPE, generator=g)
+    qx = torch.randn(1, WAYS * QUERIES, *SHAPE, generator=g)
+    sy = torch.arange(WAYS).repeat_interleave(SHOTS)[None]
+    qy = torch.arange(WAYS).repeat(QUERIES)[None]
+    return Episodes(sx, sy, qx, qy)
+
+
+def reference(model: nn.Module, ep: Episodes) -> torch.Tensor:
+    model.process_support_set(ep.support_x[0], ep.support_y[0])
+    return model(ep.query_x[0])
+
+
+@pytest.mark.parametrize("fce", [False, True])
+def test_matching_networks_equal_easyfsl(fce):
+    torch.manual_seed(1)
+    ours = MatchingNetworks(backbone, fce=fce, optimizer=None)
+    dim = ours.net.feature_dim
+    if fce:  # the same encoders, the same weights
+        theirs = EasyMatching(nn.Sequential(ours.net.features, nn.Flatten()),
+                              feature_dimension=dim)
+        theirs.support_features_encoder.load_state_dict(ours.support_encoder.state_dict())
+        theirs.query_features_encoding_cell.load_state_dict(ours.query_encoder.state_dict())
+    else:  # encoders that add nothing: easyfsl's contextualisation becomes the identity
+        theirs = EasyMatching(nn.Sequential(ours.net.features, nn.Flatten()),
+                              feature_dimension=dim, support_encoder=Zeros(2 * dim),
+                              query_encoder=ZeroCell())
+    ep = episode()
+    expected = reference(theirs, ep)
+    got = ours.predict(ep, training=False)[0]
+    assert expected.shape == got.shape == (WAYS * QUERIES, WAYS)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # the scores are log-probabilities: cross-entropy on them is the negative log-likelihood
+    assert torch.allclose(got.exp().sum(1), torch.ones(len(got)), atol=1e-4)
+
+
+class Zeros(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.width = width
+
+    def forward(self, x):
+        return (x.new_zeros(*x.shape[:-1], self.width),)
+
+
+class ZeroCell(nn.Module):
+    def forward(self, x, state):
+        return torch.zeros_like(state[0]), state[1]
+
+
+def test_relation_networks_equal_easyfsl():
+    torch.manual_seed(2)
+    ours = RelationNetworks(backbone, hidden=5, optimizer=None)
+    module = default_relation_module(6, inner_channels=5)
+    # the same layers: easyfsl's batch norms also keep running statistics, unused in train mode
+    missing, unexpected = module.load_state_dict(ours.relation.state_dict(), strict=False)
+    assert not unexpected and all("running" in k or "num_batches" in k for k in missing)
+    theirs = EasyRelation(ours.net.features, feature_dimension=6, relation_module=module).train()
+    ep = episode(seed=3)
+    expected = reference(theirs, ep)
+    got = ours.predict(ep, training=True)[0]
+    assert got.shape == (WAYS * QUERIES, WAYS)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # the loss is the paper's mean squared error to the one-hot labels
+    metrics = ours.task_metrics(got[None], ep.query_y)
+    onehot = F.one_hot(ep.query_y[0], WAYS).float()
+    torch.testing.assert_close(metrics["loss"][0], F.mse_loss(got, onehot))
+    assert metrics["acc"][0] == (got.argmax(1) == ep.query_y[0]).float().mean()

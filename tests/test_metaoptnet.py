@@ -1,0 +1,99 @@
+"""The closed-form heads on fixed features: R2-D2's ridge regression against scikit-learn's
+Ridge, MetaOptNet's SVM against scikit-learn's Crammer-Singer LinearSVC (liblinear), and the
+gradients of both against float64 finite differences (torch.autograd.gradcheck)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import Ridge
+from sklearn.svm import LinearSVC
+
+from metalab.algorithms.metaoptnet import R2D2, MetaOptNet, ridge_weights, svm_dual
+from metalab.errors import ConfigError
+
+WAYS, SHOTS, QUERIES, DIM = 5, 2, 3, 16
+
+
+def features(seed=0, shots=SHOTS, dim=DIM):
+    g = torch.Generator().manual_seed(seed)
+    support = torch.randn(WAYS * shots, dim, generator=g, dtype=torch.float64)
+    query = torch.randn(WAYS * QUERIES, dim, generator=g, dtype=torch.float64)
+    return support, torch.arange(WAYS).repeat_interleave(shots), query
+
+
+class Fixed(torch.nn.Module):
+    """A backbone stand-in: the inputs are the features."""
+
+    def embed(self, x):
+        return x
+
+
+@pytest.mark.parametrize("lam", [0.1, 1.0, 50.0])
+@pytest.mark.parametrize("shots", [1, 5])  # fewer and more examples than dimensions
+def test_ridge_head_equals_sklearn_ridge(lam, shots):
+    support, labels, query = features(shots=shots, dim=8)
+    ridge = Ridge(alpha=lam, fit_intercept=False).fit(support.numpy(), np.eye(WAYS)[labels])
+    np.testing.assert_allclose(ridge_weights(support, labels, WAYS, lam).numpy(),
+                               ridge.coef_.T, rtol=1e-9, atol=1e-12)
+    head = R2D2(lambda out_dim: Fixed(), lam=lam, scale=2.0, optimizer=None).double()
+    # (lambda is stored as a float32 log before .double(): ~1e-8 relative)
+    np.testing.assert_allclose(head.classify(support, labels, query, WAYS).detach().numpy(),
+                               2.0 * query.numpy() @ ridge.coef_.T, rtol=1e-6, atol=1e-9)
+
+
+def test_ridge_head_gradient_matches_finite_differences():
+    support, labels, query = features()
+    lam = torch.tensor(0.7, dtype=torch.float64)
+    for t in (support, query, lam):
+        t.requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda s, q, lam: q @ ridge_weights(s, labels, WAYS, lam), (support, query, lam))
+
+
+@pytest.mark.parametrize("c", [0.1, 1.0])
+def test_svm_head_equals_sklearn_crammer_singer_svm(c):
+    support, labels, query = features()
+    svm = LinearSVC(C=c, multi_class="crammer_singer", fit_intercept=False, tol=1e-12,
+                    max_iter=1_000_000).fit(support.numpy(), labels.numpy())
+    alpha = svm_dual(support, labels, WAYS, c, dual_ridge=0.0, max_iter=50)
+    np.testing.assert_allclose((alpha.T @ support).numpy(), svm.coef_, rtol=1e-6, atol=1e-8)
+    head = MetaOptNet(lambda out_dim: Fixed(), c=c, dual_ridge=0.0, max_iter=50,
+                      optimizer=None).double()
+    np.testing.assert_allclose(head.classify(support, labels, query, WAYS).detach().numpy(),
+                               query.numpy() @ svm.coef_.T, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dual_ridge", [0.0, 1.0])
+@pytest.mark.parametrize("shots", [1, 2])
+def test_svm_head_gradient_matches_finite_differences(dual_ridge, shots):
+    """Directional derivatives of the query loss along random directions of the support and
+    query features: central differences against the gradient through the QP. qpth
+    differentiates the KKT system at its interior-point solution, whose active constraints
+    are met to ~1e-13, not exactly: agreement to ~1e-5 relative."""
+    support, labels, query = features(seed=1, shots=shots)
+    targets = torch.arange(WAYS).repeat_interleave(QUERIES)
+
+    def loss(s, q):
+        alpha = svm_dual(s, labels, WAYS, 0.1, dual_ridge, max_iter=50)
+        return torch.nn.functional.cross_entropy((q @ s.T) @ alpha, targets)
+
+    s, q = support.clone().requires_grad_(), query.clone().requires_grad_()
+    grad_s, grad_q = torch.autograd.grad(loss(s, q), (s, q))
+    g, eps = torch.Generator().manual_seed(0), 1e-5
+    for _ in range(3):
+        vs = torch.randn(s.shape, generator=g, dtype=s.dtype)
+        vq = torch.randn(q.shape, generator=g, dtype=q.dtype)
+        with torch.no_grad():
+            numeric = (loss(support + eps * vs, query + eps * vq)
+                       - loss(support - eps * vs, query - eps * vq)) / (2 * eps)
+        analytic = (grad_s * vs).sum() + (grad_q * vq).sum()
+        assert analytic.item() == pytest.approx(numeric.item(), rel=1e-4)
+
+
+def test_bad_head_settings_are_config_errors():
+    for cls, key, value in ((R2D2, "lam", 0.0), (MetaOptNet, "c", -1.0),
+                            (MetaOptNet, "dual_ridge", -1.0), (MetaOptNet, "max_iter", 0)):
+        with pytest.raises(ConfigError, match=f"algorithm.{key}="):
+            cls(lambda out_dim: Fixed(), optimizer=None, **{key: value})

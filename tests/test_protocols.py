@@ -1,0 +1,238 @@
+"""Evaluation protocols (metalab.protocols): under `inductive` a query's logits depend only on the
+support set and that query, under `transductive` they depend on the other queries; the batch
+norm of each inductive mode matches an independent construction; the protocol travels from the
+config to results.json, the printed results and metalab-eval; DDP gives the same numbers."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from conftest import compose_train, train_cli
+from metalab.config import CONF_DIR, check_config
+from metalab.data.episodes import Episodes
+from metalab.errors import ConfigError
+from metalab.evaluate import evaluate
+from metalab.protocols import Protocol
+from metalab.results import print_results
+from metalab.run import build_model
+from test_ddp import finish
+
+WAYS, SHOTS, QUERIES = 3, 2, 2
+SMALL_NET = ["backbone.hidden=8"]
+STEPS = "algorithm.eval_inner_steps=2"
+MODELS = {  # name: overrides (the engines MAML and Reptile adapt with at evaluation)
+    "protonet": ["algorithm=protonet"],
+    "maml-loop": ["algorithm=maml", "algorithm.engine=loop", STEPS],
+    "maml-vmap": ["algorithm=maml", "algorithm.engine=vmap", STEPS],
+    "maml-learn2learn": ["algorithm=maml", "algorithm.engine=learn2learn", STEPS],
+    "reptile-loop": ["algorithm=reptile", "algorithm.engine=loop", STEPS],
+    "reptile-vmap": ["algorithm=reptile", "algorithm.engine=vmap", STEPS],
+    "anil-loop": ["algorithm=anil", "algorithm.engine=loop", STEPS],
+    "anil-vmap": ["algorithm=anil", "algorithm.engine=vmap", STEPS],
+    "r2d2": ["algorithm=r2d2"],
+    "metaoptnet": ["algorithm=metaoptnet"],
+    "matching": ["algorithm=matching", "algorithm.fce=true"],
+    "relation": ["algorithm=relation"],
+}
+INDUCTIVE = ["support", "support_plus_query"]
+
+
+def model_for(name: str, *overrides: str):
+    """A freshly initialised model in float64 (so "unchanged" can mean ~1e-12)."""
+    torch.manual_seed(0)
+    cfg = compose_train([*MODELS[name], *SMALL_NET, f"dataset.ways={WAYS}",
+                         f"dataset.shots={SHOTS}", *overrides])
+    return build_model(cfg).double()
+
+
+def episodes(seed: int, queries: torch.Tensor | None = None) -> Episodes:
+    g = torch.Generator().manual_seed(seed)
+    support = torch.randn(2, WAYS * SHOTS, 1, 28, 28, generator=g, dtype=torch.float64)
+    if queries is None:
+        queries = torch.randn(2, WAYS * QUERIES, 1, 28, 28, generator=g, dtype=torch.float64)
+    labels = torch.arange(WAYS).repeat_interleave(SHOTS).expand(2, -1)
+    return Episodes(support, labels, queries, torch.arange(WAYS).repeat(QUERIES).expand(2, -1))
+
+
+def query_logits(model, eps: Episodes) -> torch.Tensor:
+    with torch.enable_grad() if model.needs_grad_at_eval else torch.no_grad():
+        return model.predict(eps, training=False).detach()
+
+
+def other_queries_replaced(eps: Episodes) -> Episodes:
+    """The same episodes with every query but the first replaced by other images."""
+    g = torch.Generator().manual_seed(99)
+    queries = eps.query_x.clone()
+    queries[:, 1:] = 3 * torch.rand(queries[:, 1:].shape, generator=g, dtype=torch.float64)
+    return eps._replace(query_x=queries)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_only_transductive_predictions_see_the_other_queries(name, one_thread):
+    eps = episodes(0)
+    changed = other_queries_replaced(eps)
+    for stats in INDUCTIVE:
+        model = model_for(name, "protocol=inductive", f"inductive_stats={stats}")
+        before, after = query_logits(model, eps)[:, 0], query_logits(model, changed)[:, 0]
+        assert torch.allclose(before, after, rtol=0, atol=1e-9), (stats, before - after)
+    model = model_for(name, "protocol=transductive")
+    before, after = query_logits(model, eps)[:, 0], query_logits(model, changed)[:, 0]
+    assert (before - after).abs().max() > 1e-3, "transductive logits ignore the other queries"
+
+
+def test_engines_agree_under_each_inductive_mode(one_thread):
+    """MAML's loop and vmap engines against the learn2learn reference, per inductive mode."""
+    eps = episodes(1)
+    for stats in INDUCTIVE:
+        logits = {engine: query_logits(model_for(f"maml-{engine}", "protocol=inductive",
+                                                 f"inductive_stats={stats}"), eps)
+                  for engine in ("loop", "vmap", "learn2learn")}
+        for engine in ("loop", "vmap"):
+            assert torch.allclose(logits[engine], logits["learn2learn"], atol=1e-9), engine
+
+
+def batch_norms(net) -> list[torch.nn.Module]:
+    return [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+def support_statistics_reference(net, support, query) -> torch.Tensor:
+    """The support set alone through the network, recording each batch norm's batch mean and
+    (biased) variance; then the queries through the network with every batch norm replaced by
+    torch's running-statistics (eval-mode) batch norm holding those statistics."""
+    stats, hooks = {}, []
+    for bn in batch_norms(net):
+        def record(module, args):
+            x = args[0]
+            stats[module] = (x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False))
+        hooks.append(bn.register_forward_pre_hook(record))
+    net.embed(support)
+    for hook in hooks:
+        hook.remove()
+    for bn in batch_norms(net):
+        def fixed(module, args, out):
+            mean, var = stats[module]
+            return F.batch_norm(args[0], mean, var, module.weight, module.bias, False, 0.0,
+                                module.eps)
+        bn.register_forward_hook(fixed)
+    return net.embed(query)
+
+
+@torch.no_grad()
+def test_inductive_batch_norm_matches_independent_constructions():
+    net = model_for("protonet").net
+    eps = episodes(2)
+    s, q = eps.support_x[0], eps.query_x[0]
+    zs, zq = Protocol("inductive", "support").embed(net.embed, s, q)
+    assert torch.allclose(zs, net.embed(s), atol=1e-12)  # the support set's own batch
+    reference = support_statistics_reference(copy.deepcopy(net), s, q)
+    assert torch.allclose(zq, reference, atol=1e-10)
+    # Reptile's code: each query classified in one batch with the support set
+    zs, zq = Protocol("inductive", "support_plus_query").embed(net.embed, s, q)
+    for j in range(len(q)):
+        alone = net.embed(torch.cat([s, q[j: j + 1]]))
+        assert torch.allclose(zq[j], alone[-1], atol=1e-10)
+        assert torch.allclose(zs[j], alone[:-1], atol=1e-10)
+
+
+@pytest.mark.parametrize("key, value", [("protocol", "semi"), ("inductive_stats", "running")])
+def test_bad_protocol_is_a_config_error(key, value):
+    with pytest.raises(ConfigError) as err:
+        check_config(compose_train([f"{key}={value}"]))
+    allowed = "transductive, inductive" if key == "protocol" else "support, support_plus_query"
+    assert str(err.value) == f"{key}={value}: allowed: {allowed}"
+
+
+def test_bad_protocol_stops_train_in_one_line(tmp_path):
+    proc = train_cli(tmp_path, "protocol=inductve")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "metalab-train: error: protocol=inductve: allowed: transductive, inductive"]
+    assert not (tmp_path / "config.yaml").exists()  # stopped before any heavy work
+
+
+# One inductive ProtoNet run on one process (test_ddp's budget), shared by the tests below.
+INDUCTIVE_RUN = ["algorithm=protonet", "algorithm.optimizer._target_=torch.optim.SGD",
+                 "algorithm.optimizer.lr=0.1", "protocol=inductive"]
+
+
+@pytest.fixture(scope="module")
+def inductive_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("inductive") / "one"
+    return run_dir, *finish(run_dir, *INDUCTIVE_RUN)
+
+
+def test_results_carry_the_protocol(inductive_run, capsys):
+    run_dir, _, results, _ = inductive_run
+    assert results["protocol"] == "inductive" and results["inductive_stats"] == "support"
+    assert OmegaConf.load(run_dir / "config.yaml").protocol == "inductive"  # W&B's config too
+    print_results(results)
+    assert "protocol: inductive (batch-norm statistics: support)" in capsys.readouterr().out
+
+
+def retest(run_dir: Path, out_dir: Path, *overrides: str) -> dict:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        cfg = compose("eval", [f"ckpt_path={run_dir}/checkpoints/best.ckpt", *overrides])
+    return evaluate(cfg, out_dir)
+
+
+def test_eval_retests_a_checkpoint_under_another_protocol(inductive_run, tmp_path):
+    run_dir, _, results, _ = inductive_run
+    again = retest(run_dir, tmp_path / "again")  # the run's own protocol: the same numbers
+    assert again == {k: v for k, v in results.items() if not k.startswith("perf/")}
+    transductive = retest(run_dir, tmp_path / "other", "protocol=transductive")
+    assert json.loads((tmp_path / "other" / "results.json").read_text()) == transductive
+    assert transductive["protocol"] == "transductive" and "inductive_stats" not in transductive
+    assert transductive["test/acc"] != results["test/acc"]
+    with pytest.raises(ConfigError, match=r"^protocol=both: allowed: transductive, inductive$"):
+        retest(run_dir, tmp_path / "bad", "protocol=both")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_inductive_two_processes_equal_one(inductive_run):
+    """No running statistics: the inductive numbers are the same on 1 and 2 DDP processes."""
+    run_dir, params, one, one_episodes = inductive_run
+    two_params, two, two_episodes = finish(run_dir.parent / "two", "hardware=ddp_cpu",
+                                           *INDUCTIVE_RUN)
+    assert max((params[k] - two_params[k]).abs().max().item() for k in params) < 1e-6
+    assert two["protocol"] == "inductive"
+    assert one["test/acc"] == pytest.approx(two["test/acc"], abs=1e-6)
+    assert one_episodes[0] == two_episodes[0] and len(one_episodes) == len(two_episodes)
+    for a, b in zip(one_episodes[1:], two_episodes[1:]):  # episode by episode, in order
+        assert [float(v) for v in a.split(",")] == pytest.approx(
+            [float(v) for v in b.split(",")], abs=1e-5)
+
+
+# The protocol each paper reports (README "Which protocol do published numbers use?")
+PRESET_PROTOCOLS = {
+    "maml_omniglot_5w1s": ("transductive", None),
+    "maml_omniglot_20w1s": ("transductive", None),
+    "maml_mini_imagenet_5w1s": ("transductive", None),
+    "maml_sinusoid": ("transductive", None),
+    "protonet_omniglot_5w1s": ("inductive", "support"),
+    "reptile_omniglot_5w1s": ("inductive", "support_plus_query"),
+    "anil_omniglot_20w1s": ("transductive", None),
+    "metaoptnet_mini_imagenet_5w1s": ("inductive", "support"),
+    "r2d2_mini_imagenet_5w1s": ("inductive", "support"),
+    "matching_omniglot_5w1s": ("transductive", None),
+    "relation_omniglot_5w1s": ("transductive", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PRESET_PROTOCOLS))
+def test_preset_follows_its_paper_protocol(name):
+    protocol, stats = PRESET_PROTOCOLS[name]
+    cfg = compose_train([f"experiment={name}"])
+    assert cfg.protocol == protocol and (stats is None or cfg.inductive_stats == stats)
+    text = (Path(CONF_DIR) / "experiment" / f"{name}.yaml").read_text()
+    comment = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+    assert f"Protocol: {protocol}" in comment

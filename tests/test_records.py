@@ -1,0 +1,131 @@
+"""Run records (what metalab-compare reads) from real run-folder files written here."""
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from metalab.records import (
+    curves_from_rows,
+    expand,
+    failed_jobs,
+    find_run_dirs,
+    flatten,
+    load_run,
+    read_curves,
+    read_episodes,
+)
+
+
+def write_run(folder, acc=0.5, episodes=((0, 0.4, 1.2), (1, 0.6, 0.9))):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(
+        {"seed": 1, "algorithm": {"name": "maml", "optimizer": {"lr": 0.001}}}))
+    (folder / "results.json").write_text(json.dumps({"test/acc": acc, "test/episodes": 2}))
+    with open(folder / "test_episodes.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("episode", "acc", "loss"), *episodes])
+    with open(folder / "metrics.csv", "w", newline="") as f:
+        csv.writer(f).writerows([
+            ("epoch", "step", "train/loss", "val/acc", "val/acc_ci95", "val/episodes"),
+            (0, 0, 1.5, "", "", ""), (0, 1, 1.25, "", "", ""), (0, 1, "", 0.5, 0.1, 4),
+            (1, "", 9.0, "", "", "")])  # a row without a step is no curve point
+    return folder
+
+
+def test_flatten_joins_nested_keys_with_dots():
+    assert flatten({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}) == {
+        "a.b.c": 1, "a.d": [1, 2], "e": None}
+
+
+def test_load_run_reads_every_file(tmp_path):
+    run = load_run(write_run(tmp_path / "run"), "name")
+    assert run.name == "name" and run.source == str(tmp_path / "run")
+    assert run.config == {"seed": 1, "algorithm.name": "maml", "algorithm.optimizer.lr": 0.001}
+    assert run.results == {"test/acc": 0.5, "test/episodes": 2}
+    assert run.episodes == {"acc": [0.4, 0.6], "loss": [1.2, 0.9]}
+    # CIs and episode counts are no curves; rows without a value or a step are skipped
+    assert run.curves == {"train/loss": [(0.0, 1.5), (1.0, 1.25)], "val/acc": [(1.0, 0.5)]}
+
+
+def test_missing_files_give_no_curves_and_no_episodes(tmp_path):
+    assert read_curves(tmp_path / "metrics.csv") == {}
+    assert read_episodes(tmp_path / "test_episodes.csv") is None
+    (tmp_path / "empty.csv").write_text("episode\n")
+    assert read_episodes(tmp_path / "empty.csv") == {}
+    rows = [{"_step": "3", "train/acc": "0.5", "test/acc": "0.9", "val/loss": None}]
+    assert curves_from_rows(rows, step_key="_step") == {"train/acc": [(3.0, 0.5)]}
+
+
+def test_run_folders_are_found_below_folders_and_globs(tmp_path):
+    a = write_run(tmp_path / "sweep" / "0")
+    b = write_run(tmp_path / "sweep" / "1" / "nested")
+    (tmp_path / "sweep" / "2").mkdir()
+    (tmp_path / "sweep" / "2" / "results.json").write_text("{}")  # no config.yaml: not a run
+    assert find_run_dirs([str(tmp_path / "sweep")]) == [a, b]
+    assert find_run_dirs([str(tmp_path / "sweep" / "*")]) == [a, b]
+    assert find_run_dirs([str(tmp_path / "sweep" / "0"), str(tmp_path / "sweep")]) == [a, b]
+    with pytest.raises(SystemExit, match="no_such: no such folder"):
+        expand([str(tmp_path / "no_such")])
+    with pytest.raises(SystemExit, match="no such folder"):
+        expand([str(tmp_path / "none*")])
+
+
+def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
+    write_run(tmp_path / "0")
+    for job, text in (("1", "Traceback\n  ...\nValueError: bad\n"), ("2", "")):
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "error.txt").write_text(text)
+    assert failed_jobs([str(tmp_path)]) == [(tmp_path / "1", "ValueError: bad"),
+                                            (tmp_path / "2", "")]
+
+
+class ApiRun:
+    """The parts of a wandb.Api() run that records read (the W&B client's own shapes)."""
+
+    def __init__(self, path=("team", "metalab", "abc123")):
+        self.name, self.path = "maml-glyphs-conv4", list(path) if path else None
+        self.config = {"_wandb": {"x": 1}, "algorithm": {"name": "maml", "_hidden": 2}}
+        self.summary = {"test/acc": 0.75, "test/episodes": 600, "perf/tasks_per_sec": 3,
+                        "val/acc": 0.7, "test/note": "text", "_step": 9}
+        self.histories = []
+
+    def history(self, samples, pandas):
+        self.histories.append((samples, pandas))
+        return [{"trainer/global_step": 1, "train/loss": 2.0, "_step": 0},
+                {"trainer/global_step": 4, "val/acc": 0.5, "val/acc_ci95": 0.1}]
+
+
+def test_wandb_runs_become_records_without_episodes():
+    from metalab.records import from_wandb_run
+
+    run = ApiRun()
+    record = from_wandb_run(run)
+    assert record.name == "maml-glyphs-conv4" and record.source == "team/metalab/abc123"
+    assert record.config == {"algorithm.name": "maml", "algorithm._hidden": 2}
+    assert record.results == {"test/acc": 0.75, "test/episodes": 600.0,
+                              "perf/tasks_per_sec": 3.0}
+    assert record.curves == {"train/loss": [(1.0, 2.0)], "val/acc": [(4.0, 0.5)]}
+    assert record.episodes is None
+    assert run.histories == [(100_000, False)]  # the whole history, as plain rows
+    assert from_wandb_run(ApiRun(path=None)).source == "maml-glyphs-conv4"
+
+
+def test_wandb_records_ask_for_finished_runs_of_a_group(monkeypatch):
+    import wandb
+
+    from metalab.records import wandb_records
+
+    asked = []
+
+    class Api:
+        def runs(self, path, filters):
+            asked.append((path, filters))
+            return [ApiRun()]
+
+    monkeypatch.setattr(wandb, "Api", Api)
+    (record,) = wandb_records("team/metalab", "2026-01-01_12-00-00")
+    assert record.results["test/acc"] == 0.75
+    wandb_records("team/metalab", None)
+    assert asked == [("team/metalab", {"state": "finished", "group": "2026-01-01_12-00-00"}),
+                     ("team/metalab", {"state": "finished"})]
