@@ -21,9 +21,15 @@ DATASETS, ALGORITHMS, BACKBONES = options("dataset"), options("algorithm"), opti
 TEXT_BACKBONES = {"text_cnn", "text_transformer", "text_pretrained"}
 RL_ALGORITHMS = ("maml_rl", "pretrained_rl", "random_rl")
 CLASSIFIERS = ("protonet", "r2d2", "metaoptnet", "matching", "relation")
-#: large backbones are built on one dataset of each kind only (the others' refusals need no model)
-HEAVY = {"wrn", "resnet18", "timm"}
+#: the default suite builds every backbone on one dataset of each kind and the small backbones
+#: on a dataset of each image size too; the whole grid is marked slow (make test-all)
 KIND_EXAMPLES = {"glyphs", "sinusoid", "nav2d", "clinc150"}
+SMALL_BACKBONES = {"conv4", "mlp", "policy", "text_cnn", "text_pretrained"}
+SIZES = {"mini_imagenet", "text"}
+
+
+def in_default_suite(dataset: str, backbone: str) -> bool:
+    return dataset in KIND_EXAMPLES or (dataset in SIZES and backbone in SMALL_BACKBONES)
 
 
 def refusal(dataset_cfg, algorithm, backbone):
@@ -49,8 +55,8 @@ def refusal(dataset_cfg, algorithm, backbone):
 
 
 @pytest.mark.parametrize(("dataset", "algorithm", "backbone"), [
-    (d, a, b) for b in BACKBONES for a in ALGORITHMS for d in DATASETS
-    if b not in HEAVY or d in KIND_EXAMPLES])
+    pytest.param(d, a, b, marks=() if in_default_suite(d, b) else pytest.mark.slow)
+    for b in BACKBONES for a in ALGORITHMS for d in DATASETS])
 def test_combination_builds_or_is_refused(dataset, algorithm, backbone, tmp_path):
     cfg = compose_train([f"dataset={dataset}", f"algorithm={algorithm}",
                          f"backbone={backbone}"], output_dir=tmp_path)
