@@ -18,23 +18,45 @@ def options(group):
 DATASETS, ALGORITHMS, BACKBONES = options("dataset"), options("algorithm"), options("backbone")
 
 
+TEXT_BACKBONES = {"text_cnn", "text_transformer", "text_pretrained"}
 RL_ALGORITHMS = ("maml_rl", "pretrained_rl", "random_rl")
+CLASSIFIERS = ("protonet", "r2d2", "metaoptnet", "matching", "relation")
+#: the default suite builds every backbone on one dataset of each kind and the small backbones
+#: on a dataset of each image size too; the whole grid is marked slow (make test-all)
+KIND_EXAMPLES = {"glyphs", "sinusoid", "nav2d", "clinc150"}
+SMALL_BACKBONES = {"conv4", "mlp", "policy", "text_cnn", "text_pretrained"}
+SIZES = {"mini_imagenet", "text"}
+
+
+def in_default_suite(dataset: str, backbone: str) -> bool:
+    return dataset in KIND_EXAMPLES or (dataset in SIZES and backbone in SMALL_BACKBONES)
 
 
 def refusal(dataset_cfg, algorithm, backbone):
     """Why a combination cannot work, or None."""
-    if dataset_cfg.task == "regression" and algorithm == "protonet":
+    if dataset_cfg.task == "regression" and algorithm in CLASSIFIERS:
         return "classification tasks only"
     if (dataset_cfg.task == "rl") != (algorithm in RL_ALGORITHMS):
         return "tasks only"
+    text = dataset_cfg.get("inputs") == "text"
+    if algorithm == "relation" and (backbone in ("mlp", "policy", "timm") or
+                                    backbone in TEXT_BACKBONES):
+        return "need a convolutional backbone"
     if dataset_cfg.task in ("regression", "rl") and backbone not in ("mlp", "policy"):
-        return "needs image inputs"
+        return (r"needs (image|text) inputs, and dataset=\w+ is a (regression|rl) dataset; "
+                "use backbone=(mlp|policy)")
+    if text and backbone not in TEXT_BACKBONES:
+        return "has text inputs"
+    if not text and backbone in TEXT_BACKBONES:
+        return "needs text inputs"
+    if backbone == "text_pretrained":  # no model folder given
+        return "backbone.path=None"
     return None
 
 
-@pytest.mark.parametrize("dataset", DATASETS)
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
-@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize(("dataset", "algorithm", "backbone"), [
+    pytest.param(d, a, b, marks=() if in_default_suite(d, b) else pytest.mark.slow)
+    for b in BACKBONES for a in ALGORITHMS for d in DATASETS])
 def test_combination_builds_or_is_refused(dataset, algorithm, backbone, tmp_path):
     cfg = compose_train([f"dataset={dataset}", f"algorithm={algorithm}",
                          f"backbone={backbone}"], output_dir=tmp_path)

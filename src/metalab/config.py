@@ -31,11 +31,31 @@ if not OmegaConf.has_resolver("metalab_unique"):  # conf/hydra: run folders neve
     OmegaConf.register_new_resolver("metalab_unique", rundir.unique_suffix, use_cache=True)
 
 
+#: what a dataset's samples are (``dataset.inputs``; regression data are vectors)
+INPUTS = ("image", "text")
+#: backbones to suggest for each kind of input
+SUGGEST = {"image": "conv4, resnet12 or mlp", "text": "text_cnn, text_transformer or "
+           "text_pretrained", "vector": "mlp"}
+
+
+def input_kind(dataset: DictConfig) -> str:
+    """image, text (token ids; ``inputs: text``) or vector (regression, RL observations)."""
+    if dataset.task in ("regression", "rl"):
+        return "vector"
+    kind = dataset.get("inputs", "image")
+    if kind not in INPUTS:
+        raise ConfigError("dataset.inputs", kind, f"allowed: {', '.join(INPUTS)}")
+    return kind
+
+
 def input_shape(dataset: DictConfig) -> tuple[int, ...]:
-    if dataset.task == "regression":
+    kind = input_kind(dataset)
+    if kind == "vector":
         return (1,)
     if dataset.task == "rl":  # observations of the environment
         return (get_class(dataset.env._target_).obs_dim,)
+    if kind == "text":
+        return (dataset.max_length,)
     return (dataset.channels, dataset.image_size, dataset.image_size)
 
 
@@ -69,10 +89,17 @@ def check_config(cfg: DictConfig) -> None:
                           f"{d.task} dataset")
     algorithm, backbone = get_class(cfg.algorithm._target_), get_class(cfg.backbone._target_)
     algorithm.check_backbone(backbone, cfg.backbone.name)
-    if d.task in ("regression", "rl") and backbone.needs_images:
+    kind = input_kind(d)
+    if kind not in backbone.inputs:
+        has = f"is a {d.task} dataset" if kind == "vector" else f"has {kind} inputs"
+        suggest = "policy" if d.task == "rl" else SUGGEST[kind]
         raise ConfigError("backbone", cfg.backbone.name,
-                          f"needs image inputs, and dataset={d.name} is a {d.task} dataset; "
-                          f"use backbone={'policy' if d.task == 'rl' else 'mlp'}")
+                          f"needs {' or '.join(backbone.inputs)} inputs, and dataset={d.name} "
+                          f"{has}; use backbone={suggest}")
+    if "path" in cfg.backbone:  # a pretrained model: a local folder, checked before any loading
+        from metalab.backbones.text import require_model_folder
+
+        require_model_folder("backbone.path", cfg.backbone.path)
     if cfg.resume not in ("auto", "never"):
         raise ConfigError("resume", cfg.resume, "allowed: auto, never")
     check_hardware(cfg.hardware)

@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from metalab.baselines import pixel_nearest_neighbour
+from metalab.baselines import raw_input_baselines
 from metalab.data.episodes import Episodes
 from metalab.protocols import TRANSDUCTIVE, Protocol
 from metalab.stats import mean_ci95
@@ -94,8 +94,8 @@ class MetaLearner(pl.LightningModule):
         with grad:
             preds = self.predict(episodes, training=False)
         metrics = {k: v.detach() for k, v in self.task_metrics(preds, episodes.query_y).items()}
-        if split == "test" and self.pixel_baseline and episodes.support_x.dim() == 5:
-            metrics["pixel_1nn_acc"] = pixel_nearest_neighbour(episodes)
+        if split == "test" and self.pixel_baseline:
+            metrics.update(raw_input_baselines(episodes))
         self._outputs.append((ids.to(self.device), metrics))
 
     def _eval_epoch_end(self, split: str) -> None:

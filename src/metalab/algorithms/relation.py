@@ -41,7 +41,7 @@ class RelationNetworks(EmbeddingLearner):
     @classmethod
     def check_backbone(cls, backbone: type, name: str) -> None:
         if not (isinstance(backbone, type) and issubclass(backbone, Backbone)
-                and getattr(backbone, "feature_maps", backbone.needs_images)):
+                and getattr(backbone, "feature_maps", backbone.inputs == ("image",))):
             raise ConfigError("backbone", name, "Relation Networks compare feature maps: they "
                               "need a convolutional backbone (conv4, resnet12, wrn, resnet18)")
 

@@ -16,8 +16,8 @@ class Backbone(nn.Module):
     """``features`` maps inputs to a flat embedding; ``head`` maps it to ``out_dim`` outputs
     (``out_dim=None``: no head, the model is an embedding, as Prototypical Networks want)."""
 
-    #: convolutional backbones need ``[C, H, W]`` inputs
-    needs_images = True
+    #: the kinds of input it takes (metalab.config.input_kind): convolutions need ``[C, H, W]``
+    inputs: tuple[str, ...] = ("image",)
 
     def __init__(self, features: nn.Module, in_shape, out_dim: int | None):
         super().__init__()

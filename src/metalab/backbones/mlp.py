@@ -10,7 +10,7 @@ from metalab.backbones.base import Backbone
 
 
 class MLP(Backbone):
-    needs_images = False
+    inputs = ("image", "vector")
 
     def __init__(self, in_shape, out_dim=None, hidden=(40, 40)):
         widths = [math.prod(in_shape), *hidden]

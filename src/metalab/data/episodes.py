@@ -8,8 +8,9 @@ import torch
 
 
 class Episodes(NamedTuple):
-    """A batch of B tasks. Classification: x ``[B, n, C, H, W]`` float, y ``[B, n]`` int64 in
-    ``0..ways-1``. Regression: x ``[B, n, 1]``, y ``[B, n, 1]`` float."""
+    """A batch of B tasks. Classification: x ``[B, n, C, H, W]`` float (images) or ``[B, n, L]``
+    int64 token ids (text, 0 = padding), y ``[B, n]`` int64 in ``0..ways-1``. Regression:
+    x ``[B, n, 1]``, y ``[B, n, 1]`` float."""
 
     support_x: torch.Tensor
     support_y: torch.Tensor

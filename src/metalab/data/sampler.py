@@ -48,10 +48,15 @@ class ClassIndex:
                 f"the {split} split has classes with only {fewest} samples",
             )
 
-    def draw(self, gen: torch.Generator, num_tasks: int, ways: int, per_class: int):
-        """Indices ``[T, ways, per_class]`` of distinct samples from ``ways`` distinct classes."""
+    def draw(self, gen: torch.Generator, num_tasks: int, ways: int, per_class: int,
+             allowed: torch.Tensor | None = None):
+        """Indices ``[T, ways, per_class]`` of distinct samples from ``ways`` distinct classes;
+        ``allowed`` ``[T, n_classes]`` (bool): the classes each task may take (e.g. one domain)."""
         n_classes, width = self.table.shape
-        classes = torch.rand(num_tasks, n_classes, generator=gen).argsort(dim=1)[:, :ways]
+        scores = torch.rand(num_tasks, n_classes, generator=gen)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed, 2.0)
+        classes = scores.argsort(dim=1)[:, :ways]
         rows = self.table[classes]  # [T, W, width]
         scores = torch.rand(num_tasks, ways, width, generator=gen).masked_fill(rows < 0, 2.0)
         picks = scores.topk(per_class, dim=2, largest=False).indices
@@ -90,14 +95,21 @@ class ImageEpisodes:
         if self.augment is not None and gens is not None:
             x = torch.cat([self.augment(task, g) for task, g in zip(x.chunk(t), gens)])
         x = ((x - self.mean) / self.std).view(t, ways, per_class, *x.shape[1:])
-        y = torch.arange(ways, device=x.device).view(1, ways, 1).expand(t, ways, per_class)
+        return split_support_query(x, shots)
 
-        def flat(a):
-            return a.reshape(t, ways * a.shape[2], *a.shape[3:])
 
-        support, query = (slice(None, shots), slice(shots, None))
-        return Episodes(flat(x[:, :, support]), flat(y[:, :, support]),
-                        flat(x[:, :, query]), flat(y[:, :, query]))
+def split_support_query(x: torch.Tensor, shots: int) -> Episodes:
+    """Samples ``[T, ways, per_class, ...]`` -> episodes: the first ``shots`` of each class are
+    its support set, the rest its queries; a sample's label is its class's position."""
+    t, ways, per_class = x.shape[:3]
+    y = torch.arange(ways, device=x.device).view(1, ways, 1).expand(t, ways, per_class)
+
+    def flat(a):
+        return a.reshape(t, ways * a.shape[2], *a.shape[3:])
+
+    support, query = (slice(None, shots), slice(shots, None))
+    return Episodes(flat(x[:, :, support]), flat(y[:, :, support]),
+                    flat(x[:, :, query]), flat(y[:, :, query]))
 
 
 def check_episode_shape(prefix: str, ways: int, shots: int, queries: int) -> None:
