@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
-	$(BIN)/pip install -q -e ".[dev,slurm,sweep,rl,text]"
+	$(BIN)/pip install -q -e ".[dev,slurm,sweep,rl,text,models]"
 	# W&B's sweep engine (checks sweeps/*.yaml in the tests) and qpth (a learn2learn dependency)
 	# declare numpy<2 but run on numpy 2: installed without their pins so numpy stays current.
 	$(BIN)/pip install -q jsonref jsonschema pydantic scikit-learn scipy cvxpy
