@@ -59,7 +59,7 @@ TRAIN_CASES = [
      ["backbone.hidden=0", "positive integer"]),
     (["hardware=multi_node"], ["hardware.num_nodes=2", "cluster launcher", "launcher=slurm"]),
     (["log_every=0"], ["log_every=0", "positive integer"]),
-    (["dataset=nope"], ["dataset=nope", "allowed: cifar_fs, cub", "glyphs", "omniglot"]),
+    (["dataset=nope"], ["dataset=nope", "allowed: cifar_fs, clinc150, cub", "glyphs", "omniglot"]),
     (["dataset.wayz=5"], ["dataset.wayz", "no such key", "keys of dataset:", "ways",
                           "+dataset.wayz=<value>"]),
     (["foo=1"], ["foo", "no such key", "keys of the top level:", "steps"]),

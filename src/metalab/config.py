@@ -50,10 +50,10 @@ def input_kind(dataset: DictConfig) -> str:
 
 def input_shape(dataset: DictConfig) -> tuple[int, ...]:
     kind = input_kind(dataset)
-    if kind == "vector":
-        return (1,)
     if dataset.task == "rl":  # observations of the environment
         return (get_class(dataset.env._target_).obs_dim,)
+    if kind == "vector":  # regression: x
+        return (1,)
     if kind == "text":
         return (dataset.max_length,)
     return (dataset.channels, dataset.image_size, dataset.image_size)
