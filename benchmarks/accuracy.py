@@ -5,10 +5,11 @@
     .venv/bin/python benchmarks/accuracy.py --table outputs/accuracy/<stamp>   # reprint a table
     .venv/bin/python benchmarks/accuracy.py --dry-run        # print the commands only
 
-Each setting is one `python -m metalab.train` run into <out>/<setting>/ (metalab-train as a user
-runs it), then, where a row needs another test shape from the same weights (sinusoid MSE after 1
-instead of 10 steps; ProtoNet tested 20-way), one `python -m metalab.evaluate` run (metalab-eval)
-on a copy of the run folder whose config.yaml differs in that key only. Every number is the mean
+Each setting is one `python -m metalab.run.train` run into <out>/<setting>/ (metalab-train as
+a user runs it), then, where a row needs another test shape from the same weights (sinusoid MSE
+after 1 instead of 10 steps; ProtoNet tested 20-way), one `python -m metalab.run.evaluate` run
+(metalab-eval) on a copy of the run folder whose config.yaml differs in that key only. Every
+number is the mean
 over the fixed test episodes of results.json (the same episodes for every run: eval_seed) with its
 95% CI, next to the raw-pixel 1-nearest-neighbour baseline on the same episodes.
 
@@ -226,7 +227,7 @@ def _copy_for(run_dir: Path, derived: Derived) -> Path:
 
 def run_setting(setting: Setting, out: Path, threads: int, dry_run: bool) -> list[Row]:
     run_dir = out / setting.name
-    cmd = [sys.executable, "-m", "metalab.train", f"hydra.run.dir={run_dir}",
+    cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}",
            *setting.overrides, *COMMON]
     if dry_run:
         print("$ " + " ".join(_quote(c) for c in cmd))
@@ -237,7 +238,7 @@ def run_setting(setting: Setting, out: Path, threads: int, dry_run: bool) -> lis
     rows = [Row(setting.name, setting.label, steps, setting.budget, _results(run_dir), wall)]
     for derived in setting.derived:
         copy = _copy_for(run_dir, derived)
-        cmd = [sys.executable, "-m", "metalab.evaluate",
+        cmd = [sys.executable, "-m", "metalab.run.evaluate",
                f"ckpt_path={copy / 'checkpoints' / 'tested.ckpt'}",
                f"hydra.run.dir={copy / 'eval'}"]
         if derived.test_episodes:
@@ -290,7 +291,7 @@ def methods_table(rows: list[Row], out: Path) -> str:
     import torch
 
     from metalab.compare.records import read_episodes
-    from metalab.stats import mean_ci95
+    from metalab.compare.statistics import mean_ci95
 
     lines = ["| method | dataset | test acc ± 95% CI | Δ vs ProtoNet (paired) ± 95% CI | wall |",
              "| --- | --- | --- | --- | --- |"]

@@ -22,7 +22,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
 timeout 210 python3 benchmarks/throughput.py --device cuda --steps 15 --warmup 3 \
     --out "$OUT/throughput.json" \
     2>&1 | tee "$OUT/throughput.log" | grep -v -E "^\s*$|Warning|warn"
-timeout 110 python3 -m metalab.train hardware=gpu logger=csv algorithm=maml algorithm.meta_batch=32 \
+timeout 110 python3 -m metalab.run.train hardware=gpu logger=csv algorithm=maml algorithm.meta_batch=32 \
     steps=100 val_every=50 val_episodes=50 test_episodes=100 "hydra.run.dir=$OUT/bf16_maml" \
     > "$OUT/bf16_maml.log" 2>&1; tail -6 "$OUT/bf16_maml.log"
 cat "$OUT/bf16_maml/results.json" 2>/dev/null

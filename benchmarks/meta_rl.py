@@ -5,7 +5,7 @@ random policy on the same fixed test tasks, each adapted with the same policy-gr
     PYTHONPATH=src python benchmarks/meta_rl.py --setting halfcheetah_vel --out outputs/meta_rl_hc
     PYTHONPATH=src python benchmarks/meta_rl.py --table outputs/meta_rl   # reprint a finished one
 
-Each algorithm is one `python -m metalab.train` run (metalab-train as a user runs it) into
+Each algorithm is one `python -m metalab.run.train` run (metalab-train as a user runs it) into
 <out>/<algorithm>/. The table: the mean return over the test tasks before adaptation and after 1,
 2 and 3 policy-gradient steps, with 95% CIs; then MAML minus each baseline after each number of
 steps, paired task by task (test_episodes.csv, the same tasks in every run: eval_seed), with the
@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
-from metalab.stats import mean_ci95  # noqa: E402
+from metalab.compare.statistics import mean_ci95  # noqa: E402
 
 COMMON = ["logger=csv", "resume=never", "backbone=policy", "val_episodes=0", "eval_batch=25",
           "log_every=5"]
@@ -57,7 +57,7 @@ STEPS = 4  # before adaptation, then after 1, 2, 3 steps
 
 def train(out: Path, setting: dict, algorithm: str) -> dict:
     run_dir = out / algorithm
-    cmd = [sys.executable, "-m", "metalab.train", f"hydra.run.dir={run_dir}",
+    cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}",
            f"algorithm={algorithm}", *COMMON, *setting["common"], *setting[algorithm]]
     print(" ".join(cmd[1:]), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -35,15 +35,15 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
 from metalab.rl import pg  # noqa: E402
-from metalab.rl.datamodule import TaskBatch  # noqa: E402
+from metalab.rl.tasks import TaskBatch  # noqa: E402
 
 
 def compose_model(env_name: str, rollouts: int, extra: list[str]):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from metalab.config import CONF_DIR
-    from metalab.run import build_model
+    from metalab.run.config import CONF_DIR
+    from metalab.run.training import build_model
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):

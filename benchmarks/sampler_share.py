@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from metalab.callbacks import SpeedMonitor
-from metalab.config import CONF_DIR
-from metalab.run import build_datamodule, build_model, build_trainer
+from metalab.run.callbacks import SpeedMonitor
+from metalab.run.config import CONF_DIR
+from metalab.run.training import build_datamodule, build_model, build_trainer
 
 
 def main(overrides: list[str]) -> None:

@@ -32,7 +32,7 @@ BUDGET = ["steps=12", "val_every=3", "val_episodes=10", "test_episodes=20", "eva
 
 def search(name: str, sweep_dir: Path, trials: int, pruner: str | None,
            overrides: list[str]) -> tuple[float, int]:
-    cmd = [sys.executable, "-m", "metalab.train", "-m", f"search={name}",
+    cmd = [sys.executable, "-m", "metalab.run.train", "-m", f"search={name}",
            f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.n_trials={trials}",
            "hydra.sweeper.seed=0", f"hydra.sweeper.pruner={pruner or 'null'}", *BUDGET,
            *overrides]

@@ -3,7 +3,7 @@
 Workload: conv4 (64 channels) on 28x28 glyphs images, 5-way 1-shot, 15 queries per class,
 one inner SGD step, meta-batch 32 (``--meta-batch``). Benchmarks, all in this one process:
 
-* ``pipeline/<engine>``: metalab as a user runs it (Hydra config, ``metalab.run``'s data
+* ``pipeline/<engine>``: metalab as a user runs it (Hydra config, ``metalab.run.training``'s data
   module, model, loggers and Lightning trainer with its progress bar); one per ``--engines``;
 * ``learn2learn``: learn2learn's own recipe (examples/vision/maml_omniglot.py): Taskset
   pipeline over the same images, ``MAML.clone()/.adapt()`` per task, Adam outer step;
@@ -198,7 +198,7 @@ def compose(args, engine: str, run_dir: Path, algorithm: str = "maml"):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from metalab.config import CONF_DIR
+    from metalab.run.config import CONF_DIR
 
     steps = args.warmup + args.steps
     overrides = [
@@ -236,12 +236,12 @@ def conv4(device: torch.device) -> torch.nn.Module:
 # -- 1. metalab's pipeline ----------------------------------------------------------------------
 def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path,
                    algorithm: str = "maml") -> dict:
-    """metalab.run.run without its test phase, with a clock on the training steps."""
+    """metalab.run.training.run without its test phase, with a clock on the training steps."""
     from omegaconf import OmegaConf
 
-    from metalab import run as pipeline
-    from metalab.config import check_config
-    from metalab.inner_loop import resolve_engine
+    from metalab.algorithms.inner_loop import resolve_engine
+    from metalab.run import training as pipeline
+    from metalab.run.config import check_config
 
     run_dir = out_dir / f"{algorithm}-{engine}"
     cfg = compose(args, engine, run_dir, algorithm)
@@ -453,7 +453,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     import_metalab()
     device = torch.device(args.device)
-    torch.set_float32_matmul_precision("high")  # what metalab.run sets: the same for all
+    torch.set_float32_matmul_precision("high")  # what metalab.run.training sets: the same for all
     env = environment(device)
     print(" ".join(f"{k}={v}" for k, v in env.items()))
     print(f"workload: MAML second order, conv4, {WAYS}-way {SHOTS}-shot {QUERIES} queries, "

@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from metalab.config import CONF_DIR
+from metalab.run.config import CONF_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 OMNIGLOT_SMALL = (ROOT / "../shared/data/omniglot-small").resolve()
@@ -62,7 +62,7 @@ def trained_model(cfg, run_dir: Path, ckpt: str = "best"):
     """A finished run's model with the weights of one of its checkpoints, and its DataModule."""
     import torch
 
-    from metalab.run import build_datamodule, build_model
+    from metalab.run.training import build_datamodule, build_model
 
     datamodule = build_datamodule(cfg)
     datamodule.load()
@@ -82,7 +82,7 @@ def run_cli(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,
 
 
 def train_cli(run_dir: Path, *overrides: str, **kwargs) -> subprocess.CompletedProcess:
-    return run_cli("train", f"hydra.run.dir={run_dir}", *overrides, **kwargs)
+    return run_cli("run.train", f"hydra.run.dir={run_dir}", *overrides, **kwargs)
 
 
 def read_results(run_dir: Path) -> dict:

@@ -32,7 +32,7 @@ def grid(tmp_path_factory):
 def seed_sweep(tmp_path_factory):
     """ProtoNet and MAML, 3 seeds each, on glyphs: 6 jobs of a tiny budget."""
     sweep = tmp_path_factory.mktemp("seeds") / "algos"
-    proc = run_cli("train", "-m", f"hydra.sweep.dir={sweep}", "algorithm=protonet,maml",
+    proc = run_cli("run.train", "-m", f"hydra.sweep.dir={sweep}", "algorithm=protonet,maml",
                    "seed=0,1,2", *TINY, "logger=csv", "algorithm.meta_batch=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep

@@ -1,5 +1,6 @@
-"""metalab.stats' t distribution, paired t test and Holm correction against scipy.stats and
-against Holm's procedure as he states it; and the number formatting of metalab-compare."""
+"""metalab.compare.statistics' t distribution, paired t test and Holm correction against
+scipy.stats and against Holm's procedure as he states it; and the number formatting of
+metalab-compare."""
 
 import math
 
@@ -7,8 +8,8 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from metalab import stats
 from metalab.compare import numbers as fmt
+from metalab.compare import statistics as stats
 
 
 @pytest.mark.parametrize("df", [1, 2, 4, 9, 29, 99, 1000])

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from conftest import compose_train
-from metalab.config import CONF_DIR, check_config
 from metalab.errors import ConfigError
-from metalab.run import build_model
+from metalab.run.config import CONF_DIR, check_config
+from metalab.run.training import build_model
 
 
 def options(group):
@@ -92,7 +92,7 @@ def test_search_optimises_val_mse_downwards_for_regression(dataset, direction):
     itself, the best validation value of best.ckpt, is checked in test_resume)."""
     from omegaconf import OmegaConf
 
-    import metalab.sweep  # noqa: F401  (registers the resolver conf/search uses)
+    import metalab.run.sweep  # noqa: F401  (registers the resolver conf/search uses)
 
     search = OmegaConf.load(Path(CONF_DIR) / "search" / "_optuna.yaml")
     cfg = OmegaConf.to_container(compose_train([f"dataset={dataset}", "backbone=mlp",

@@ -3,7 +3,7 @@
 import torch
 
 from conftest import compose_train
-from metalab.run import build_datamodule
+from metalab.run.training import build_datamodule
 
 
 def datamodule(*overrides):

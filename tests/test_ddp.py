@@ -8,7 +8,7 @@ import torch
 
 from conftest import compose_train, read_csv, read_results, train_cli
 from metalab.errors import ConfigError
-from metalab.run import build_datamodule
+from metalab.run.training import build_datamodule
 
 BUDGET = ["steps=4", "val_every=2", "val_episodes=4", "test_episodes=6", "eval_batch=2",
           "algorithm.meta_batch=4", "dataset.queries=5", "logger=csv"]

@@ -143,8 +143,8 @@ def test_metalab_cache_moves_the_cache(default, tmp_path, monkeypatch):
     import shutil
 
     from conftest import compose_train
-    from metalab.config import CONF_DIR
     from metalab.data.datamodule import load_sources
+    from metalab.run.config import CONF_DIR
 
     monkeypatch.setenv("METALAB_CACHE", str(tmp_path / "elsewhere"))
     datasets = sorted(p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml"))

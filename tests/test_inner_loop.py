@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metalab.algorithms.inner_loop import CPU_ENGINE, SGD, Adam, InnerLoop, Mode, resolve_engine
 from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
 from metalab.errors import ConfigError
-from metalab.inner_loop import CPU_ENGINE, SGD, Adam, InnerLoop, Mode, resolve_engine
 
 ENGINES = ("loop", "vmap")
 

@@ -21,13 +21,13 @@ from conftest import (
     needs_omniglot,
     trained_model,
 )
+from metalab.algorithms.inner_loop import InnerLoop
 from metalab.algorithms.maml import MAML
 from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
-from metalab.inner_loop import InnerLoop
-from metalab.run import build_datamodule, build_model, run
+from metalab.run.training import build_datamodule, build_model, run
 
 # Real handwritten characters where the small Omniglot sets are, else (never under CI=true,
 # where the test then fails on the missing folder) the procedural glyphs.

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import compose_train, train_cli
-from metalab.config import check_config, input_shape
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
-from metalab.run import build_model
+from metalab.run.config import check_config, input_shape
+from metalab.run.training import build_model
 from test_ddp import SGD, one_and_two_processes_agree
 
 METHODS = ("anil", "r2d2", "metaoptnet", "matching", "relation")

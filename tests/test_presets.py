@@ -20,7 +20,7 @@ from conftest import (
     needs_omniglot,
     run_cli,
 )
-from metalab.config import CONF_DIR
+from metalab.run.config import CONF_DIR
 from test_zoo import write_mini
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -365,7 +365,7 @@ def preset_runs(tmp_path_factory) -> dict[str, tuple]:
     runs = {}
     for i, (overrides, names) in enumerate(groups.items()):
         sweep = root / f"group{i}"
-        proc = run_cli("train", "-m", f"experiment={','.join(names)}", *overrides, *BUDGET,
+        proc = run_cli("run.train", "-m", f"experiment={','.join(names)}", *overrides, *BUDGET,
                        f"hydra.sweep.dir={sweep}",
                        "hydra.sweep.subdir=${hydra.runtime.choices.experiment}",
                        env={"OMP_NUM_THREADS": "1"})

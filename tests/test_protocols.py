@@ -1,7 +1,8 @@
-"""Evaluation protocols (metalab.protocols): under `inductive` a query's logits depend only on the
-support set and that query, under `transductive` they depend on the other queries; the batch
-norm of each inductive mode matches an independent construction; the protocol travels from the
-config to results.json, the printed results and metalab-eval; DDP gives the same numbers."""
+"""Evaluation protocols (algorithms/protocols.py): under `inductive` a query's logits depend
+only on the support set and that query, under `transductive` they depend on the other queries;
+the batch norm of each inductive mode matches an independent construction; the protocol travels
+from the config to results.json, the printed results and metalab-eval;
+DDP gives the same numbers."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import compose_train, train_cli
-from metalab.config import CONF_DIR, check_config
+from metalab.algorithms.protocols import Protocol
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
-from metalab.evaluate import evaluate
-from metalab.protocols import Protocol
-from metalab.results import print_results
-from metalab.run import build_model
+from metalab.run.config import CONF_DIR, check_config
+from metalab.run.evaluate import evaluate
+from metalab.run.training import build_model
+from metalab.tracking.summary import print_results
 from test_ddp import finish
 
 WAYS, SHOTS, QUERIES = 3, 2, 2

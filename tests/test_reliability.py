@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from conftest import TINY, compose_train
-from metalab import rundir
 from metalab.errors import ConfigError, RunError, user_error
-from metalab.run import run
+from metalab.run import rundir
+from metalab.run.training import run
 
 ARGS = [*TINY, "logger=csv", "dataset.queries=5", "pixel_baseline=false"]
 
@@ -210,7 +210,7 @@ def test_run_folders_of_runs_started_together_differ():
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from metalab.config import CONF_DIR
+    from metalab.run.config import CONF_DIR
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(CONF_DIR, version_base="1.3"):
@@ -230,7 +230,7 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(tmp_path, one_thread):
 
 
 def test_results_json_is_strict_json_with_null_for_non_finite(tmp_path):
-    from metalab.results import write_results
+    from metalab.tracking.summary import write_results
 
     write_results(tmp_path, {"test/acc": float("nan"), "test/loss": float("inf"),
                              "test/episodes": 10.0}, {})
@@ -265,7 +265,7 @@ def test_a_damaged_dataset_cache_is_rebuilt_saying_so(tmp_path, capfd):
 
 
 def test_config_targets_outside_the_allow_list_are_refused(tmp_path):
-    from metalab.config import check_targets
+    from metalab.run.config import check_targets
 
     made = tmp_path / "made-by-config"
     cfg = compose_train([*ARGS, f"+dataset.load.path={made}",
@@ -283,7 +283,7 @@ def test_config_targets_outside_the_allow_list_are_refused(tmp_path):
 def test_every_shipped_config_passes_the_allow_list():
     from omegaconf import OmegaConf
 
-    from metalab.config import CONF_DIR, allowed_target, find_targets
+    from metalab.run.config import CONF_DIR, allowed_target, find_targets
 
     targets = {target for group in ("algorithm", "backbone", "dataset", "logger")
                for path in Path(CONF_DIR, group).glob("*.yaml")

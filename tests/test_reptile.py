@@ -16,7 +16,7 @@ from metalab.algorithms.reptile import Reptile
 from metalab.backbones.mlp import MLP
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
-from metalab.run import build_model, run
+from metalab.run.training import build_model, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,7 +134,7 @@ def test_training_steps_use_inner_batch_minibatches_of_the_support_set():
 
 
 def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
-    from metalab.inner_loop import InnerLoop
+    from metalab.algorithms.inner_loop import InnerLoop
 
     engines = []
     run_inner = InnerLoop.run

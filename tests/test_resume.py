@@ -6,7 +6,7 @@ for.
 
 Mutant it catches (a resume from best.ckpt replays the steps after it and, training tasks being
 a function of the step, ends in the same weights: the log line naming the checkpoint tells;
-src/metalab/run.py, resume_checkpoint)::
+src/metalab/run/training.py, resume_checkpoint)::
 
     -    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
     +    found = [run_dir / "checkpoints" / "best.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from conftest import ROOT, assert_best_checkpoint, read_csv, read_results, train_cli
-from metalab.run import resume_checkpoint
-from metalab.sweep import best_validation
+from metalab.run.sweep import best_validation
+from metalab.run.training import resume_checkpoint
 
 STEPS = 40
 COMMON = [f"steps={STEPS}", "val_every=4", "val_episodes=3", "test_episodes=5", "eval_batch=5",
@@ -56,7 +56,7 @@ def checkpoint_steps(run_dir) -> tuple[int, int] | None:
 
 
 def stop_when_best_differs_from_last(run_dir, args, sig) -> tuple[int, int]:
-    cmd = [sys.executable, "-m", "metalab.train", f"hydra.run.dir={run_dir}", *args]
+    cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}", *args]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "WANDB_MODE": "offline", **ONE_THREAD})
     steps = None

@@ -228,8 +228,8 @@ def test_meta_gradient_matches_learn2learn(one_thread, first_order):
     rollouts, with torch.distributions' Gaussian log-likelihood."""
     import learn2learn as l2l
 
-    from metalab.rl.datamodule import TaskBatch
-    from metalab.run import build_model
+    from metalab.rl.tasks import TaskBatch
+    from metalab.run.training import build_model
 
     model = build_model(compose_train([*RL, f"algorithm.first_order={first_order}"]))
     torch.manual_seed(0)
@@ -293,7 +293,7 @@ def test_end_to_end_results_and_wandb(one_process):
 
 
 def test_test_tasks_are_fixed_by_eval_seed():
-    from metalab.run import build_datamodule
+    from metalab.run.training import build_datamodule
 
     plans = []
     for seed, eval_seed in ((0, 2024), (1, 2024), (0, 7)):
@@ -319,7 +319,7 @@ def test_two_processes_equal_one(tmp_path, one_process):
 @pytest.mark.slow
 def test_sigkill_then_resume_continues_with_the_same_tasks(tmp_path, one_process):
     run_dir = tmp_path / "resumed"
-    cmd = [sys.executable, "-m", "metalab.train", f"hydra.run.dir={run_dir}", *TINY, *RL, *SGD]
+    cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}", *TINY, *RL, *SGD]
     env = {**os.environ, "WANDB_MODE": "offline", **ONE_THREAD}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env)
@@ -355,7 +355,7 @@ ERRORS = [
 def test_user_error_is_one_line(tmp_path, overrides, expected):
     """Raised before any work, as the ConfigError that the entry points print in one line
     (tests/test_errors.py checks that printing)."""
-    from metalab.run import run
+    from metalab.run.training import run
 
     run_dir = tmp_path / "run"
     with pytest.raises(Exception) as caught:

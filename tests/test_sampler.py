@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from metalab.data.episodes import EpisodeShape
 from metalab.data.sampler import ClassIndex, ImageEpisodes, generator
 from metalab.data.tensors import ImageSplit
 from metalab.errors import ConfigError
@@ -58,11 +59,11 @@ def test_class_index_checks_feasibility():
     assert fewest < 6
     index = ClassIndex(labels, 4)
     with pytest.raises(ConfigError, match=r"dataset.ways=5: the test split has only 4 classes"):
-        index.check("test", "", 5, 2)
+        index.check("test", EpisodeShape(5, 1, 1))
     message = rf"train_shots \+ dataset.train_queries={fewest + 1}.*only {fewest} samples"
     with pytest.raises(ConfigError, match=message):
-        index.check("train", "train_", 3, fewest + 1)
-    index.check("test", "", 4, fewest)  # exactly enough is fine
+        index.check("train", EpisodeShape(3, 1, fewest, training=True))
+    index.check("test", EpisodeShape(4, 1, fewest - 1))  # exactly enough is fine
 
 
 def test_tasks_of_different_steps_differ():
@@ -97,5 +98,5 @@ def test_augment_gets_each_task_with_its_own_generator():
 def test_a_task_needs_two_classes():
     index_source = ImageEpisodes(make_split(), mean=(0.0,), std=(1.0,), name="val")
     with pytest.raises(ConfigError) as err:
-        index_source.check("train_", 1, 1, 1)
+        index_source.check(EpisodeShape(1, 1, 1, training=True))
     assert str(err.value) == "dataset.train_ways=1: a classification task needs ways >= 2"

@@ -18,9 +18,9 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from conftest import ROOT, TINY, run_cli, train_cli
-from metalab.config import CONF_DIR
 from metalab.errors import ConfigError
-from metalab.launch import check_slurm
+from metalab.run.config import CONF_DIR
+from metalab.run.launch import check_slurm
 from slurm_cluster import PARTITION, slurm_cluster  # noqa: F401  (a fixture)
 
 # The local node may have only 2 CPUs: a two-task job takes both, one CPU per task.
@@ -39,7 +39,7 @@ class Sweep:
     def __init__(self, sweep_dir: Path, env: dict, *overrides: str):
         self.dir, self.env = sweep_dir, {**os.environ, **env}
         self.log = sweep_dir.with_suffix(".log")
-        cmd = [sys.executable, "-m", "metalab.train", "-m", *SUBMIT,
+        cmd = [sys.executable, "-m", "metalab.run.train", "-m", *SUBMIT,
                f"hydra.sweep.dir={sweep_dir}", *overrides]
         with open(self.log, "w") as out:
             self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
@@ -165,7 +165,7 @@ def test_warning_signal_saves_requeues_and_resumes_the_same_run(sweeps, tmp_path
 
 def test_slurm_local_takes_the_submitit_path_without_a_cluster(tmp_path):
     """launcher=slurm_local: one process per job, which starts the extra DDP rank itself."""
-    proc = run_cli("train", "-m", "launcher=slurm_local", f"hydra.sweep.dir={tmp_path}",
+    proc = run_cli("run.train", "-m", "launcher=slurm_local", f"hydra.sweep.dir={tmp_path}",
                    "hardware=ddp_cpu", "algorithm.meta_batch=2", "logger=csv", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "0" / "results.json").read_text())["test/episodes"] == 10
@@ -194,7 +194,7 @@ def test_resources_that_do_not_match_the_hardware_are_refused(overrides, key):
 
 def refused(tmp_path: Path, *args: str, env: dict | None = None) -> str:
     """Runs metalab-train, expects the one-line refusal before anything is submitted or run."""
-    proc = run_cli("train", *args, f"hydra.sweep.dir={tmp_path}/sweep",
+    proc = run_cli("run.train", *args, f"hydra.sweep.dir={tmp_path}/sweep",
                    f"hydra.run.dir={tmp_path}/run", env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()

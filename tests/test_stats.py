@@ -6,7 +6,7 @@ import pytest
 import torch
 from scipy import stats
 
-from metalab.stats import mean_ci95
+from metalab.compare.statistics import mean_ci95
 
 
 @pytest.mark.parametrize("values", [[0.2, 0.4, 0.4, 1.0], [3.0, -1.5], list(range(37))])

@@ -32,9 +32,9 @@ from hydra_plugins.metalab_optuna_sweeper._impl import (
     search_space,
 )
 from hydra_plugins.metalab_optuna_sweeper.config import OptunaSweeperConf
-from metalab import sweep as _sweep  # also registers the resolver conf/search uses
-from metalab.config import CONF_DIR
-from metalab.launch import free_port
+from metalab.run import sweep as _sweep  # also registers the resolver conf/search uses
+from metalab.run.config import CONF_DIR
+from metalab.run.launch import free_port
 from metalab.tracking.wandb import run_id
 
 with warnings.catch_warnings():  # W&B's sweep engine still names a pydantic v1 config key
@@ -60,7 +60,7 @@ def grid_sweep(tmp_path_factory) -> Path:
     session: test_compare compares it."""
     if not _GRID:
         sweep_dir = tmp_path_factory.mktemp("grid") / "lr-shots"
-        proc = run_cli("train", "-m", f"hydra.sweep.dir={sweep_dir}",
+        proc = run_cli("run.train", "-m", f"hydra.sweep.dir={sweep_dir}",
                        "algorithm.optimizer.lr=0.001,0.002", "dataset.shots=1,2", *TINY)
         assert proc.returncode == 0, proc.stderr[-3000:]
         _GRID.append(sweep_dir)
@@ -95,7 +95,7 @@ def test_grid_jobs_are_finished_wandb_runs_of_one_group(tmp_path_factory):
 
 
 def test_failed_grid_jobs_are_recorded_and_the_grid_goes_on(tmp_path):
-    proc = run_cli("train", "-m", f"hydra.sweep.dir={tmp_path}", "dataset.shots=0,-1", *TINY,
+    proc = run_cli("run.train", "-m", f"hydra.sweep.dir={tmp_path}", "dataset.shots=0,-1", *TINY,
                    *CSV)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job, shots in (("0", 0), ("1", -1)):  # the second job ran after the first failed
@@ -128,11 +128,12 @@ def test_optuna_search_records_failed_and_interrupted_trials_and_continues_its_s
     storage = f"sqlite:///{sweep_dir}/optuna.db"
     args = ["-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={sweep_dir}", *TINY, *CSV]
     # the first trial fails (dataset.shots=0), the second trains
-    first = run_cli("train", *args, "hydra.sweeper.n_trials=2", "dataset.shots=${hydra:job.num}")
+    first = run_cli("run.train", *args, "hydra.sweeper.n_trials=2",
+                    "dataset.shots=${hydra:job.num}")
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Best value" in first.stdout + first.stderr
     # a worker killed in the middle of its trial leaves it RUNNING
-    killed = subprocess.Popen([sys.executable, "-m", "metalab.train", *args,
+    killed = subprocess.Popen([sys.executable, "-m", "metalab.run.train", *args,
                                "hydra.sweeper.n_trials=1"], cwd=ROOT, stderr=subprocess.PIPE,
                               text=True, start_new_session=True,
                               env={**os.environ, "WANDB_MODE": "offline"})
@@ -142,7 +143,7 @@ def test_optuna_search_records_failed_and_interrupted_trials_and_continues_its_s
         os.killpg(killed.pid, signal.SIGKILL)
         killed.communicate()
     # continued where it stopped: same sweep folder, same study; the interrupted trial is failed
-    again = run_cli("train", *args, "hydra.sweeper.n_trials=1")
+    again = run_cli("run.train", *args, "hydra.sweeper.n_trials=1")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (f"marked interrupted trial(s) of study protonet as failed: 2 (its worker "
             f"(pid {killed.pid}) has stopped)") in again.stderr
@@ -181,7 +182,7 @@ def pruned_search(tmp_path_factory) -> Path:
                                     storage=f"sqlite:///{sweep_dir}/optuna.db")
         for lr in (1e-3, 1e3):
             study.enqueue_trial({"algorithm.optimizer.lr": lr, "dataset.train_ways": 5})
-        proc = run_cli("train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={sweep_dir}",
+        proc = run_cli("run.train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={sweep_dir}",
                        "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=median",
                        "hydra.sweeper.median.n_startup_trials=1", *TINY)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -256,7 +257,7 @@ def test_workers_on_one_journal_file_share_the_study(tmp_path):
     do): every trial runs once, none is lost."""
     sweep_dir = tmp_path / "search"
     journal = sweep_dir / "optuna.journal"  # what storage=journal means
-    cmd = [sys.executable, "-m", "metalab.train", "-m", f"{SEARCH}=protonet",
+    cmd = [sys.executable, "-m", "metalab.run.train", "-m", f"{SEARCH}=protonet",
            f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.storage=journal",
            "hydra.sweeper.n_trials=2", *TINY, *CSV, "steps=2", "val_every=2", "test_episodes=5",
            "pixel_baseline=false"]
@@ -287,7 +288,7 @@ def test_workers_on_one_journal_file_share_the_study(tmp_path):
 ], ids=["sampler", "pruner", "storage"])
 def test_bad_sweeper_settings_get_one_line(tmp_path, override, message):
     (tmp_path / "file").write_text("a file, not a folder")
-    proc = run_cli("train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={tmp_path}/sweep",
+    proc = run_cli("run.train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={tmp_path}/sweep",
                    override.format(tmp=tmp_path), *TINY, *CSV)
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
@@ -296,7 +297,7 @@ def test_bad_sweeper_settings_get_one_line(tmp_path, override, message):
 
 
 def test_optuna_search_needs_validation_episodes(tmp_path):
-    proc = run_cli("train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={tmp_path}", *TINY,
+    proc = run_cli("run.train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={tmp_path}", *TINY,
                    *CSV, "val_episodes=0")
     assert proc.returncode == 2
     assert "val_episodes=0: an Optuna search optimises the validation metric" in proc.stderr
@@ -433,7 +434,7 @@ def test_wandb_sweep_validates_and_suggests_hydra_overrides(path):
     assert sweeps.schema_violations_from_proposed_config(sweep) == []
     suggested = sweeps.next_run(sweeps.SweepConfig(sweep), [], validate=True)
     command = agent_command(sweep, suggested)
-    assert command[:4] == ["/usr/bin/env", "python", "-m", "metalab.train"]
+    assert command[:4] == ["/usr/bin/env", "python", "-m", "metalab.run.train"]
     cfg = compose_train(command[4:])  # Hydra takes every argument as it is
     assert sweep["metric"]["name"] in ("val/acc", "val/mse")
     for key, value in suggested.config.items():

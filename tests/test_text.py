@@ -10,15 +10,15 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, TINY, compose_train, train_cli
+from metalab.algorithms.baselines import bag_of_words_nearest_neighbour
+from metalab.algorithms.inner_loop import SGD, InnerLoop, Mode
 from metalab.backbones.text import TextCNN, TextTransformer
-from metalab.baselines import bag_of_words_nearest_neighbour
-from metalab.config import check_config
-from metalab.data.episodes import Episodes
+from metalab.data.episodes import Episodes, EpisodeShape
 from metalab.data.sampler import generator
 from metalab.data.text import load_clinc150, load_text, read_rows
 from metalab.errors import ConfigError
-from metalab.inner_loop import SGD, InnerLoop, Mode
-from metalab.run import run
+from metalab.run.config import check_config
+from metalab.run.training import run
 
 CLINC = (ROOT / "../shared/data/clinc150").resolve()
 needs_clinc = pytest.mark.skipif(not (CLINC / "data_full.json").is_file(),
@@ -121,7 +121,7 @@ def test_clinc_vocabulary_comes_from_the_training_domains(clinc):
 def test_episodes_hold_the_requested_shots_and_queries(clinc):
     test = clinc["test"]
     ways, shots, queries = 5, 2, 3
-    test.check("", ways, shots, queries)
+    test.check(EpisodeShape(ways, shots, queries))
     idx = test.plan(generator(1), 4, ways, shots, queries)
     eps = test.episodes(idx, shots)
     assert eps.support_x.shape == (4, ways * shots, test.tokens.shape[1])

@@ -79,7 +79,7 @@ def test_wandb_offline_run_holds_the_run(glyphs_run):
 
 def test_eval_reproduces_the_run_numbers(glyphs_run, tmp_path):
     run_dir, _ = glyphs_run
-    proc = run_cli("evaluate", f"ckpt_path={run_dir}/checkpoints/best.ckpt",
+    proc = run_cli("run.evaluate", f"ckpt_path={run_dir}/checkpoints/best.ckpt",
                    f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = json.loads((tmp_path / "results.json").read_text())

@@ -18,17 +18,17 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from conftest import OMNIGLOT_SMALL, TINY, compose_train, needs_omniglot, run_cli, train_cli
-from metalab import rundir
+from metalab.run import rundir
 
 
 def entry_point(module: str, *args: str, capsys) -> tuple[int, str]:
-    """Run metalab.<module>.main() as the command line would; its exit status and stderr."""
+    """Run metalab.run.<module>.main() as the command line would; its exit status and stderr."""
     GlobalHydra.instance().clear()
     argv = sys.argv
     sys.argv = [f"metalab-{module}", *args]
     try:
         with pytest.raises(SystemExit) as stop:
-            importlib.import_module(f"metalab.{module}").main()
+            importlib.import_module(f"metalab.run.{module}").main()
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
@@ -98,7 +98,7 @@ def test_read_only_output_folder_is_one_line(tmp_path, capsys):
 
 def fake_run(tmp_path: Path, *overrides: str) -> Path:
     """A run folder as metalab-eval reads it: config.yaml and a checkpoint (weights only)."""
-    from metalab.run import build_model
+    from metalab.run.training import build_model
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -137,7 +137,7 @@ def test_eval_refuses_a_config_target_outside_the_allow_list(tmp_path):
     """The spawned metalab-eval: a run's config.yaml that would run os.mkdir stops in one line."""
     made = tmp_path / "made-by-config"
     run_dir = fake_run(tmp_path, "dataset.load._target_=os.mkdir", f"+dataset.load.path={made}")
-    proc = run_cli("evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+    proc = run_cli("run.evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
                    f"hydra.run.dir={tmp_path / 'eval'}", timeout=300)
     assert_one_line(proc.returncode, proc.stderr, "dataset.load._target_=os.mkdir",
                     "not allowed", prog="metalab-eval")
@@ -158,7 +158,7 @@ def test_ddp_cpu_and_multi_gpu_run_the_default_experiment_as_it_is(capfd):
     """ProtoNet's one episode per step cannot be split over processes: each process takes one
     (the meta-batch becomes the process count), said in one line; larger meta-batches are split
     as before."""
-    from metalab.config import check_config, spread_meta_batch
+    from metalab.run.config import check_config, spread_meta_batch
 
     cfg = compose_train(["hardware=ddp_cpu"])
     check_config(cfg)
@@ -207,5 +207,5 @@ def test_hydra_full_error_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["metalab-train", f"hydra.run.dir={tmp_path}", "seed=abc"])
     GlobalHydra.instance().clear()
     with pytest.raises(ConfigError, match="seed=abc"):
-        importlib.import_module("metalab.train").main()
+        importlib.import_module("metalab.run.train").main()
     GlobalHydra.instance().clear()

@@ -18,13 +18,13 @@ import torch
 from PIL import Image
 
 from conftest import TINY, assert_results_are_the_episode_means, compose_train, train_cli
-from metalab.config import CONF_DIR, input_shape
 from metalab.data import zoo
 from metalab.data.augment import Augment, augment, build_augment
 from metalab.data.zoo import common
 from metalab.data.zoo.common import learn2learn_datasets
 from metalab.errors import ConfigError
-from metalab.run import build_datamodule
+from metalab.run.config import CONF_DIR, input_shape
+from metalab.run.training import build_datamodule
 
 L2L = learn2learn_datasets()
 PER_CLASS = 4  # images per class in the fakes: 1 shot + 3 queries at most

@@ -79,7 +79,7 @@ def known_keys(key: str, config_name: str) -> str:
     from hydra import compose, initialize_config_dir
     from omegaconf import DictConfig, OmegaConf
 
-    from metalab.config import CONF_DIR
+    from metalab.run.config import CONF_DIR
 
     parent = key.rpartition(".")[0]
     try:

@@ -1,6 +1,6 @@
 """ANIL (Raghu, Raghu, Bengio & Vinyals 2020, "Rapid Learning or Feature Reuse?"): MAML whose
 inner loop adapts only the head. The backbone's features of each task's support and query sets
-are computed once per task (with the initial weights) and the inner loop (metalab.inner_loop:
+are computed once per task (with the initial weights) and the inner loop (inner_loop.py:
 loop, vmap or learn2learn) runs on the linear head over those features; the meta-gradient
 reaches the backbone through the features, the head's adapted weights and (second order) the
 inner gradients. All MAML options apply: ``first_order``, ``learn_inner_lr`` (Meta-SGD rates

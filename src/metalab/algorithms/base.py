@@ -14,15 +14,16 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from metalab.baselines import raw_input_baselines
+from metalab.algorithms.baselines import raw_input_baselines
+from metalab.algorithms.protocols import TRANSDUCTIVE, Protocol
+from metalab.compare.statistics import mean_ci95
 from metalab.data.episodes import Episodes
-from metalab.protocols import TRANSDUCTIVE, Protocol
-from metalab.stats import mean_ci95
+from metalab.tasks import CLASSIFICATION, REGRESSION, task_kind
 
 
 class MetaLearner(pl.LightningModule):
     #: dataset tasks this algorithm can learn
-    tasks: tuple[str, ...] = ("classification", "regression")
+    tasks: tuple[str, ...] = (CLASSIFICATION.name, REGRESSION.name)
     #: adaptation needs gradients, also under validation and test
     needs_grad_at_eval = False
 
@@ -31,11 +32,12 @@ class MetaLearner(pl.LightningModule):
                  protocol: str = "transductive", inductive_stats: str = "support", **_ignored):
         super().__init__()
         self.task = task
-        #: how validation and test episodes are predicted (metalab.protocols)
+        self.kind = task_kind(task)  # its metrics, its monitored metric
+        #: how validation and test episodes are predicted (metalab.algorithms.protocols)
         self.protocol = Protocol(protocol, inductive_stats)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.meta_batch = meta_batch
-        self.pixel_baseline = pixel_baseline and task == "classification"
+        self.pixel_baseline = pixel_baseline and self.kind.has_classes
         self._outputs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         #: per-episode metrics of the last evaluation of each split, in episode order
         self.episode_metrics: dict[str, dict[str, torch.Tensor]] = {}
@@ -64,13 +66,7 @@ class MetaLearner(pl.LightningModule):
     # -- metrics -------------------------------------------------------------------------------
     def task_metrics(self, preds: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-task query loss and accuracy (classification) or MSE (regression), ``[B]``."""
-        if self.task == "regression":
-            mse = (preds - targets).pow(2).flatten(1).mean(1)
-            return {"loss": mse, "mse": mse}
-        b, n, ways = preds.shape
-        loss = F.cross_entropy(preds.reshape(b * n, ways), targets.reshape(-1), reduction="none")
-        acc = (preds.argmax(-1) == targets).float().mean(1)
-        return {"loss": loss.view(b, n).mean(1), "acc": acc}
+        return self.kind.metrics(preds, targets)
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, episodes: Episodes, batch_idx: int) -> torch.Tensor:

@@ -8,10 +8,11 @@ import torch
 
 from metalab.algorithms.base import MetaLearner
 from metalab.data.episodes import Episodes
+from metalab.tasks import CLASSIFICATION
 
 
 class EmbeddingLearner(MetaLearner):
-    tasks = ("classification",)
+    tasks = (CLASSIFICATION.name,)
     #: the classifier itself mixes the queries it is given (Relation Networks' batch norm):
     #: an inductive protocol then scores one query at a time
     mixes_queries = False
@@ -34,7 +35,7 @@ class EmbeddingLearner(MetaLearner):
         protocol, scores = self.protocol_for(training), []
         for task in range(episodes.num_tasks):  # one forward per task: batch-norm statistics
             s, q = episodes.support_x[task], episodes.query_x[task]  # stay within the task
-            zs, zq = protocol.embed(self.embed, s, q)  # (metalab.protocols)
+            zs, zq = protocol.embed(self.embed, s, q)  # (metalab.algorithms.protocols)
             labels = episodes.support_y[task]
             if zs.dim() > zq.dim():  # support_plus_query: each query has its own support set
                 scores.append(torch.cat([self.classify(zs[i], labels, zq[i:i + 1], ways)

@@ -24,8 +24,9 @@ from torch import nn
 from metalab.algorithms.base import MetaLearner
 from metalab.errors import ConfigError, require_positive
 from metalab.rl import pg
-from metalab.rl.datamodule import TaskBatch
 from metalab.rl.pg import ESTIMATORS, LOG_STD, Params, Rollouts, per_task
+from metalab.rl.tasks import TaskBatch
+from metalab.tasks import RL
 
 
 def leaves(params: Params) -> Params:
@@ -35,7 +36,7 @@ def leaves(params: Params) -> Params:
 
 
 class MAMLRL(MetaLearner):
-    tasks = ("rl",)
+    tasks = (RL.name,)
     #: inner steps before the rollouts of the outer objective, in training
     adapt_in_training = True
 

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from metalab.algorithms.base import MetaLearner
 from metalab.data.episodes import Episodes
+from metalab.tasks import CLASSIFICATION
 
 
 def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
@@ -20,7 +21,7 @@ def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.T
 
 
 class ProtoNet(MetaLearner):
-    tasks = ("classification",)
+    tasks = (CLASSIFICATION.name,)
 
     def __init__(self, backbone, **kwargs):
         super().__init__(**kwargs)

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 import torch
 
-from metalab.algorithms.maml import GradientMetaLearner
+from metalab.algorithms.gradient import GradientMetaLearner
+from metalab.algorithms.inner_loop import SGD, Adam, Mode
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError, require_positive
-from metalab.inner_loop import SGD, Adam, Mode
 
 
 class Reptile(GradientMetaLearner):

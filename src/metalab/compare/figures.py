@@ -10,7 +10,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from metalab.compare.groups import Comparison, Group, Pairing
-from metalab.stats import t_ci95
+from metalab.compare.statistics import t_ci95
 
 CURVES = ("val/acc", "val/mse", "val/return", "val/loss", "train/acc", "train/mse",
           "train/return", "train/loss")

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metalab.compare.records import CompareError, RunRecord
+from metalab.compare.statistics import holm, mean_ci95, paired_t_test, t_ci95
 from metalab.errors import ConfigError
-from metalab.stats import holm, mean_ci95, paired_t_test, t_ci95
+from metalab.tasks import KINDS
 
 # config keys that differ between runs for reasons other than the experiment
 IGNORED = ("paths.", "logger.", "hydra.", "ckpt_path", "resume", "run_name")
@@ -91,7 +92,7 @@ class Comparison:
 
 
 #: each task kind's headline test metric and whether higher is better
-OBJECTIVES = (("test/acc", True), ("test/mse", False), ("test/return", True))
+OBJECTIVES = tuple((f"test/{kind.metric}", kind.higher_is_better) for kind in KINDS.values())
 
 
 def objective(records: list[RunRecord]) -> Objective:

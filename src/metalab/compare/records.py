@@ -103,7 +103,7 @@ def scan(patterns: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
     return runs, sorted(skipped.items())
 
 
-#: the strings of results.json: how the test episodes were evaluated (metalab.protocols)
+#: the strings of results.json: how the test episodes were evaluated (metalab.algorithms.protocols)
 PROTOCOL_KEYS = ("protocol", "inductive_stats")
 
 

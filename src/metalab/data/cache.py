@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from metalab.rundir import write_atomic
+from metalab.run.rundir import write_atomic
 
 
 def cache_key(*parts) -> str:

@@ -1,5 +1,7 @@
-"""The DataModule: loads a dataset once, holds each split on the training device, and serves
-training task batches keyed by global step and fixed evaluation episodes split across ranks."""
+"""The DataModule: loads a dataset's episode sources once (metalab.data.source), holds each split
+on the training device, and serves training task batches keyed by global step and fixed
+evaluation episodes split across ranks. It talks to the sources through their contract only:
+images, text, regression tasks and RL environments are served the same way."""
 
 from __future__ import annotations
 
@@ -9,21 +11,30 @@ import torch
 from omegaconf import DictConfig
 
 from metalab.data.augment import build_augment
+from metalab.data.episodes import EpisodeShape
 from metalab.data.sampler import ImageEpisodes, generator
+from metalab.data.source import EpisodeSource
 from metalab.data.tensors import ImageDataset
 from metalab.errors import ConfigError
 
+#: the salt of each evaluation split's episodes
+SALT = {"val": 1, "test": 2}
 
-def load_sources(dataset_cfg: DictConfig) -> dict:
-    """Instantiate the dataset's loader and wrap each split in an episode source."""
+
+def load_sources(dataset_cfg: DictConfig) -> dict[str, EpisodeSource]:
+    """The episode source of each split: from the dataset's loader (``load``), or, for meta-RL,
+    from its environment (``env``)."""
+    if "env" in dataset_cfg:
+        from metalab.rl.tasks import env_sources
+
+        return env_sources(dataset_cfg)
     augment = build_augment(dataset_cfg.get("augment"))  # checked before the heavy load
     loaded = hydra.utils.instantiate(dataset_cfg.load)
-    if isinstance(loaded, ImageDataset):
-        sources = {n: ImageEpisodes(loaded.split(n), loaded.mean, loaded.std, n)
-                   for n in ("train", "val", "test")}
-        sources["train"].augment = augment  # training episodes only
-        return sources
-    return loaded  # task generators (regression) are sources already
+    if isinstance(loaded, ImageDataset):  # training episodes only are augmented
+        return {n: ImageEpisodes(loaded.split(n), loaded.mean, loaded.std, n,
+                                 augment if n == "train" else None)
+                for n in ("train", "val", "test")}
+    return loaded  # text and regression loaders return their sources
 
 
 class _Batches:
@@ -49,19 +60,18 @@ class EpisodeDataModule(pl.LightningDataModule):
         self.meta_batch, self.seed, self.eval_seed = meta_batch, seed, eval_seed
         self.steps_per_epoch, self.eval_batch = steps_per_epoch, eval_batch
         self.n_episodes = {"val": val_episodes, "test": test_episodes}
-        self.sources: dict | None = None
+        self.sources: dict[str, EpisodeSource] | None = None
         self.plans: dict[str, torch.Tensor] = {}
         self.rank, self.world = 0, 1
 
     # -- shapes ---------------------------------------------------------------------------
     @property
     def train_shape(self) -> tuple[int, int, int]:
-        c = self.cfg
-        return c.get("train_ways", c.get("ways", 1)), c.train_shots, c.train_queries
+        return EpisodeShape.of(self.cfg, training=True).sizes
 
     @property
     def eval_shape(self) -> tuple[int, int, int]:
-        return self.cfg.get("ways", 1), self.cfg.shots, self.cfg.queries
+        return EpisodeShape.of(self.cfg, training=False).sizes
 
     # -- setup ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -70,17 +80,16 @@ class EpisodeDataModule(pl.LightningDataModule):
             return
         self.sources = load_sources(self.cfg)
         for split in ("test", "val"):
-            self.sources[split].check("", *self.eval_shape)
-        self.sources["train"].check("train_", *self.train_shape)
+            self.sources[split].check(EpisodeShape.of(self.cfg, training=False))
+        self.sources["train"].check(EpisodeShape.of(self.cfg, training=True))
         for split, n in self.n_episodes.items():
             self.plans[split] = self.fixed_plan(split, n)
 
     def fixed_plan(self, split: str, n: int) -> torch.Tensor:
         # Episode e depends only on (eval_seed, split, e): the first 100 episodes are the same
         # whether 100 or 600 are asked for, and the same for every run.
-        salt = {"val": 1, "test": 2}[split]
-        plans = [self.sources[split].plan(generator(self.eval_seed, salt, e), 1, *self.eval_shape)
-                 for e in range(n)]
+        plans = [self.sources[split].plan(generator(self.eval_seed, SALT[split], e), 1,
+                                          *self.eval_shape) for e in range(n)]
         return torch.cat(plans) if plans else torch.empty(0)
 
     def setup(self, stage: str | None = None) -> None:
@@ -101,7 +110,7 @@ class EpisodeDataModule(pl.LightningDataModule):
                                           *self.train_shape)
         share = self.meta_batch // self.world
         first, last = self.rank * share, (self.rank + 1) * share
-        # one augmentation generator per task: the same tasks for any number of ranks
+        # one generator per task (augmentation, RL's noise): the same on any number of ranks
         gens = [generator(self.seed, step, task) for task in range(first, last)]
         return self.sources["train"].episodes(plan[first:last], self.train_shape[1], gens)
 
@@ -110,7 +119,10 @@ class EpisodeDataModule(pl.LightningDataModule):
         return list(ids.split(self.eval_batch))
 
     def eval_episodes(self, split: str, ids: torch.Tensor):
-        return self.sources[split].episodes(self.plans[split][ids], self.eval_shape[1])
+        # one generator per episode, for sources with random streams (RL); images ignore them,
+        # since only training episodes are augmented
+        gens = [generator(self.eval_seed, SALT[split], int(e), 1) for e in ids]
+        return self.sources[split].episodes(self.plans[split][ids], self.eval_shape[1], gens)
 
     def train_dataloader(self):
         return _Batches(self.steps_per_epoch, self.train_episodes,

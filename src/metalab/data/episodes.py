@@ -1,10 +1,13 @@
-"""Episodes: the batch of few-shot tasks that flows from the sampler to the algorithms."""
+"""Episodes: the batch of few-shot tasks that flows from the sampler to the algorithms, and the
+shape of an episode as the config sets it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
+from omegaconf import DictConfig
 
 
 class Episodes(NamedTuple):
@@ -26,3 +29,30 @@ class Episodes(NamedTuple):
 
     def tasks(self, start: int, stop: int) -> Episodes:
         return Episodes(*(t[start:stop] for t in self))
+
+
+@dataclass(frozen=True)
+class EpisodeShape:
+    """Classes per task (1 without classes), support and query samples per class: the evaluation
+    shape (``dataset.ways/shots/queries``) or, ``training``, the ``dataset.train_*`` one."""
+
+    ways: int
+    shots: int
+    queries: int
+    training: bool = False
+
+    @classmethod
+    def of(cls, dataset: DictConfig, training: bool) -> EpisodeShape:
+        eval_ways = dataset.get("ways", 1)
+        if not training:
+            return cls(eval_ways, dataset.shots, dataset.queries)
+        return cls(dataset.get("train_ways", eval_ways), dataset.train_shots,
+                   dataset.train_queries, training=True)
+
+    def key(self, what: str) -> str:
+        """The config key of ``what`` (ways, shots or queries) in this shape."""
+        return f"dataset.{'train_' if self.training else ''}{what}"
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        return self.ways, self.shots, self.queries

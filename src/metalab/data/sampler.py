@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from metalab.data.episodes import Episodes
+from metalab.data.episodes import Episodes, EpisodeShape
 from metalab.data.tensors import ImageSplit
 from metalab.errors import ConfigError, require_positive
 
@@ -34,19 +34,15 @@ class ClassIndex:
         table = order[(offsets[:, None] + pos).clamp(max=len(labels) - 1)]
         self.table = torch.where(pos < self.counts[:, None], table, -1)  # [n_classes, width]
 
-    def check(self, split: str, key: str, ways: int, per_class: int) -> None:
+    def check(self, split: str, shape: EpisodeShape) -> None:
         n_classes = len(self.counts)
-        if ways > n_classes:
-            raise ConfigError(
-                f"dataset.{key}ways", ways, f"the {split} split has only {n_classes} classes"
-            )
-        fewest = int(self.counts.min())
+        if shape.ways > n_classes:
+            raise ConfigError(shape.key("ways"), shape.ways,
+                              f"the {split} split has only {n_classes} classes")
+        fewest, per_class = int(self.counts.min()), shape.shots + shape.queries
         if per_class > fewest:
-            raise ConfigError(
-                f"dataset.{key}shots + dataset.{key}queries",
-                per_class,
-                f"the {split} split has classes with only {fewest} samples",
-            )
+            raise ConfigError(f"{shape.key('shots')} + {shape.key('queries')}", per_class,
+                              f"the {split} split has classes with only {fewest} samples")
 
     def draw(self, gen: torch.Generator, num_tasks: int, ways: int, per_class: int,
              allowed: torch.Tensor | None = None):
@@ -64,24 +60,26 @@ class ClassIndex:
 
 
 class ImageEpisodes:
-    """Draws classification episodes from one split held on the training device."""
+    """Draws classification episodes from one split held on the training device (an
+    EpisodeSource). ``augment``: (x ``[N, C, H, W]`` in [0, 1], generator) -> x, applied to the
+    episodes made with generators (training's)."""
 
-    def __init__(self, split: ImageSplit, mean, std, name: str = "train"):
+    def __init__(self, split: ImageSplit, mean, std, name: str = "train", augment=None):
         self.name = name
         self.images = split.images
         self.index = ClassIndex(split.labels, split.n_classes)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self.augment = None  # (x [N,C,H,W] in [0,1], generator) -> x; used when given gens
+        self.augment = augment
 
     def to(self, device) -> ImageEpisodes:
         self.images = self.images.to(device)
         self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self
 
-    def check(self, prefix: str, ways: int, shots: int, queries: int) -> None:
-        check_episode_shape(prefix, ways, shots, queries)
-        self.index.check(self.name, prefix, ways, shots + queries)
+    def check(self, shape: EpisodeShape) -> None:
+        check_episode_shape(shape)
+        self.index.check(self.name, shape)
 
     def plan(self, gen: torch.Generator, num_tasks: int, ways: int, shots: int, queries: int):
         """Cheap CPU description of ``num_tasks`` tasks: sample indices ``[T, W, S+Q]``."""
@@ -112,9 +110,8 @@ def split_support_query(x: torch.Tensor, shots: int) -> Episodes:
                     flat(x[:, :, query]), flat(y[:, :, query]))
 
 
-def check_episode_shape(prefix: str, ways: int, shots: int, queries: int) -> None:
-    for key, value in ((f"{prefix}ways", ways), (f"{prefix}shots", shots)):
-        require_positive(f"dataset.{key}", value)
-    require_positive(f"dataset.{prefix}queries", queries)
-    if ways < 2:
-        raise ConfigError(f"dataset.{prefix}ways", ways, "a classification task needs ways >= 2")
+def check_episode_shape(shape: EpisodeShape) -> None:
+    for what in ("ways", "shots", "queries"):
+        require_positive(shape.key(what), getattr(shape, what))
+    if shape.ways < 2:
+        raise ConfigError(shape.key("ways"), shape.ways, "a classification task needs ways >= 2")

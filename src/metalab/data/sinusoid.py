@@ -10,11 +10,13 @@ import math
 
 import torch
 
-from metalab.data.episodes import Episodes
+from metalab.data.episodes import Episodes, EpisodeShape
 from metalab.errors import require_positive
 
 
 class SinusoidTasks:
+    """Regression tasks drawn fresh for one split (an EpisodeSource)."""
+
     def __init__(self, amplitude=(0.1, 5.0), phase=(0.0, math.pi), x_range=(-5.0, 5.0),
                  name: str = "train"):
         self.amplitude, self.phase, self.x_range = amplitude, phase, x_range
@@ -25,9 +27,9 @@ class SinusoidTasks:
         self.device = torch.device(device)
         return self
 
-    def check(self, prefix: str, ways: int, shots: int, queries: int) -> None:
-        require_positive(f"dataset.{prefix}shots", shots)
-        require_positive(f"dataset.{prefix}queries", queries)
+    def check(self, shape: EpisodeShape) -> None:
+        for what in ("shots", "queries"):
+            require_positive(shape.key(what), getattr(shape, what))
 
     def plan(self, gen: torch.Generator, num_tasks: int, ways: int, shots: int, queries: int):
         """Points ``[T, shots+queries, 2]`` holding (x, y) of each task."""

@@ -23,7 +23,7 @@ import torch
 from omegaconf import ListConfig
 
 from metalab.data.cache import cache_key, cached
-from metalab.data.episodes import Episodes
+from metalab.data.episodes import Episodes, EpisodeShape
 from metalab.data.sampler import ClassIndex, check_episode_shape, split_support_query
 from metalab.errors import ConfigError, require_positive
 
@@ -310,20 +310,20 @@ class TextEpisodes:
         self.tokens = self.tokens.to(device)
         return self
 
-    def check(self, prefix: str, ways: int, shots: int, queries: int) -> None:
-        check_episode_shape(prefix, ways, shots, queries)
-        counts, need = self.index.counts, shots + queries
+    def check(self, shape: EpisodeShape) -> None:
+        check_episode_shape(shape)
+        ways, counts, need = shape.ways, self.index.counts, shape.shots + shape.queries
         fewest = int(counts.argmin()) if len(counts) else 0
         if len(counts) and counts[fewest] < need:
-            raise ConfigError(f"dataset.{prefix}shots + dataset.{prefix}queries", need,
+            raise ConfigError(f"{shape.key('shots')} + {shape.key('queries')}", need,
                               f"label {self.class_names[fewest]!r} of the {self.name} split has "
                               f"only {int(counts[fewest])} utterances{self.where}")
-        self.index.check(self.name, prefix, ways, need)
+        self.index.check(self.name, shape)
         if self.within_domain:
             per_domain = torch.bincount(self.class_domain, minlength=len(self.domain_names))
             small = int(per_domain.argmin())
             if per_domain[small] < ways:
-                raise ConfigError(f"dataset.{prefix}ways", ways,
+                raise ConfigError(shape.key("ways"), ways,
                                   f"with within_domain=true: domain "
                                   f"{self.domain_names[small]!r} of the {self.name} split has "
                                   f"only {int(per_domain[small])} labels")

@@ -14,7 +14,7 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger as LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
-from metalab.rundir import write_atomic
+from metalab.run.rundir import write_atomic
 
 
 class _AppendingWriter(ExperimentWriter):

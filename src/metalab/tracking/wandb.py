@@ -10,14 +10,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import WandbLogger
 
-from metalab import launch
+from metalab.run import launch
+from metalab.tasks import KINDS, task_kind
 
 
 def run_tags(cfg: DictConfig) -> list[str]:
     """Tags that let the W&B run table filter by what was run."""
     d = cfg.dataset
     shape = f"{d.shots}shot"
-    if d.task == "classification":
+    if task_kind(d.task).has_classes:
         shape = f"{d.ways}way-{shape}"
     return [cfg.algorithm.name, d.name, cfg.backbone.name, shape, *cfg.get("tags", [])]
 
@@ -54,6 +55,5 @@ def wandb_logger(cfg: DictConfig, run_dir: Path, project: str, mode: str, job_ty
 def define_summaries(run) -> None:
     """Best-so-far validation summaries: the W&B run table and parallel-coordinates view then
     rank runs (and sweeps) by them without extra work. Lightning logs against this step."""
-    for metric, summary in (("val/acc", "max"), ("val/mse", "min"), ("val/return", "max"),
-                            ("val/loss", "min")):
+    for metric, summary in (*(kind.monitor for kind in KINDS.values()), ("val/loss", "min")):
         run.define_metric(metric, step_metric="trainer/global_step", summary=summary)

@@ -9,18 +9,18 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from metalab import errors
-from metalab.config import CONF_DIR
 from metalab.errors import ConfigError
+from metalab.run.config import CONF_DIR
 
 
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import RichProgressBar
 
-    from metalab.checkpoints import AtomicCheckpointIO, user_checkpoint
-    from metalab.config import check_config
-    from metalab.results import print_results, write_results
-    from metalab.run import build_datamodule, build_model, protocol_config
+    from metalab.run.checkpoints import AtomicCheckpointIO, user_checkpoint
+    from metalab.run.config import check_config
+    from metalab.run.training import build_datamodule, build_model, protocol_config
+    from metalab.tracking.summary import print_results, write_results
 
     ckpt, _step = user_checkpoint("ckpt_path", cfg.ckpt_path)  # exists, and is a checkpoint
     run_config = ckpt.resolve().parent.parent / "config.yaml"

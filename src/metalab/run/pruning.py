@@ -18,7 +18,7 @@ def trial_callbacks(metric: str) -> list[pl.Callback]:
     number = os.environ.get(TRIAL_VAR)  # set by the sweeper when it prunes
     if number is None:
         return []
-    from metalab import launch
+    from metalab.run import launch
 
     trial = None
     if launch.global_rank() == 0:

@@ -9,14 +9,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from metalab import errors, sweep  # sweep also registers the resolver that conf/search uses
-from metalab.config import CONF_DIR
+from metalab import errors
+from metalab.run import sweep  # sweep also registers the resolver that conf/search uses
+from metalab.run.config import CONF_DIR
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def _main(cfg: DictConfig) -> float | None:
     """Returns the objective of hyperparameter searches: the best validation metric."""
-    from metalab.run import run  # heavy imports after Hydra has parsed the command line
+    from metalab.run.training import run  # heavy imports after Hydra has parsed the command line
 
     run_dir = Path(cfg.paths.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -1,4 +1,4 @@
-"""Entry point of the extra local ranks started by metalab.launch (not for direct use)."""
+"""Entry point of the extra local ranks started by metalab.run.launch (not for direct use)."""
 
 import sys
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from metalab.errors import user_error
-from metalab.run import run
+from metalab.run.training import run
 
 if __name__ == "__main__":
     run_dir = Path(sys.argv[1])

@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import WandbLogger
 from rich.console import Console
 
-from metalab.rundir import write_atomic
+from metalab.run.rundir import write_atomic
 
 
 def write_results(run_dir: Path, results: dict, per_episode: dict[str, torch.Tensor],

@@ -19,12 +19,12 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from metalab.errors import ConfigError, user_error
+from metalab.tasks import task_kind
 
 SESSION_VAR = "METALAB_SEARCH_SESSION"
 
 if not OmegaConf.has_resolver("metalab_direction"):  # conf/search: the objective's direction
-    OmegaConf.register_new_resolver(
-        "metalab_direction", lambda task: "minimize" if task == "regression" else "maximize")
+    OmegaConf.register_new_resolver("metalab_direction", lambda task: task_kind(task).direction)
 
 
 class SearchSession(Callback):
@@ -52,9 +52,9 @@ class SearchSession(Callback):
 
 def run_job(cfg: DictConfig, run_dir: Path) -> float | None:
     """One job of a multirun. A failure returns None, which the Optuna sweeper records as a
-    failed trial and the grid sweeper ignores. A pruned trial (metalab.pruning) leaves
+    failed trial and the grid sweeper ignores. A pruned trial (metalab.run.pruning) leaves
     <job>/pruned.txt and a W&B run marked pruned, and raises optuna.TrialPruned to the sweeper."""
-    from metalab.run import run
+    from metalab.run.training import run
 
     wandb_cfg = OmegaConf.select(cfg, "logger.wandb")
     if wandb_cfg is not None and wandb_cfg.group is None:

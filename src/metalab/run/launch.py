@@ -3,7 +3,7 @@
 Lightning's own launcher re-runs ``sys.argv`` in each child: under a Hydra multirun that
 re-runs the whole sweep, and each child makes its own run folder. Instead the first process
 (the Hydra job) writes the resolved config into its run folder and starts the other ranks on
-that folder with ``python -m metalab.worker``; Lightning sees LOCAL_RANK and WORLD_SIZE and
+that folder with ``python -m metalab.run.worker``; Lightning sees LOCAL_RANK and WORLD_SIZE and
 treats the processes as launched externally, as under torchrun.
 
 Under SLURM (conf/launcher/slurm) srun starts one task per device and Lightning's
@@ -53,7 +53,7 @@ def spawn_local_ranks(n: int, run_dir: Path) -> list[subprocess.Popen]:
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
            "WORLD_SIZE": str(n), "NODE_RANK": "0"}
     os.environ.update(env, LOCAL_RANK="0")
-    cmd = [sys.executable, "-m", "metalab.worker", str(run_dir)]
+    cmd = [sys.executable, "-m", "metalab.run.worker", str(run_dir)]
     return [subprocess.Popen(cmd, env={**os.environ, "LOCAL_RANK": str(r)})
             for r in range(1, n)]
 

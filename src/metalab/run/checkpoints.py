@@ -12,7 +12,7 @@ from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
 from pytorch_lightning.callbacks import ModelCheckpoint
 
 from metalab.errors import ConfigError
-from metalab.rundir import write_atomic
+from metalab.run.rundir import write_atomic
 
 
 class UnreadableCheckpoint(Exception):

@@ -24,7 +24,7 @@ Engines (``engine=``):
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from functools import partial
 
@@ -34,8 +34,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.overrides import TorchFunctionMode
 
+from metalab.algorithms.protocols import TRANSDUCTIVE, Protocol
 from metalab.errors import ConfigError
-from metalab.protocols import TRANSDUCTIVE, Protocol
+from metalab.tasks import task_kind
 
 Params = dict[str, Tensor]
 
@@ -63,11 +64,6 @@ def resolve_engine(engine: str, device: torch.device) -> str:
 def check_engine(engine: str, allowed: Sequence[str] = ENGINES) -> None:
     if engine not in allowed:
         raise ConfigError("algorithm.engine", engine, f"allowed: {', '.join(allowed)}")
-
-
-def task_loss(task: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """The inner (support) loss of one task: cross-entropy of logits, or MSE."""
-    return F.mse_loss if task == "regression" else F.cross_entropy
 
 
 def detach(params: Params) -> Params:
@@ -171,7 +167,7 @@ class InnerLoop:
 
     def __init__(self, module: nn.Module, task: str = "classification"):
         self.module = module
-        self.loss = task_loss(task)
+        self.loss = task_kind(task).loss  # cross-entropy of logits, or MSE
 
     def forward(self, params: Params, x: Tensor) -> Tensor:
         return functional_call(self.module, params, (x,))
@@ -185,7 +181,7 @@ class InnerLoop:
             protocol: Protocol = TRANSDUCTIVE) -> tuple[Tensor, Params | None]:
         """Query predictions ``[B, Nq, out]`` after ``steps`` updates of ``rule`` on each task's
         support set (``batches[t]``: the support indices of step t, else the whole set), made
-        under ``protocol`` (metalab.protocols), and the adapted parameters ``[B, ...]`` when
+        under ``protocol`` (protocols.py), and the adapted parameters ``[B, ...]`` when
         ``return_params``."""
         engine = resolve_engine(engine, support_x.device)
         if mode is Mode.DETACHED:

@@ -1,5 +1,5 @@
 """One training run: data, model, trainer, fit, test, results. Shared by the Hydra entry point
-(rank 0) and the extra local ranks (metalab.worker), which read the same resolved config."""
+(rank 0) and the extra local ranks (metalab.run.worker), which read the same resolved config."""
 
 from __future__ import annotations
 
@@ -14,15 +14,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 
-from metalab import launch, rundir
-from metalab.callbacks import ResumedLogSteps, SpeedMonitor, StopOnNonFiniteLoss
-from metalab.checkpoints import AtomicCheckpointIO, RunCheckpoint, newest_readable, user_checkpoint
-from metalab.config import check_config, input_shape, processes
 from metalab.data.datamodule import EpisodeDataModule
 from metalab.errors import RunError
-from metalab.pruning import trial_callbacks
-from metalab.results import print_results, write_results
+from metalab.run import launch, rundir
+from metalab.run.callbacks import ResumedLogSteps, SpeedMonitor, StopOnNonFiniteLoss
+from metalab.run.checkpoints import (
+    AtomicCheckpointIO,
+    RunCheckpoint,
+    newest_readable,
+    user_checkpoint,
+)
+from metalab.run.config import check_config, input_shape, processes
+from metalab.run.pruning import trial_callbacks
+from metalab.tasks import task_kind
 from metalab.tracking.csv import keep_rows_before
+from metalab.tracking.summary import print_results, write_results
 
 
 def quiet_known_warnings() -> None:
@@ -34,11 +40,7 @@ def quiet_known_warnings() -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
-    from metalab.rl.datamodule import RLDataModule
-
-    # RL tasks are environment settings, not episodes of data
-    kind = RLDataModule if cfg.dataset.task == "rl" else EpisodeDataModule
-    return kind(
+    return EpisodeDataModule(
         cfg.dataset, meta_batch=cfg.algorithm.meta_batch, seed=cfg.seed, eval_seed=cfg.eval_seed,
         steps_per_epoch=cfg.val_every, val_episodes=cfg.val_episodes,
         test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch,
@@ -48,14 +50,14 @@ def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
 def build_model(cfg: DictConfig) -> pl.LightningModule:
     spec = {k: v for k, v in cfg.backbone.items() if k != "name"}  # name is for people
     backbone = hydra.utils.instantiate(spec, in_shape=input_shape(cfg.dataset), _partial_=True)
-    ways = cfg.dataset.get("train_ways", 1) if cfg.dataset.task == "classification" else 1
+    ways = cfg.dataset.get("train_ways", 1) if task_kind(cfg.dataset.task).has_classes else 1
     return hydra.utils.instantiate(cfg.algorithm, backbone=backbone, task=cfg.dataset.task,
                                    ways=ways, pixel_baseline=cfg.pixel_baseline,
                                    **protocol_config(cfg))
 
 
 def protocol_config(cfg: DictConfig) -> dict[str, str]:
-    """The evaluation protocol (metalab.protocols); a run from before protocols existed was
+    """The evaluation protocol (algorithms/protocols.py); a run from before protocols existed was
     transductive. Kept in results.json, so that compare knows what a number means."""
     protocol = {"protocol": cfg.get("protocol", "transductive")}
     if protocol["protocol"] == "inductive":
@@ -74,9 +76,7 @@ def build_loggers(cfg: DictConfig, run_dir: Path) -> list:
 
 
 def monitor(cfg: DictConfig) -> tuple[str, str]:
-    if cfg.dataset.task == "rl":
-        return ("val/return", "max")
-    return ("val/mse", "min") if cfg.dataset.task == "regression" else ("val/acc", "max")
+    return task_kind(cfg.dataset.task).monitor
 
 
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:

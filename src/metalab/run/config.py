@@ -9,11 +9,13 @@ import torch
 from hydra.utils import get_class, get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from metalab import launch, rundir
+from metalab.algorithms.protocols import check_protocol
+from metalab.data.episodes import EpisodeShape
 from metalab.errors import ConfigError, require_positive
-from metalab.protocols import check_protocol
+from metalab.run import launch, rundir
+from metalab.tasks import task_kind
 
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+CONF_DIR = str(Path(__file__).resolve().parents[3] / "conf")
 
 
 def project_root() -> str:
@@ -31,32 +33,8 @@ if not OmegaConf.has_resolver("metalab_unique"):  # conf/hydra: run folders neve
     OmegaConf.register_new_resolver("metalab_unique", rundir.unique_suffix, use_cache=True)
 
 
-#: what a dataset's samples are (``dataset.inputs``; regression data are vectors)
-INPUTS = ("image", "text")
-#: backbones to suggest for each kind of input
-SUGGEST = {"image": "conv4, resnet12 or mlp", "text": "text_cnn, text_transformer or "
-           "text_pretrained", "vector": "mlp"}
-
-
-def input_kind(dataset: DictConfig) -> str:
-    """image, text (token ids; ``inputs: text``) or vector (regression, RL observations)."""
-    if dataset.task in ("regression", "rl"):
-        return "vector"
-    kind = dataset.get("inputs", "image")
-    if kind not in INPUTS:
-        raise ConfigError("dataset.inputs", kind, f"allowed: {', '.join(INPUTS)}")
-    return kind
-
-
 def input_shape(dataset: DictConfig) -> tuple[int, ...]:
-    kind = input_kind(dataset)
-    if dataset.task == "rl":  # observations of the environment
-        return (get_class(dataset.env._target_).obs_dim,)
-    if kind == "vector":  # regression: x
-        return (1,)
-    if kind == "text":
-        return (dataset.max_length,)
-    return (dataset.channels, dataset.image_size, dataset.image_size)
+    return task_kind(dataset.task).input_shape(dataset)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -77,25 +55,24 @@ def check_config(cfg: DictConfig) -> None:
     if not isinstance(cfg.val_episodes, int) or cfg.val_episodes < 0:
         raise ConfigError("val_episodes", cfg.val_episodes, "must be an integer >= 0")
     d = cfg.dataset
-    prefixes = ("", "train_") if d.task == "classification" else ("",)
-    for prefix in prefixes:
-        for what in ("ways", "shots", "queries"):
-            if what != "ways" or d.task == "classification":
-                require_positive(f"dataset.{prefix}{what}", d[f"{prefix}{what}"])
+    kind = task_kind(d.task)
+    for training in (False, True) if kind.has_classes else (False,):
+        shape_keys = EpisodeShape(0, 0, 0, training)
+        for what in ("ways", "shots", "queries") if kind.has_classes else ("shots", "queries"):
+            require_positive(shape_keys.key(what), d[shape_keys.key(what).removeprefix("dataset.")])
     supported = get_class(cfg.algorithm._target_).tasks
-    if d.task not in supported:
+    if kind.name not in supported:
         raise ConfigError("algorithm", cfg.algorithm.name,
                           f"learns {'/'.join(supported)} tasks only, and dataset={d.name} is a "
-                          f"{d.task} dataset")
+                          f"{kind.name} dataset")
     algorithm, backbone = get_class(cfg.algorithm._target_), get_class(cfg.backbone._target_)
     algorithm.check_backbone(backbone, cfg.backbone.name)
-    kind = input_kind(d)
-    if kind not in backbone.inputs:
-        has = f"is a {d.task} dataset" if kind == "vector" else f"has {kind} inputs"
-        suggest = "policy" if d.task == "rl" else SUGGEST[kind]
+    inputs = kind.inputs(d)
+    if inputs not in backbone.inputs:
+        has = f"is a {kind.name} dataset" if inputs == "vector" else f"has {inputs} inputs"
         raise ConfigError("backbone", cfg.backbone.name,
                           f"needs {' or '.join(backbone.inputs)} inputs, and dataset={d.name} "
-                          f"{has}; use backbone={suggest}")
+                          f"{has}; use backbone={kind.suggest_backbones(d)}")
     if "path" in cfg.backbone:  # a pretrained model: a local folder, checked before any loading
         from metalab.backbones.text import require_model_folder
 
@@ -224,7 +201,7 @@ def check_override_types(cfg: DictConfig) -> None:
 def check_build(cfg: DictConfig) -> None:
     """Build the model, its optimizer and its scheduler once on the CPU (cheap, before the data
     is loaded): a value they reject names the key the user set."""
-    from metalab.run import build_model
+    from metalab.run.training import build_model
 
     with torch.random.fork_rng(devices=[]):  # the run's own random draws are untouched
         try:

@@ -1,0 +1,49 @@
+"""What MAML, ANIL and Reptile share: a backbone whose classifier head has ``ways`` outputs,
+adapted to each task by gradient steps on its support set (inner_loop.py), also at evaluation."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from metalab.algorithms.base import MetaLearner
+from metalab.algorithms.inner_loop import ENGINES, InnerLoop, check_engine
+from metalab.data.episodes import Episodes
+from metalab.errors import ConfigError, require_positive
+
+
+class GradientMetaLearner(MetaLearner):
+    """Shared by MAML and Reptile: a backbone whose classifier head has ``ways`` outputs, adapted
+    to each task by gradient steps on its support set, also at evaluation."""
+
+    needs_grad_at_eval = True
+    engines: tuple[str, ...] = ENGINES
+
+    def __init__(self, backbone, ways: int = 1, inner_lr: float = 0.4, inner_steps: int = 1,
+                 eval_inner_steps: int = 3, engine: str = "auto", eval_ways: int | None = None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        require_positive("algorithm.inner_steps", inner_steps)
+        require_positive("algorithm.eval_inner_steps", eval_inner_steps)
+        check_engine(engine, self.engines)
+        if self.kind.has_classes and eval_ways is not None and eval_ways != ways:
+            raise ConfigError("dataset.ways", eval_ways, _ways_message(ways))
+        self.ways, self.inner_lr, self.engine = ways, float(inner_lr), engine
+        self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
+        self.net = backbone(out_dim=ways)
+        self.inner = InnerLoop(self.adapted(), self.task)
+
+    def adapted(self) -> nn.Module:
+        """The part of the network the inner loop adapts (ANIL: the head only)."""
+        return self.net
+
+    def check_ways(self, episodes: Episodes) -> None:
+        """An evaluation episode must have as many classes as the head has outputs."""
+        if self.kind.has_classes:
+            ways = int(episodes.support_y.max()) + 1
+            if ways != self.ways:
+                raise ConfigError("dataset.ways", ways, _ways_message(self.ways))
+
+
+def _ways_message(ways: int) -> str:
+    return (f"the classifier head has dataset.train_ways={ways} outputs, so the evaluation "
+            f"episodes must have the same number of classes: set dataset.ways={ways}")
