@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from metalab.data import glyphs
 from metalab.data.glyphs import load_glyphs
+from metalab.data.glyphs import loading as glyphs  # where the cache is chosen
 from metalab.errors import ConfigError
 
 # a small configuration for the tests that generate more than once
@@ -87,7 +87,7 @@ def test_cache_is_reused(default, monkeypatch):
     def boom(**kwargs):
         raise AssertionError("the generator ran although the cache file exists")
 
-    monkeypatch.setattr(glyphs, "_generate", boom)
+    monkeypatch.setattr(glyphs, "generate", boom)
     again = load_glyphs(str(cache_dir))
     for sa, sb in zip(_all_splits(ds), _all_splits(again)):
         assert torch.equal(sa.images, sb.images)
@@ -130,7 +130,7 @@ def test_image_size_parameter(tmp_path):
     ],
 )
 def test_bad_arguments_raise_config_error(tmp_path, monkeypatch, kwargs, key):
-    monkeypatch.setattr(glyphs, "_generate", lambda **kw: pytest.fail("generated anyway"))
+    monkeypatch.setattr(glyphs, "generate", lambda **kw: pytest.fail("generated anyway"))
     with pytest.raises(ConfigError) as err:
         load_glyphs(str(tmp_path), **kwargs)
     assert err.value.key == key
@@ -156,6 +156,6 @@ def test_metalab_cache_moves_the_cache(default, tmp_path, monkeypatch):
     (cached,) = cache_dir.glob("glyphs-*.pt")
     (tmp_path / "elsewhere").mkdir()
     shutil.copy(cached, tmp_path / "elsewhere")
-    monkeypatch.setattr(glyphs, "_generate", lambda **kw: pytest.fail("generated anyway"))
+    monkeypatch.setattr(glyphs, "generate", lambda **kw: pytest.fail("generated anyway"))
     sources = load_sources(compose_train([]).dataset)
     assert torch.equal(sources["test"].images, ds.test.images)

@@ -13,8 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metalab.data import omniglot
-from metalab.data.omniglot import load_omniglot
+from metalab.data.omniglot import load_omniglot, reading
 from metalab.errors import ConfigError
 
 SMALL = (Path(__file__).parents[1] / "../shared/data/omniglot-small").resolve()
@@ -129,7 +128,7 @@ def test_cache_is_reused(small, cache_dir, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("rebuilt a cached set")
 
-    monkeypatch.setattr(omniglot, "_build_set", boom)
+    monkeypatch.setattr(reading, "build_set", boom)
     again = load_omniglot(str(SMALL), str(cache_dir), [SMALL1], [SMALL2])
     assert torch.equal(again.train.images, small.train.images)
     assert again.test.class_names == small.test.class_names
@@ -313,8 +312,8 @@ def test_changed_source_is_rebuilt(tmp_path, monkeypatch):
     assert first.train.images.shape[-2:] == (14, 14)
 
     built = []
-    real = omniglot._build_set
-    monkeypatch.setattr(omniglot, "_build_set", lambda *a: built.append(a[0].name) or real(*a))
+    real = reading.build_set
+    monkeypatch.setattr(reading, "build_set", lambda *a: built.append(a[0].name) or real(*a))
     load_omniglot(*args, image_size=14)
     assert built == []  # unchanged: all from the cache
     png = root / "images_evaluation" / "Gamma" / "character01" / "1050_01.png"

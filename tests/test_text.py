@@ -308,8 +308,8 @@ def test_too_few_utterances_per_label_names_the_label(tmp_path):
     sources = load_text(path, tmp_path, val_domains=["dom1"], test_domains=["dom2"])
     with pytest.raises(ConfigError, match=r"dataset.shots \+ dataset.queries=6: label 'd2l1' of "
                                           r"the test split has only 5 utterances in .*toy.jsonl"):
-        sources["test"].check("", 3, 1, 5)
-    sources["test"].check("", 3, 1, 4)
+        sources["test"].check(EpisodeShape(3, 1, 5))
+    sources["test"].check(EpisodeShape(3, 1, 4))
 
 
 @pytest.mark.parametrize(("dataset", "backbone", "message"), [

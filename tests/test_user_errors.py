@@ -64,6 +64,10 @@ TRAIN_CASES = [
                           "+dataset.wayz=<value>"]),
     (["foo=1"], ["foo", "no such key", "keys of the top level:", "steps"]),
     (["dataset.load._target_=os.mkdir"], ["dataset.load._target_=os.mkdir", "not allowed"]),
+    # a misspelt algorithm key is not dropped: it names the key and the ones the algorithm takes
+    (["+algorithm.inner_lrr=0.1", "algorithm=maml"],
+     ["algorithm.inner_lrr=0.1", "algorithm=maml has no such key", "inner_lr"]),
+    (["+algorithm.ways=3"], ["algorithm.ways=3", "algorithm=protonet has no such key"]),
 ]
 
 

@@ -9,6 +9,7 @@ in episode order, so the mean and 95% CI are the same on any number of processes
 from __future__ import annotations
 
 import contextlib
+import inspect
 
 import pytorch_lightning as pl
 import torch
@@ -29,7 +30,7 @@ class MetaLearner(pl.LightningModule):
 
     def __init__(self, optimizer, task: str = "classification", scheduler=None,
                  meta_batch: int = 1, pixel_baseline: bool = True,
-                 protocol: str = "transductive", inductive_stats: str = "support", **_ignored):
+                 protocol: str = "transductive", inductive_stats: str = "support"):
         super().__init__()
         self.task = task
         self.kind = task_kind(task)  # its metrics, its monitored metric
@@ -43,6 +44,21 @@ class MetaLearner(pl.LightningModule):
         self.episode_metrics: dict[str, dict[str, torch.Tensor]] = {}
         #: the last evaluation's summary per split: name -> float (means, CIs, episode count)
         self.summary: dict[str, dict[str, float]] = {}
+
+    @classmethod
+    def config_keys(cls) -> set[str]:
+        """The keyword arguments its ``__init__`` takes, through the ``**kwargs`` it passes up to
+        its base classes: the keys an ``algorithm`` config may set."""
+        keys = set()
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+            keys |= {p.name for p in params if p.name != "self"
+                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            if klass is MetaLearner or all(p.kind is not p.VAR_KEYWORD for p in params):
+                break
+        return keys
 
     # -- what an algorithm provides ------------------------------------------------------------
     @classmethod

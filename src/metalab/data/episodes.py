@@ -46,8 +46,9 @@ class EpisodeShape:
         eval_ways = dataset.get("ways", 1)
         if not training:
             return cls(eval_ways, dataset.shots, dataset.queries)
-        return cls(dataset.get("train_ways", eval_ways), dataset.train_shots,
-                   dataset.train_queries, training=True)
+        # RL datasets have no train_* keys: the evaluation shape
+        return cls(dataset.get("train_ways", eval_ways), dataset.get("train_shots", dataset.shots),
+                   dataset.get("train_queries", dataset.queries), training=True)
 
     def key(self, what: str) -> str:
         """The config key of ``what`` (ways, shots or queries) in this shape."""

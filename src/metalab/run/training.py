@@ -11,11 +11,12 @@ from pathlib import Path
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import RichProgressBar
 
 from metalab.data.datamodule import EpisodeDataModule
-from metalab.errors import RunError
+from metalab.errors import ConfigError, RunError
 from metalab.run import launch, rundir
 from metalab.run.callbacks import ResumedLogSteps, SpeedMonitor, StopOnNonFiniteLoss
 from metalab.run.checkpoints import (
@@ -50,10 +51,26 @@ def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
 def build_model(cfg: DictConfig) -> pl.LightningModule:
     spec = {k: v for k, v in cfg.backbone.items() if k != "name"}  # name is for people
     backbone = hydra.utils.instantiate(spec, in_shape=input_shape(cfg.dataset), _partial_=True)
-    ways = cfg.dataset.get("train_ways", 1) if task_kind(cfg.dataset.task).has_classes else 1
-    return hydra.utils.instantiate(cfg.algorithm, backbone=backbone, task=cfg.dataset.task,
-                                   ways=ways, pixel_baseline=cfg.pixel_baseline,
-                                   **protocol_config(cfg))
+    algorithm = get_class(cfg.algorithm._target_)
+    given = {"backbone": backbone, "task": cfg.dataset.task, "pixel_baseline": cfg.pixel_baseline,
+             **protocol_config(cfg)}
+    if "ways" in algorithm.config_keys():  # a classifier head: as wide as a training episode
+        has_classes = task_kind(cfg.dataset.task).has_classes
+        given["ways"] = cfg.dataset.get("train_ways", 1) if has_classes else 1
+    check_algorithm_keys(algorithm, cfg.algorithm, set(given))
+    spec = OmegaConf.to_container(cfg.algorithm, resolve=True)  # resolved against the run config
+    spec.pop("name", None)  # for people
+    return hydra.utils.instantiate(spec, **given)
+
+
+def check_algorithm_keys(algorithm: type, spec: DictConfig, given: set[str]) -> None:
+    """A key of the algorithm's config that it does not take (a misspelt one) is an error."""
+    allowed = algorithm.config_keys() - given
+    for key in spec:
+        if key not in ("_target_", "name") and key not in allowed:
+            raise ConfigError(f"algorithm.{key}", spec[key],
+                              f"algorithm={spec.get('name', algorithm.__name__)} has no such "
+                              f"key; allowed: {', '.join(sorted(allowed))}")
 
 
 def protocol_config(cfg: DictConfig) -> dict[str, str]:

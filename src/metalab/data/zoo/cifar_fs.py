@@ -9,27 +9,19 @@ class folders into ``<root>/cifarfs/processed/<split>/`` and reads those (an ima
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from metalab.data.tensors import ImageDataset
+from metalab.data.zoo.benchmark import Benchmark, load_benchmark
 from metalab.data.zoo.common import (
     SPLITS,
     ZENODO,
     Needed,
-    check_args,
     ensure_files,
     from_images,
-    learn2learn_datasets,
-    load_split,
     read_l2l,
     split_dict,
 )
-
-TITLE = "CIFAR-FS"
-# CIFAR-100 training-set pixel statistics (MetaOptNet's CIFAR-FS and FC100 recipe).
-MEAN = (129.37731888 / 255, 124.10583864 / 255, 112.47758569 / 255)
-STD = (68.20947949 / 255, 65.43124043 / 255, 70.45866994 / 255)
 
 
 def _raw(root: Path) -> list[Needed]:
@@ -39,41 +31,32 @@ def _raw(root: Path) -> list[Needed]:
     return [Needed(base / "data", how), *(Needed(splits / f"{s}.txt", how) for s in SPLITS)]
 
 
-def _processed(root: Path) -> dict[str, Needed]:
+def _files(root: Path) -> dict[str, list[Needed]]:
+    """The processed split folders learn2learn builds from the archive."""
     folder = root / "cifarfs" / "processed"
     how = f"delete {folder} and run again: learn2learn rebuilds it from {root / 'cifarfs'}"
-    return {split: Needed(folder / split, how) for split in SPLITS}
+    return {split: [Needed(folder / split, how)] for split in SPLITS}
 
 
-def _fetch(root: Path, missing: list[Needed]) -> None:
-    learn2learn_datasets().CIFARFS(str(root), mode="train", download=True)
-
-
-def _process(root: Path, download: bool) -> None:
+def _prepare(root: Path, download: bool, fetch) -> None:
     """Make learn2learn download (if asked) and build the processed split folders."""
     raw = _raw(root)
-    ensure_files(TITLE, root, raw, download, partial(_fetch, root))
-    datasets = learn2learn_datasets()
-    read_l2l(raw[0], lambda: datasets.CIFARFS(str(root), mode="train"))
+    ensure_files(CIFAR_FS.title, root, raw, download, fetch)
+    read_l2l(raw[0], lambda: CIFAR_FS.dataset_class()(str(root), mode="train"))
 
 
-def _build(root: Path, split: str, image_size: int) -> dict:
-    folder = _processed(root)[split]
-    data = read_l2l(folder, lambda: learn2learn_datasets().CIFARFS(str(root), mode=SPLITS[split]))
+def _convert(data, root: Path, split: str, files: list[Needed], image_size: int, what: str):
     images = from_images(len(data.samples), lambda i: data[i][0], lambda i: data.samples[i][0],
-                         image_size, f"{TITLE} {split}", _raw(root)[0].how)
+                         image_size, what, _raw(root)[0].how)
     return split_dict(images, data.targets, data.classes.__getitem__)
 
 
+CIFAR_FS = Benchmark(
+    "cifar_fs", "CIFAR-FS", "CIFARFS", _files, _convert, prepare=_prepare,
+    # CIFAR-100 training-set pixel statistics (MetaOptNet's CIFAR-FS and FC100 recipe)
+    mean=(0.50736203, 0.48668956, 0.44108857), std=(0.26748815, 0.2565931, 0.27630851))
+
+
 def load_cifar_fs(root: str, cache_dir: str, download: bool = False, image_size: int = 32,
-                  mean=MEAN, std=STD) -> ImageDataset:
-    """CIFAR-FS's three splits, decoded once into cached uint8 tensors."""
-    root = check_args(root, image_size, download, mean, std)
-    processed = _processed(root)
-    if not all(n.path.is_dir() for n in processed.values()):
-        _process(root, download)
-        ensure_files(TITLE, root, list(processed.values()), False, None)
-    splits = {split: load_split(cache_dir, "cifar_fs", split, image_size, [processed[split].path],
-                                partial(_build, root, split, image_size))
-              for split in SPLITS}
-    return ImageDataset(**splits, mean=tuple(mean), std=tuple(std))
+                  mean=None, std=None) -> ImageDataset:
+    return load_benchmark(CIFAR_FS, root, cache_dir, download, image_size, mean, std)

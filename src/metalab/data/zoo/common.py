@@ -5,7 +5,6 @@ samples into one uint8 tensor per split, and the cache that makes the conversion
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metalab.data.cache import cache_key, cached
+from metalab.data.cache import cache_key, cached, corrupt, signature
 from metalab.data.tensors import ImageSplit
 from metalab.errors import ConfigError, require_positive
 
@@ -95,12 +94,6 @@ def ensure_files(title: str, root: Path, needed: list[Needed], download: bool,
         raise missing_error(title, root, missing)
 
 
-def corrupt(path, how: str, err: BaseException | str) -> ConfigError:
-    why = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
-    return ConfigError("dataset.root", path, f"cannot read this file ({why}); it is truncated or "
-                                             f"corrupt: delete it and {how}")
-
-
 def check_pickle(needed: Needed) -> None:
     """Every pickle ends with the STOP opcode: a cheap check for a truncated download."""
     with open(needed.path, "rb") as fh:
@@ -109,25 +102,6 @@ def check_pickle(needed: Needed) -> None:
         fh.seek(max(size - 1, 0))
         if size == 0 or fh.read(1) != b".":
             raise corrupt(needed.path, needed.how, f"{size} bytes, no pickle end mark")
-
-
-def signature(paths: Sequence[Path]) -> tuple:
-    """Sizes and modification times of the source files (folders: of every file inside)."""
-    parts = []
-    for path in paths:
-        if path.is_dir():
-            digest = hashlib.sha256()
-            for dirpath, dirnames, filenames in os.walk(path):
-                dirnames.sort()
-                for name in sorted(filenames):
-                    st = os.stat(os.path.join(dirpath, name))
-                    rel = os.path.relpath(os.path.join(dirpath, name), path)
-                    digest.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-            parts.append((str(path.resolve()), digest.hexdigest()))
-        else:
-            st = path.stat()
-            parts.append((str(path.resolve()), st.st_size, st.st_mtime_ns))
-    return tuple(parts)
 
 
 # ----------------------------------------------------------------------------- learn2learn

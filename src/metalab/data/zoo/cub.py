@@ -10,69 +10,42 @@ images that are also in ImageNet are left out unless ``include_imagenet_duplicat
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from metalab.data.tensors import ImageDataset
-from metalab.data.zoo.common import (
-    SPLITS,
-    Needed,
-    check_args,
-    ensure_files,
-    from_images,
-    learn2learn_datasets,
-    load_split,
-    read_l2l,
-    split_dict,
-)
-from metalab.errors import ConfigError
+from metalab.data.zoo.benchmark import Benchmark, load_benchmark
+from metalab.data.zoo.common import SPLITS, Needed, from_images, learn2learn_datasets, split_dict
 
-TITLE = "CUB-200-2011"
 URL = "https://zenodo.org/record/8000562/files/CUB_200_2011.tgz"
-# ImageNet statistics: the usual choice for CUB few-shot recipes.
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 
-def _files(root: Path, bounding_box_crop: bool) -> list[Needed]:
+def _files(root: Path, bounding_box_crop: bool = False, **options) -> dict[str, list[Needed]]:
+    """The same files for every split (learn2learn hard-codes the class split)."""
     base = root / "cubirds200" / "CUB_200_2011"
     how = f"unpack {URL} into {root / 'cubirds200'}"
     names = ["images", "images.txt", "bounding_boxes.txt"] if bounding_box_crop else ["images"]
-    return [Needed(base / name, how) for name in names]
+    return dict.fromkeys(SPLITS, [Needed(base / name, how) for name in names])
 
 
-def _fetch(root: Path, missing: list[Needed]) -> None:
-    learn2learn_datasets().CUBirds200(str(root), mode="train", download=True)
-
-
-def _build(root: Path, split: str, image_size: int, options: dict) -> dict:
-    images_dir = _files(root, False)[0]
-    datasets = learn2learn_datasets()
-    data = read_l2l(images_dir,
-                    lambda: datasets.CUBirds200(str(root), mode=SPLITS[split], **options))
+def _convert(data, root: Path, split: str, files: list[Needed], image_size: int, what: str):
     # learn2learn lists files in directory order: sort, so the tensor is the same everywhere
     order = sorted(range(len(data.data)), key=lambda i: data.data[i][0])
     images = from_images(len(order), lambda i: data[order[i]][0],
-                         lambda i: data.data[order[i]][0], image_size, f"{TITLE} {split}",
-                         images_dir.how)
-    names = datasets.cu_birds200.SPLITS[SPLITS[split]]
+                         lambda i: data.data[order[i]][0], image_size, what, files[0].how)
+    names = learn2learn_datasets().cu_birds200.SPLITS[SPLITS[split]]
     return split_dict(images, [data.data[i][1] for i in order], names.__getitem__)
 
 
+CUB = Benchmark(
+    "cub", "CUB-200-2011", "CUBirds200", _files, _convert,
+    options=("include_imagenet_duplicates", "bounding_box_crop"),
+    # ImageNet statistics: the usual choice for CUB few-shot recipes
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
 def load_cub(root: str, cache_dir: str, download: bool = False, image_size: int = 84,
-             mean=MEAN, std=STD, include_imagenet_duplicates: bool = False,
+             mean=None, std=None, include_imagenet_duplicates: bool = False,
              bounding_box_crop: bool = False) -> ImageDataset:
-    """CUB's three splits, decoded and resized once into cached uint8 tensors."""
-    root = check_args(root, image_size, download, mean, std)
-    options = {"include_imagenet_duplicates": include_imagenet_duplicates,
-               "bounding_box_crop": bounding_box_crop}
-    for key, value in options.items():
-        if not isinstance(value, bool):
-            raise ConfigError(f"dataset.{key}", value, "must be true or false")
-    files = _files(root, bounding_box_crop)
-    ensure_files(TITLE, root, files, download, partial(_fetch, root))
-    splits = {split: load_split(cache_dir, "cub", split, image_size, [n.path for n in files],
-                                partial(_build, root, split, image_size, options),
-                                extra=tuple(options.items()))
-              for split in SPLITS}
-    return ImageDataset(**splits, mean=tuple(mean), std=tuple(std))
+    return load_benchmark(CUB, root, cache_dir, download, image_size, mean, std,
+                          include_imagenet_duplicates=include_imagenet_duplicates,
+                          bounding_box_crop=bounding_box_crop)

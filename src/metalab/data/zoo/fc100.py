@@ -8,54 +8,29 @@ Files (learn2learn's format, ``learn2learn.vision.datasets.FC100``; MetaOptNet's
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from metalab.data.tensors import ImageDataset
-from metalab.data.zoo.cifar_fs import MEAN, STD
-from metalab.data.zoo.common import (
-    SPLITS,
-    ZENODO,
-    Needed,
-    check_args,
-    check_pickle,
-    ensure_files,
-    from_arrays,
-    learn2learn_datasets,
-    load_split,
-    read_l2l,
-    split_dict,
-)
-
-TITLE = "FC100"
+from metalab.data.zoo.benchmark import Benchmark, load_benchmark
+from metalab.data.zoo.cifar_fs import CIFAR_FS
+from metalab.data.zoo.common import SPLITS, ZENODO, Needed, from_arrays, split_dict
 
 
-def _files(root: Path) -> dict[str, Needed]:
+def _files(root: Path) -> dict[str, list[Needed]]:
     how = f"unzip {ZENODO}/fc100.zip into {root}"
-    return {split: Needed(root / f"FC100_{split}.pickle", how) for split in SPLITS}
+    return {split: [Needed(root / f"FC100_{split}.pickle", how)] for split in SPLITS}
 
 
-def _fetch(root: Path, missing: list[Needed]) -> None:
-    learn2learn_datasets().FC100(str(root), mode="train", download=True)
-
-
-def _build(root: Path, split: str, image_size: int) -> dict:
-    source = _files(root)[split]
-    datasets = learn2learn_datasets()
-    data = read_l2l(source, lambda: datasets.FC100(str(root), mode=SPLITS[split]))
-    images = from_arrays(data.images, image_size, f"{TITLE} {split}", source)
+def _convert(data, root: Path, split: str, files: list[Needed], image_size: int, what: str):
+    images = from_arrays(data.images, image_size, what, files[0])
     return split_dict(images, data.labels, lambda label: f"cifar100_fine_{label}")
 
 
+# CIFAR-100's statistics, as for CIFAR-FS
+FC100 = Benchmark("fc100", "FC100", "FC100", _files, _convert, pickles=True,
+                  mean=CIFAR_FS.mean, std=CIFAR_FS.std)
+
+
 def load_fc100(root: str, cache_dir: str, download: bool = False, image_size: int = 32,
-               mean=MEAN, std=STD) -> ImageDataset:
-    """FC100's three splits, converted once into cached uint8 tensors."""
-    root = check_args(root, image_size, download, mean, std)
-    files = _files(root)
-    ensure_files(TITLE, root, list(files.values()), download, partial(_fetch, root))
-    for needed in files.values():
-        check_pickle(needed)
-    splits = {split: load_split(cache_dir, "fc100", split, image_size, [files[split].path],
-                                partial(_build, root, split, image_size))
-              for split in SPLITS}
-    return ImageDataset(**splits, mean=tuple(mean), std=tuple(std))
+               mean=None, std=None) -> ImageDataset:
+    return load_benchmark(FC100, root, cache_dir, download, image_size, mean, std)
