@@ -39,18 +39,12 @@ from metalab.rl.tasks import TaskBatch  # noqa: E402
 
 
 def compose_model(env_name: str, rollouts: int, extra: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from metalab.run.config import CONF_DIR
+    from metalab.run.config import compose
     from metalab.run.training import build_model
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"dataset={env_name}", "algorithm=maml_rl", "backbone=policy",
-            f"dataset.shots={rollouts}", f"dataset.queries={rollouts}",
-            "algorithm.outer_steps=1", *extra])
+    cfg = compose([f"dataset={env_name}", "algorithm=maml_rl", "backbone=policy",
+                   f"dataset.shots={rollouts}", f"dataset.queries={rollouts}",
+                   "algorithm.outer_steps=1", *extra])
     model = build_model(cfg)
     model.configure_optimizers = lambda: None
     return model

@@ -14,18 +14,15 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from metalab.run.callbacks import SpeedMonitor
-from metalab.run.config import CONF_DIR
+from metalab.run.config import compose
 from metalab.run.training import build_datamodule, build_model, build_trainer
 
 
 def main(overrides: list[str]) -> None:
     out = Path(tempfile.mkdtemp())
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["steps=60", "val_every=60", "val_episodes=0",
-                                          "logger=csv", f"paths.output_dir={out}", *overrides])
+    cfg = compose(["steps=60", "val_every=60", "val_episodes=0", "logger=csv", *overrides], out)
     datamodule = build_datamodule(cfg)
     datamodule.load()
     trainer = build_trainer(cfg, out, [])

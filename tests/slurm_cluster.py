@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 
 SCRIPTS = ROOT / "scripts" / "slurm"
 STATE_DIR = Path(os.environ.get("METALAB_SLURM_DIR", "/tmp/metalab-slurm"))

@@ -10,17 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from metalab.algorithms.anil import ANIL
-from metalab.backbones.conv4 import Conv4
-from metalab.backbones.mlp import MLP
-from metalab.data.episodes import Episodes
-from test_inner_loop import (
+from helpers.tasks import (
     _float64_one_thread,  # noqa: F401  (autouse: float64, one thread)
     assert_same,
     image_tasks,
     query_loss,
     sine_tasks,
 )
+from metalab.algorithms.anil import ANIL
+from metalab.backbones.conv4 import Conv4
+from metalab.backbones.mlp import MLP
+from metalab.data.episodes import Episodes
 
 CASES = {
     "conv4": (partial(Conv4, (1, 28, 28), hidden=8), 5, "classification", image_tasks),

@@ -6,17 +6,16 @@ import math
 import re
 import shutil
 import subprocess
-from html.parser import HTMLParser
 
 import pytest
 import wandb
 import yaml
 
-from conftest import TINY, run_cli
+from helpers import TINY, run_cli
+from helpers.report import Tables, wandb_records
 from metalab.compare import cli
 from metalab.compare.figures import CURVES
 from metalab.compare.records import from_wandb_run, load_run, scan
-from test_sweeps import grid_sweep, wandb_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI "
@@ -24,8 +23,8 @@ needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not in
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory):
-    return grid_sweep(tmp_path_factory)
+def grid(grid_sweep):
+    return grid_sweep
 
 
 @pytest.fixture(scope="module")
@@ -36,32 +35,6 @@ def seed_sweep(tmp_path_factory):
                    "seed=0,1,2", *TINY, "logger=csv", "algorithm.meta_batch=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep
-
-
-class Tables(HTMLParser):
-    """The tables of an HTML page as lists of rows of cell texts."""
-
-    def __init__(self, text: str):
-        super().__init__()
-        self.tables, self._cell = [], None
-        self.feed(text)
-
-    def handle_starttag(self, tag, attrs):
-        if tag == "table":
-            self.tables.append([])
-        elif tag == "tr":
-            self.tables[-1].append([])
-        elif tag in ("td", "th"):
-            self._cell = ""
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell += data
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "th"):
-            self.tables[-1][-1].append(self._cell)
-            self._cell = None
 
 
 def results(run_dir):

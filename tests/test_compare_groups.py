@@ -12,11 +12,11 @@ import pytest
 import scipy.stats
 import yaml
 
-from conftest import run_cli
+from helpers import run_cli
+from helpers.report import Tables
 from metalab.compare import cli
 from metalab.compare.groups import compare
 from metalab.compare.records import from_wandb_run, load_run
-from test_compare import Tables
 
 EPISODES = 30
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose_train
+from helpers import compose
 from metalab.errors import ConfigError
 from metalab.run.config import CONF_DIR, check_config
 from metalab.run.training import build_model
@@ -58,7 +58,7 @@ def refusal(dataset_cfg, algorithm, backbone):
     pytest.param(d, a, b, marks=() if in_default_suite(d, b) else pytest.mark.slow)
     for b in BACKBONES for a in ALGORITHMS for d in DATASETS])
 def test_combination_builds_or_is_refused(dataset, algorithm, backbone, tmp_path):
-    cfg = compose_train([f"dataset={dataset}", f"algorithm={algorithm}",
+    cfg = compose([f"dataset={dataset}", f"algorithm={algorithm}",
                          f"backbone={backbone}"], output_dir=tmp_path)
     reason = refusal(cfg.dataset, algorithm, backbone)
     if reason:
@@ -79,7 +79,7 @@ def test_groups_hold_the_documented_options():
 
 
 def test_episode_shape_is_set_separately_for_training():
-    cfg = compose_train(["dataset.ways=20", "dataset.train_ways=60", "dataset.train_queries=5"])
+    cfg = compose(["dataset.ways=20", "dataset.train_ways=60", "dataset.train_queries=5"])
     d = cfg.dataset
     assert (d.ways, d.train_ways, d.shots, d.train_shots, d.train_queries) == (20, 60, 1, 1, 5)
 
@@ -95,7 +95,7 @@ def test_search_optimises_val_mse_downwards_for_regression(dataset, direction):
     import metalab.run.sweep  # noqa: F401  (registers the resolver conf/search uses)
 
     search = OmegaConf.load(Path(CONF_DIR) / "search" / "_optuna.yaml")
-    cfg = OmegaConf.to_container(compose_train([f"dataset={dataset}", "backbone=mlp",
+    cfg = OmegaConf.to_container(compose([f"dataset={dataset}", "backbone=mlp",
                                                 "algorithm=maml"]))
     cfg["hydra"] = OmegaConf.to_container(search.hydra)  # unresolved: ${dataset.task} etc.
     assert OmegaConf.create(cfg).hydra.sweeper.direction == direction

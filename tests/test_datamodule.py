@@ -2,12 +2,12 @@
 
 import torch
 
-from conftest import compose_train
+from helpers import compose
 from metalab.run.training import build_datamodule
 
 
 def datamodule(*overrides):
-    dm = build_datamodule(compose_train(["test_episodes=30", "val_episodes=10", *overrides]))
+    dm = build_datamodule(compose(["test_episodes=30", "val_episodes=10", *overrides]))
     dm.load()
     return dm
 

@@ -6,30 +6,10 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from conftest import compose_train, read_csv, read_results, train_cli
+from helpers import compose
+from helpers.ddp import SMALL, one_and_two_processes_agree
 from metalab.errors import ConfigError
 from metalab.run.training import build_datamodule
-
-BUDGET = ["steps=4", "val_every=2", "val_episodes=4", "test_episodes=6", "eval_batch=2",
-          "algorithm.meta_batch=4", "dataset.queries=5", "logger=csv"]
-# One thread per process in both runs (Lightning gives each DDP process cpus / processes): a
-# convolution's backward on 1 or 2 threads sums in another order, ~1e-4 apart here. And SGD,
-# not Adam: Adam's first steps move every parameter by about lr whatever the size of its
-# gradient, so rounding in a gradient near zero would show up as a difference of lr.
-ONE_THREAD = {"OMP_NUM_THREADS": "1"}
-SGD = ["algorithm.optimizer._target_=torch.optim.SGD", "algorithm.optimizer.lr=0.1"]
-SMALL = {"protonet": SGD,
-         "maml": ["backbone.hidden=16", "algorithm.eval_inner_steps=1", *SGD],
-         "reptile": ["backbone.hidden=16", "algorithm.inner_steps=2",
-                     "algorithm.eval_inner_steps=2", "algorithm.inner_optimizer=sgd",
-                     "algorithm.inner_lr=0.1"]}
-
-
-def finish(run_dir, *overrides):
-    proc = train_cli(run_dir, *BUDGET, *overrides, env=ONE_THREAD)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    return ckpt["state_dict"], read_results(run_dir), read_csv(run_dir / "test_episodes.csv")
 
 
 @pytest.mark.e2e
@@ -45,26 +25,6 @@ def test_two_processes_equal_one(tmp_path, algorithm):
     one_and_two_processes_agree(tmp_path, algorithm, SMALL[algorithm])
 
 
-def one_and_two_processes_agree(tmp_path, algorithm: str, overrides: list[str]) -> None:
-    args = [f"algorithm={algorithm}", *overrides]
-    one, one_results, one_episodes = finish(tmp_path / "one", *args)
-    two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
-    largest = max((one[k] - two[k]).abs().max().item() for k in one)
-    print(f"{algorithm}: largest parameter difference 1 vs 2 processes: {largest:.3g}")
-    assert largest < 1e-6
-    assert one_results["test/episodes"] == two_results["test/episodes"] == 6
-    assert [row["episode"] for row in two_episodes] == [str(i) for i in range(6)]
-    assert one_episodes[0].keys() == two_episodes[0].keys() >= {"acc", "loss"}
-    for a, b in zip(one_episodes, two_episodes, strict=True):  # to the file's 6 digits
-        assert {k: float(v) for k, v in a.items()} == pytest.approx(
-            {k: float(v) for k, v in b.items()}, rel=1e-5, abs=1e-6), a["episode"]
-    losses = [float(row["loss"]) for row in one_episodes]
-    assert len(set(losses)) == len(losses)  # distinct episodes: a misordering would show
-    for key in ("test/acc", "test/acc_ci95", "test/loss"):
-        assert one_results[key] == pytest.approx(two_results[key], abs=1e-6), key
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
-
-
 def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
     """The DataModule under a real Lightning Trainer that is rank 1 of 2 (as under torchrun:
     the launcher's environment, no process group needed to ask it): its training batches are
@@ -77,7 +37,7 @@ def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
     """
     overrides = ["algorithm.meta_batch=4", "val_every=2", "val_episodes=3", "test_episodes=7",
                  "dataset.queries=2", "logger=none"]
-    whole = build_datamodule(compose_train(overrides))
+    whole = build_datamodule(compose(overrides))
     whole.load()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     for var, value in {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2", "NODE_RANK": "0",
@@ -86,7 +46,7 @@ def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
     trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
                          enable_progress_bar=False, enable_checkpointing=False)
     assert (trainer.global_rank, trainer.world_size) == (1, 2)
-    rank1 = build_datamodule(compose_train(overrides))
+    rank1 = build_datamodule(compose(overrides))
     rank1.trainer = trainer
     rank1.setup("fit")
     # augmentation draws from each task's own generator: the same on any number of ranks
@@ -97,7 +57,7 @@ def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
     for step, batch in enumerate(batches):
         assert torch.equal(batch.query_x, whole.train_episodes(step).query_x[2:])
     assert [ids.tolist() for ids in rank1.eval_ids("test")] == [[1, 3, 5]]
-    odd = build_datamodule(compose_train([*overrides, "algorithm.meta_batch=3"]))
+    odd = build_datamodule(compose([*overrides, "algorithm.meta_batch=3"]))
     odd.trainer = trainer
     with pytest.raises(ConfigError) as err:
         odd.setup("fit")

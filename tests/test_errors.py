@@ -3,7 +3,7 @@ allowed, and no traceback."""
 
 import pytest
 
-from conftest import train_cli
+from helpers import train_cli
 
 CASES = [
     # overrides, what the message must say

@@ -142,14 +142,14 @@ def test_metalab_cache_moves_the_cache(default, tmp_path, monkeypatch):
     load from the cache file there without generating."""
     import shutil
 
-    from conftest import compose_train
+    from helpers import compose
     from metalab.data.datamodule import load_sources
     from metalab.run.config import CONF_DIR
 
     monkeypatch.setenv("METALAB_CACHE", str(tmp_path / "elsewhere"))
     datasets = sorted(p.stem for p in (Path(CONF_DIR) / "dataset").glob("*.yaml"))
     for name in datasets:
-        load = compose_train([f"dataset={name}"]).dataset.get("load") or {}  # RL: no data
+        load = compose([f"dataset={name}"]).dataset.get("load") or {}  # RL: no data
         if "cache_dir" in load:
             assert load.cache_dir == str(tmp_path / "elsewhere"), name
     cache_dir, ds = default
@@ -157,5 +157,5 @@ def test_metalab_cache_moves_the_cache(default, tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     shutil.copy(cached, tmp_path / "elsewhere")
     monkeypatch.setattr(glyphs, "generate", lambda **kw: pytest.fail("generated anyway"))
-    sources = load_sources(compose_train([]).dataset)
+    sources = load_sources(compose([]).dataset)
     assert torch.equal(sources["test"].images, ds.test.images)

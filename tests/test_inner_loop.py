@@ -10,41 +10,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers.tasks import (
+    _float64_one_thread,  # noqa: F401  (autouse: float64, one thread)
+    assert_same,
+    image_tasks,
+    query_loss,
+    sine_tasks,
+)
 from metalab.algorithms.inner_loop import CPU_ENGINE, SGD, Adam, InnerLoop, Mode, resolve_engine
 from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
 from metalab.errors import ConfigError
 
 ENGINES = ("loop", "vmap")
-
-
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    # one intra-op thread: small kernels on a shared 2-core machine stall on thread hand-offs
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
-
-
-def image_tasks(num_tasks=3, ways=5, shots=1, queries=3, size=28, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    sx = torch.randn(num_tasks, ways * shots, 1, size, size, generator=g)
-    qx = torch.randn(num_tasks, ways * queries, 1, size, size, generator=g)
-    sy = torch.arange(ways).repeat_interleave(shots).expand(num_tasks, -1).contiguous()
-    qy = torch.arange(ways).repeat_interleave(queries).expand(num_tasks, -1).contiguous()
-    return sx, sy, qx, qy
-
-
-def sine_tasks(num_tasks=4, shots=10, queries=10, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    amp = 0.1 + 4.9 * torch.rand(num_tasks, 1, 1, generator=g)
-    phase = torch.pi * torch.rand(num_tasks, 1, 1, generator=g)
-    x = 10 * torch.rand(num_tasks, shots + queries, 1, generator=g) - 5
-    y = amp * torch.sin(x - phase)
-    return x[:, :shots], y[:, :shots], x[:, shots:], y[:, shots:]
 
 
 def meta_grad(net, task, tasks, engine, mode, steps=1, lr=0.4, lrs=None):
@@ -56,18 +34,6 @@ def meta_grad(net, task, tasks, engine, mode, steps=1, lr=0.4, lrs=None):
     loss = query_loss(task, preds, qy)
     wrt = list(net.parameters()) + (list(lrs.values()) if lrs else [])
     return torch.cat([g.flatten() for g in torch.autograd.grad(loss, wrt)])
-
-
-def query_loss(task, preds, qy):
-    if task == "regression":
-        return F.mse_loss(preds, qy)
-    return F.cross_entropy(preds.flatten(0, 1), qy.flatten())
-
-
-def assert_same(actual, expected, rtol=1e-6):
-    err = (actual - expected).norm() / expected.norm()
-    assert err < rtol, f"relative error {err:.2e}"
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * expected.abs().max())
 
 
 CASES = {

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from hydra.errors import InstantiationException
 
-from conftest import (
+from helpers import (
     IN_CI,
     OMNIGLOT_ARGS,
     OMNIGLOT_SMALL,
     TINY,
     assert_results_are_the_episode_means,
-    compose_train,
+    compose,
     needs_omniglot,
     trained_model,
 )
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(*overrides, output_dir="/tmp/metalab-test-unused"):
-    return compose_train(["logger=none", *overrides], output_dir=output_dir)
+    return compose(["logger=none", *overrides], output_dir=output_dir)
 
 
 def episodes(num_tasks=4, ways=5, shots=1, queries=2, seed=0) -> Episodes:

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import compose_train, train_cli
+from helpers import compose, train_cli
+from helpers.ddp import SGD, one_and_two_processes_agree
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
 from metalab.run.config import check_config, input_shape
 from metalab.run.training import build_model
-from test_ddp import SGD, one_and_two_processes_agree
 
 METHODS = ("anil", "r2d2", "metaoptnet", "matching", "relation")
 SMALL = {
@@ -49,7 +49,7 @@ COMBINATIONS = [(a, b, d) for a in METHODS for b in BACKBONES for d in SHAPES
 @pytest.mark.parametrize("algorithm, backbone, dataset", COMBINATIONS)
 def test_every_method_runs_on_every_backbone_and_image_size(algorithm, backbone, dataset,
                                                             one_thread):
-    cfg = compose_train([f"algorithm={algorithm}", f"backbone={backbone}", f"dataset={dataset}",
+    cfg = compose([f"algorithm={algorithm}", f"backbone={backbone}", f"dataset={dataset}",
                          *SHAPES[dataset], *BACKBONES[backbone], "dataset.ways=3"])
     check_config(cfg)
     model = build_model(cfg)
@@ -79,7 +79,7 @@ def test_every_method_runs_on_every_backbone_and_image_size(algorithm, backbone,
      "backbone._target_=torch.nn.Identity", "not allowed"),
 ])
 def test_bad_combinations_stop_in_check_config(overrides, key, allowed):
-    cfg = compose_train(overrides)
+    cfg = compose(overrides)
     with pytest.raises(ConfigError, match=allowed) as error:
         check_config(cfg)
     assert str(error.value).startswith(f"{key}:")

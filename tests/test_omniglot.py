@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import compose
 from metalab.data.omniglot import load_omniglot, reading
 from metalab.errors import ConfigError
 
@@ -204,18 +205,14 @@ def test_evaluation_without_new_alphabets_is_an_error(cache_dir):
 @needs_small
 def test_hydra_config_instantiates(cache_dir):
     from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    conf = Path(__file__).parents[1] / "conf" / "dataset" / "omniglot.yaml"
-    dataset = OmegaConf.load(conf)
+    from metalab.data.datamodule import loader_arguments
+
+    cfg = compose(["dataset=omniglot", f"dataset.root={SMALL}", f"dataset.background=[{SMALL1}]",
+                   f"dataset.evaluation=[{SMALL2}]", f"paths.cache_dir={cache_dir}"])
     for key in ("name", "task", "channels", "image_size", "ways", "shots", "queries", "load"):
-        assert key in dataset
-    cfg = OmegaConf.create({"paths": {"cache_dir": str(cache_dir), "data_dir": "/nowhere"}})
-    cfg.dataset = dataset
-    cfg.dataset.root = str(SMALL)
-    cfg.dataset.background = [SMALL1]
-    cfg.dataset.evaluation = [SMALL2]
-    ds = instantiate(cfg.dataset.load)
+        assert key in cfg.dataset
+    ds = instantiate(cfg.dataset.load, **loader_arguments(cfg.dataset))
     assert ds.test.n_classes == 106 and cfg.dataset.train_ways == 5
 
 

@@ -11,17 +11,17 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from conftest import (
+from helpers import (
     OMNIGLOT_ARGS,
     OMNIGLOT_SMALL,
     TINY,
     assert_results_are_the_episode_means,
-    compose_train,
+    compose,
     needs_omniglot,
     run_cli,
 )
+from helpers.benchmark_files import write_mini
 from metalab.run.config import CONF_DIR
-from test_zoo import write_mini
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 
@@ -273,7 +273,7 @@ BUDGET = [*TINY, "steps=2", "val_every=2", "val_episodes=2", "test_episodes=4", 
 
 def composed(name: str, overrides=()) -> dict:
     """The preset's config as metalab-train composes it: groups resolved, plus the top level."""
-    cfg = compose_train([f"experiment={name}", *overrides])
+    cfg = compose([f"experiment={name}", *overrides])
     out = {k: v for k, v in OmegaConf.to_container(cfg).items() if not isinstance(v, dict)}
     for group in ("dataset", "algorithm", "backbone"):
         out[group] = OmegaConf.to_container(cfg[group], resolve=True)

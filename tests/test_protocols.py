@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import compose_train, train_cli
+from helpers import compose, train_cli
+from helpers.ddp import finish
 from metalab.algorithms.protocols import Protocol
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
@@ -25,7 +24,6 @@ from metalab.run.config import CONF_DIR, check_config
 from metalab.run.evaluate import evaluate
 from metalab.run.training import build_model
 from metalab.tracking.summary import print_results
-from test_ddp import finish
 
 WAYS, SHOTS, QUERIES = 3, 2, 2
 SMALL_NET = ["backbone.hidden=8"]
@@ -50,7 +48,7 @@ INDUCTIVE = ["support", "support_plus_query"]
 def model_for(name: str, *overrides: str):
     """A freshly initialised model in float64 (so "unchanged" can mean ~1e-12)."""
     torch.manual_seed(0)
-    cfg = compose_train([*MODELS[name], *SMALL_NET, f"dataset.ways={WAYS}",
+    cfg = compose([*MODELS[name], *SMALL_NET, f"dataset.ways={WAYS}",
                          f"dataset.shots={SHOTS}", *overrides])
     return build_model(cfg).double()
 
@@ -147,7 +145,7 @@ def test_inductive_batch_norm_matches_independent_constructions():
 @pytest.mark.parametrize("key, value", [("protocol", "semi"), ("inductive_stats", "running")])
 def test_bad_protocol_is_a_config_error(key, value):
     with pytest.raises(ConfigError) as err:
-        check_config(compose_train([f"{key}={value}"]))
+        check_config(compose([f"{key}={value}"]))
     allowed = "transductive, inductive" if key == "protocol" else "support, support_plus_query"
     assert str(err.value) == f"{key}={value}: allowed: {allowed}"
 
@@ -180,9 +178,7 @@ def test_results_carry_the_protocol(inductive_run, capsys):
 
 
 def retest(run_dir: Path, out_dir: Path, *overrides: str) -> dict:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        cfg = compose("eval", [f"ckpt_path={run_dir}/checkpoints/best.ckpt", *overrides])
+    cfg = compose([f"ckpt_path={run_dir}/checkpoints/best.ckpt", *overrides], config="eval")
     return evaluate(cfg, out_dir)
 
 
@@ -234,7 +230,7 @@ PRESET_PROTOCOLS = {
 @pytest.mark.parametrize("name", sorted(PRESET_PROTOCOLS))
 def test_preset_follows_its_paper_protocol(name):
     protocol, stats = PRESET_PROTOCOLS[name]
-    cfg = compose_train([f"experiment={name}"])
+    cfg = compose([f"experiment={name}"])
     assert cfg.protocol == protocol and (stats is None or cfg.inductive_stats == stats)
     text = (Path(CONF_DIR) / "experiment" / f"{name}.yaml").read_text()
     comment = "\n".join(line for line in text.splitlines() if line.startswith("#"))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TINY, compose_train
+from helpers import TINY, compose
 from metalab.errors import ConfigError, RunError, user_error
 from metalab.run import rundir
 from metalab.run.training import run
@@ -27,7 +27,7 @@ ARGS = [*TINY, "logger=csv", "dataset.queries=5", "pixel_baseline=false"]
 
 
 def train(run_dir: Path, *extra: str) -> dict:
-    return run(compose_train([*ARGS, *extra], run_dir), run_dir)
+    return run(compose([*ARGS, *extra], run_dir), run_dir)
 
 
 def rows(run_dir: Path) -> list[dict]:
@@ -207,15 +207,8 @@ def test_a_second_run_on_a_live_folder_stops_and_a_dead_runs_lock_is_taken_over(
 
 
 def test_run_folders_of_runs_started_together_differ():
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from metalab.run.config import CONF_DIR
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        dirs = [compose("train", return_hydra_config=True).hydra.run.dir for _ in range(2)]
-        sweeps = [compose("train", return_hydra_config=True).hydra.sweep.dir for _ in range(2)]
+    dirs = [compose(hydra=True).hydra.run.dir for _ in range(2)]
+    sweeps = [compose(hydra=True).hydra.sweep.dir for _ in range(2)]
     for names in (dirs, sweeps):  # the suffixes differ, whatever the second
         suffixes = [re.fullmatch(r".*\d\d-\d\d-\d\d(_protonet-glyphs-conv4)?_([0-9a-f]{6})",
                                  name).group(2) for name in names]
@@ -268,7 +261,7 @@ def test_config_targets_outside_the_allow_list_are_refused(tmp_path):
     from metalab.run.config import check_targets
 
     made = tmp_path / "made-by-config"
-    cfg = compose_train([*ARGS, f"+dataset.load.path={made}",
+    cfg = compose([*ARGS, f"+dataset.load.path={made}",
                          "dataset.load._target_=os.mkdir"], tmp_path / "run")
     with pytest.raises(ConfigError, match=r"dataset\.load\._target_=os\.mkdir: not allowed"):
         run(cfg, tmp_path / "run")

@@ -11,7 +11,7 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
-from conftest import compose_train, trained_model
+from helpers import compose, trained_model
 from metalab.algorithms.reptile import Reptile
 from metalab.backbones.mlp import MLP
 from metalab.data.episodes import Episodes
@@ -167,7 +167,7 @@ def test_training_with_minibatches_is_deterministic():
 
 
 def test_reptile_config_and_errors():
-    cfg = compose_train(["algorithm=reptile", "steps=300"], output_dir="/tmp/unused")
+    cfg = compose(["algorithm=reptile", "steps=300"], output_dir="/tmp/unused")
     assert cfg.algorithm.scheduler.total_iters == 300
     model = build_model(cfg)
     assert isinstance(model, Reptile) and model.inner_optimizer == "adam"
@@ -190,7 +190,7 @@ def test_reptile_config_and_errors():
 
 @pytest.mark.e2e
 def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
-    cfg = compose_train([
+    cfg = compose([
         "dataset=sinusoid", "backbone=mlp", "algorithm=reptile", "logger=none", "steps=400",
         "val_every=400", "val_episodes=0", "test_episodes=100", "algorithm.inner_optimizer=sgd",
         "algorithm.inner_lr=0.02", "algorithm.inner_steps=5", "algorithm.eval_inner_steps=10",

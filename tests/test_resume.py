@@ -21,7 +21,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, assert_best_checkpoint, read_csv, read_results, train_cli
+from helpers import ROOT, assert_best_checkpoint, read_csv, read_results, train_cli
 from metalab.run.sweep import best_validation
 from metalab.run.training import resume_checkpoint
 
@@ -152,11 +152,11 @@ def test_resume_auto_takes_the_newest_checkpoint_and_never_starts_over(tmp_path)
     of a SLURM warning signal; resume=never starts over; ckpt_path wins over both."""
     import torch
 
-    from conftest import compose_train
+    from helpers import compose
 
     (tmp_path / "checkpoints").mkdir()
     last, hpc = tmp_path / "checkpoints" / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
-    cfg = compose_train([], output_dir=tmp_path)
+    cfg = compose([], output_dir=tmp_path)
     assert resume_checkpoint(cfg, tmp_path) is None  # nothing to resume
     for step, (path, age) in enumerate(((hpc, 20), (last, 10))):
         torch.save({"state_dict": {}, "global_step": step + 1}, path)  # readable
@@ -164,7 +164,7 @@ def test_resume_auto_takes_the_newest_checkpoint_and_never_starts_over(tmp_path)
     assert resume_checkpoint(cfg, tmp_path) == (last, 2)
     os.utime(hpc)
     assert resume_checkpoint(cfg, tmp_path) == (hpc, 1)
-    assert resume_checkpoint(compose_train(["resume=never"], output_dir=tmp_path),
+    assert resume_checkpoint(compose(["resume=never"], output_dir=tmp_path),
                              tmp_path) is None
-    assert resume_checkpoint(compose_train(["resume=never", f"ckpt_path={last}"],
+    assert resume_checkpoint(compose(["resume=never", f"ckpt_path={last}"],
                                            output_dir=tmp_path), tmp_path) == (last, 2)

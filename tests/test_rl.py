@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, TINY, compose_train, train_cli
+from helpers import ROOT, TINY, compose, train_cli
 from metalab.errors import user_error
 from metalab.rl import pg
 from metalab.rl.envs import HalfCheetah, Nav2D
@@ -60,7 +60,7 @@ def test_nav2d_steps_like_learn2learn_particles2d():
 
 
 def test_nav2d_task_distribution_and_horizon():
-    cfg = compose_train(["dataset=nav2d"])
+    cfg = compose(["dataset=nav2d"])
     env = Nav2D(**{k: v for k, v in cfg.dataset.env.items() if k != "_target_"})
     assert env.horizon == 100
     goals = env.sample_tasks(torch.Generator().manual_seed(0), 4000)
@@ -231,7 +231,7 @@ def test_meta_gradient_matches_learn2learn(one_thread, first_order):
     from metalab.rl.tasks import TaskBatch
     from metalab.run.training import build_model
 
-    model = build_model(compose_train([*RL, f"algorithm.first_order={first_order}"]))
+    model = build_model(compose([*RL, f"algorithm.first_order={first_order}"]))
     torch.manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():  # away from the init, so that the clipping matters
@@ -297,7 +297,7 @@ def test_test_tasks_are_fixed_by_eval_seed():
 
     plans = []
     for seed, eval_seed in ((0, 2024), (1, 2024), (0, 7)):
-        dm = build_datamodule(compose_train([*RL, f"seed={seed}", f"eval_seed={eval_seed}"]))
+        dm = build_datamodule(compose([*RL, f"seed={seed}", f"eval_seed={eval_seed}"]))
         dm.load()
         plans.append(dm.plans["test"])
     assert torch.equal(plans[0], plans[1]) and not torch.equal(plans[0], plans[2])
@@ -359,7 +359,7 @@ def test_user_error_is_one_line(tmp_path, overrides, expected):
 
     run_dir = tmp_path / "run"
     with pytest.raises(Exception) as caught:
-        run(compose_train(["logger=none", *overrides], output_dir=run_dir), run_dir)
+        run(compose(["logger=none", *overrides], output_dir=run_dir), run_dir)
     message = str(user_error(caught.value))
     assert "\n" not in message
     for text in expected:

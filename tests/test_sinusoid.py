@@ -6,13 +6,13 @@ import math
 
 import torch
 
-from conftest import compose_train
+from helpers import compose
 from metalab.data.datamodule import load_sources
 from metalab.data.sampler import generator
 
 
 def test_tasks_span_the_documented_ranges():
-    cfg = compose_train(["dataset=sinusoid", "backbone=mlp", "algorithm=maml"])
+    cfg = compose(["dataset=sinusoid", "backbone=mlp", "algorithm=maml"])
     sources = load_sources(cfg.dataset)
     points = sources["train"].plan(generator(0, 0), 2000, 1, 10, 10)  # [T, 20, (x, y)]
     x, y = points[..., 0].double(), points[..., 1].double()

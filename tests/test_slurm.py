@@ -14,12 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from conftest import ROOT, TINY, run_cli, train_cli
+from helpers import ROOT, TINY, compose, run_cli, train_cli
 from metalab.errors import ConfigError
-from metalab.run.config import CONF_DIR
 from metalab.run.launch import check_slurm
 from slurm_cluster import PARTITION, slurm_cluster  # noqa: F401  (a fixture)
 
@@ -174,10 +171,7 @@ def test_slurm_local_takes_the_submitit_path_without_a_cluster(tmp_path):
 
 
 def slurm_config(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=["launcher=slurm", *overrides],
-                       return_hydra_config=True)
+    return compose(["launcher=slurm", *overrides], hydra=True)
 
 
 @pytest.mark.parametrize(("overrides", "key"), [

@@ -16,15 +16,14 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
-from conftest import ROOT, TINY, compose_train, run_cli
+from helpers import ROOT, TINY, compose, run_cli
+from helpers.report import wandb_records
 from hydra_plugins.metalab_optuna_sweeper._impl import (
     OptunaSearch,
     grid_choices,
@@ -33,7 +32,6 @@ from hydra_plugins.metalab_optuna_sweeper._impl import (
 )
 from hydra_plugins.metalab_optuna_sweeper.config import OptunaSweeperConf
 from metalab.run import sweep as _sweep  # also registers the resolver conf/search uses
-from metalab.run.config import CONF_DIR
 from metalab.run.launch import free_port
 from metalab.tracking.wandb import run_id
 
@@ -52,32 +50,8 @@ def _search_group() -> str:
 
 
 SEARCH = _search_group()
-_GRID: list[Path] = []
-
-
-def grid_sweep(tmp_path_factory) -> Path:
-    """A 2x2 grid on glyphs with the default loggers (W&B offline and CSV), run once per test
-    session: test_compare compares it."""
-    if not _GRID:
-        sweep_dir = tmp_path_factory.mktemp("grid") / "lr-shots"
-        proc = run_cli("run.train", "-m", f"hydra.sweep.dir={sweep_dir}",
-                       "algorithm.optimizer.lr=0.001,0.002", "dataset.shots=1,2", *TINY)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        _GRID.append(sweep_dir)
-    return _GRID[0]
-
-
-def wandb_records(run_dir: Path) -> list[dict]:
-    """The records of a job's offline W&B run, read with W&B's own client."""
-    (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json",
-                           str(offline)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-
-
-def test_grid_jobs_are_finished_wandb_runs_of_one_group(tmp_path_factory):
-    sweep_dir = grid_sweep(tmp_path_factory)
+def test_grid_jobs_are_finished_wandb_runs_of_one_group(grid_sweep):
+    sweep_dir = grid_sweep
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
     assert [p.name for p in jobs] == ["0", "1", "2", "3"]
     ids = set()
@@ -305,9 +279,7 @@ def test_optuna_search_needs_validation_episodes(tmp_path):
 
 
 def compose_search(name: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return compose("train", overrides=[f"{SEARCH}={name}"], return_hydra_config=True)
+    return compose([f"{SEARCH}={name}"], hydra=True)
 
 
 @pytest.mark.parametrize("algorithm", sorted(p.stem for p in (ROOT / "conf/algorithm").glob("*")))
@@ -435,7 +407,7 @@ def test_wandb_sweep_validates_and_suggests_hydra_overrides(path):
     suggested = sweeps.next_run(sweeps.SweepConfig(sweep), [], validate=True)
     command = agent_command(sweep, suggested)
     assert command[:4] == ["/usr/bin/env", "python", "-m", "metalab.run.train"]
-    cfg = compose_train(command[4:])  # Hydra takes every argument as it is
+    cfg = compose(command[4:])  # Hydra takes every argument as it is
     assert sweep["metric"]["name"] in ("val/acc", "val/mse")
     for key, value in suggested.config.items():
         assert OmegaConf.select(cfg, key) == pytest.approx(value["value"]), key

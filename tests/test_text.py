@@ -9,7 +9,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, TINY, compose_train, train_cli
+from helpers import ROOT, TINY, compose, train_cli
 from metalab.algorithms.baselines import bag_of_words_nearest_neighbour
 from metalab.algorithms.inner_loop import SGD, InnerLoop, Mode
 from metalab.backbones.text import TextCNN, TextTransformer
@@ -32,7 +32,7 @@ CLINC_ARGS = ["dataset=clinc150", f"dataset.root={CLINC}", "dataset.queries=3", 
 @pytest.fixture(scope="module")
 def clinc():
     """CLINC150 as the runs below load it (the same cache: tokenised once per checkout)."""
-    return load_clinc150(CLINC, compose_train().paths.cache_dir)
+    return load_clinc150(CLINC, compose().paths.cache_dir)
 
 
 def rows_file(path, rows):
@@ -208,7 +208,7 @@ def test_padding_changes_nothing(one_thread):
 @pytest.mark.parametrize("algorithm", ["protonet", "maml", "fomaml", "reptile"])
 def test_tiny_run_of_each_algorithm_on_text(tmp_path, algorithm, one_thread):
     extra = {"maml": ["algorithm.engine=vmap"], "reptile": ["algorithm.eval_inner_steps=2"]}
-    cfg = compose_train([*CLINC_ARGS, *SMALL_CNN, *TINY, f"algorithm={algorithm}",
+    cfg = compose([*CLINC_ARGS, *SMALL_CNN, *TINY, f"algorithm={algorithm}",
                          *extra.get(algorithm, [])], output_dir=tmp_path)
     results = run(cfg, tmp_path)
     assert results["test/episodes"] == 10
@@ -219,7 +219,7 @@ def test_tiny_run_of_each_algorithm_on_text(tmp_path, algorithm, one_thread):
 
 @needs_clinc
 def test_tiny_run_of_the_transformer_within_domains(tmp_path, one_thread):
-    cfg = compose_train([*CLINC_ARGS, *TINY, "algorithm=protonet", "backbone=text_transformer",
+    cfg = compose([*CLINC_ARGS, *TINY, "algorithm=protonet", "backbone=text_transformer",
                          "backbone.dim=16", "backbone.heads=2", "backbone.layers=1",
                          "backbone.ff_dim=16", "dataset.within_domain=true"], output_dir=tmp_path)
     results = run(cfg, tmp_path)
@@ -252,7 +252,7 @@ def tiny_pretrained(tmp_path):
 
 def test_pretrained_encoder_from_a_local_folder(tmp_path, tiny_pretrained, one_thread):
     data = rows_file(tmp_path / "toy.jsonl", toy_rows(domains=6, labels=5, per_label=4))
-    cfg = compose_train(["dataset=text", f"dataset.root={data}", "dataset.val_domains=1",
+    cfg = compose(["dataset=text", f"dataset.root={data}", "dataset.val_domains=1",
                          "dataset.test_domains=2", "dataset.queries=2", "backbone=text_pretrained",
                          f"backbone.path={tiny_pretrained}", "logger=csv", *TINY],
                         output_dir=tmp_path / "run")
@@ -321,20 +321,20 @@ def test_too_few_utterances_per_label_names_the_label(tmp_path):
                         "text inputs"),
 ])
 def test_image_and_text_mismatch_is_refused(dataset, backbone, message):
-    cfg = compose_train([f"dataset={dataset}", f"backbone={backbone}"])
+    cfg = compose([f"dataset={dataset}", f"backbone={backbone}"])
     with pytest.raises(ConfigError) as err:
         check_config(cfg)
     assert message in str(err.value)
 
 
 def test_missing_pretrained_path_is_one_line_naming_it():
-    cfg = compose_train(["dataset=clinc150", "backbone=text_pretrained",
+    cfg = compose(["dataset=clinc150", "backbone=text_pretrained",
                          "backbone.path=/nonexistent/bert"])
     with pytest.raises(ConfigError) as err:
         check_config(cfg)  # before any data or model is loaded
     assert str(err.value).startswith("backbone.path=/nonexistent/bert: no pretrained model")
     assert "nothing is downloaded" in str(err.value) and "\n" not in str(err.value)
-    cfg = compose_train(["dataset=clinc150", "backbone=text_pretrained"])
+    cfg = compose(["dataset=clinc150", "backbone=text_pretrained"])
     with pytest.raises(ConfigError, match="backbone.path=None: set it to a local folder"):
         check_config(cfg)
     assert OmegaConf.select(cfg, "dataset.tokenizer") is None

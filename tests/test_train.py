@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import (
+from helpers import (
     OMNIGLOT_ARGS,
     TINY,
     assert_best_checkpoint,

@@ -17,7 +17,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from conftest import OMNIGLOT_SMALL, TINY, compose_train, needs_omniglot, run_cli, train_cli
+from helpers import OMNIGLOT_SMALL, TINY, compose, needs_omniglot, run_cli, train_cli
 from metalab.run import rundir
 
 
@@ -106,7 +106,7 @@ def fake_run(tmp_path: Path, *overrides: str) -> Path:
 
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
-    cfg = compose_train([*TINY, *overrides], run_dir)
+    cfg = compose([*TINY, *overrides], run_dir)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     ckpt = run_dir / "checkpoints" / "best.ckpt"
     if not overrides:
@@ -164,14 +164,14 @@ def test_ddp_cpu_and_multi_gpu_run_the_default_experiment_as_it_is(capfd):
     as before."""
     from metalab.run.config import check_config, spread_meta_batch
 
-    cfg = compose_train(["hardware=ddp_cpu"])
+    cfg = compose(["hardware=ddp_cpu"])
     check_config(cfg)
     assert cfg.algorithm.meta_batch == 2
     assert "algorithm.meta_batch=1 on 2 processes: one task per process" in capfd.readouterr().err
-    cfg = compose_train(["hardware=multi_gpu"])  # checked on a GPU machine; here the rule only
+    cfg = compose(["hardware=multi_gpu"])  # checked on a GPU machine; here the rule only
     spread_meta_batch(cfg)
     assert cfg.algorithm.meta_batch == 8
-    cfg = compose_train(["hardware=ddp_cpu", "algorithm=maml"])
+    cfg = compose(["hardware=ddp_cpu", "algorithm=maml"])
     spread_meta_batch(cfg)
     assert cfg.algorithm.meta_batch == 32
 

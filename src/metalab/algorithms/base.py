@@ -123,7 +123,7 @@ class MetaLearner(pl.LightningModule):
             summary[f"{split}/{name}"], summary[f"{split}/{name}_ci95"] = mean_ci95(values)
         self.summary[split] = summary
         for name, value in summary.items():
-            self.log(name, value, prog_bar=name == f"{split}/acc")
+            self.log(name, value, prog_bar=name == f"{split}/{self.kind.metric}")
 
     def _gather(self, ids, metrics):
         """All ranks' episodes, padded to equal length for all_gather, padding dropped."""

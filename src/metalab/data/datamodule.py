@@ -5,9 +5,12 @@ images, text, regression tasks and RL environments are served the same way."""
 
 from __future__ import annotations
 
+import inspect
+
 import hydra
 import pytorch_lightning as pl
 import torch
+from hydra.utils import get_object
 from omegaconf import DictConfig
 
 from metalab.data.augment import build_augment
@@ -29,12 +32,21 @@ def load_sources(dataset_cfg: DictConfig) -> dict[str, EpisodeSource]:
 
         return env_sources(dataset_cfg)
     augment = build_augment(dataset_cfg.get("augment"))  # checked before the heavy load
-    loaded = hydra.utils.instantiate(dataset_cfg.load)
+    loaded = hydra.utils.instantiate(dataset_cfg.load, **loader_arguments(dataset_cfg))
     if isinstance(loaded, ImageDataset):  # training episodes only are augmented
         return {n: ImageEpisodes(loaded.split(n), loaded.mean, loaded.std, n,
                                  augment if n == "train" else None)
                 for n in ("train", "val", "test")}
     return loaded  # text and regression loaders return their sources
+
+
+def loader_arguments(dataset_cfg: DictConfig) -> dict:
+    """The dataset keys its loader (``load._target_``) takes as arguments, so that each knob is
+    set in one place, ``dataset.<key>``; a key also given under ``load`` keeps that value."""
+    params = inspect.signature(get_object(dataset_cfg.load._target_)).parameters
+    return {key: dataset_cfg[key] for key, p in params.items()
+            if key in dataset_cfg and key not in dataset_cfg.load and key != "load"
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
 
 class _Batches:

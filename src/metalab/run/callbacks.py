@@ -1,5 +1,5 @@
-"""Callbacks of a run: speed and memory figures (logged, and kept in results.json), and the stop
-on a non-finite training loss."""
+"""Callbacks of a run: speed and memory figures (logged, and kept in results.json), the stop on a
+non-finite training loss, and the progress bar."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import RichProgressBar
 
 from metalab.errors import RunError
 
@@ -78,3 +79,20 @@ class ResumedLogSteps(pl.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         trainer.fit_loop.epoch_loop._batches_that_stepped = trainer.global_step
+
+
+class StepProgressBar(RichProgressBar):
+    """Counts meta-training steps out of ``steps``, with the validation metric so far beside it.
+    Lightning's bar counts the batches of an epoch, which here is only the stretch between two
+    validations, under "Epoch 0/-2" (the run is bounded by steps, not epochs)."""
+
+    @property
+    def total_train_batches(self) -> int:
+        return self.trainer.max_steps
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return f"{'Meta-training':{len(self.validation_description)}}"
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        self._update(self.train_progress_bar_id, trainer.global_step)

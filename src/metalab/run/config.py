@@ -29,8 +29,38 @@ def project_root() -> str:
 
 if not OmegaConf.has_resolver("metalab_root"):
     OmegaConf.register_new_resolver("metalab_root", project_root)
+
+
+def config_groups() -> str:
+    """``group: option, ...`` for each choice of metalab-train (``--help``); options whose name
+    starts with "_" are bases for other options, not choices."""
+    lines = []
+    folders = Path(CONF_DIR).iterdir()  # conf/_bases: what the options build on
+    for group in sorted(p for p in folders if p.is_dir() and p.name not in ("hydra", "_bases")):
+        options = sorted(f.stem for f in group.glob("*.yaml") if not f.stem.startswith("_"))
+        lines.append(f"{group.name}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+if not OmegaConf.has_resolver("metalab_groups"):  # conf/hydra: the --help text
+    OmegaConf.register_new_resolver("metalab_groups", config_groups)
 if not OmegaConf.has_resolver("metalab_unique"):  # conf/hydra: run folders never shared
     OmegaConf.register_new_resolver("metalab_unique", rundir.unique_suffix, use_cache=True)
+
+
+def compose(overrides=(), output_dir=None, hydra: bool = False,
+            config: str = "train") -> DictConfig:
+    """The config exactly as metalab-train (``config="eval"``: metalab-eval) builds it from
+    ``overrides``, for tests, benchmarks and notebooks; ``output_dir`` sets the run folder,
+    ``hydra`` keeps Hydra's own node (run and sweep folders)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(CONF_DIR, version_base="1.3"):
+        extra = [f"paths.output_dir={output_dir}"] if output_dir else []
+        return hydra_compose(config, overrides=[*overrides, *extra], return_hydra_config=hydra)
 
 
 def input_shape(dataset: DictConfig) -> tuple[int, ...]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -13,12 +14,16 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import RichProgressBar
 
 from metalab.data.datamodule import EpisodeDataModule
 from metalab.errors import ConfigError, RunError
 from metalab.run import launch, rundir
-from metalab.run.callbacks import ResumedLogSteps, SpeedMonitor, StopOnNonFiniteLoss
+from metalab.run.callbacks import (
+    ResumedLogSteps,
+    SpeedMonitor,
+    StepProgressBar,
+    StopOnNonFiniteLoss,
+)
 from metalab.run.checkpoints import (
     AtomicCheckpointIO,
     RunCheckpoint,
@@ -32,12 +37,24 @@ from metalab.tracking.csv import keep_rows_before
 from metalab.tracking.summary import print_results, write_results
 
 
+class _NoTips(logging.Filter):
+    """Lightning's advertisement of its cloud logger: not about this run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+_NO_TIPS = _NoTips()
+
+
 def quiet_known_warnings() -> None:
     """Warnings that do not apply here: evaluation metrics are gathered by hand before logging
-    (so no sync_dist), and the CSV logger shares the run folder with Hydra's files."""
+    (so no sync_dist), the CSV logger shares the run folder with Hydra's files, a local run on a
+    machine with SLURM installed is meant to be local (launcher=slurm runs under srun)."""
     for pattern in (".*sync_dist=True.*", ".*exists and is not empty.*", ".*LeafSpec.*",
-                    ".*does not have many workers.*"):
+                    ".*does not have many workers.*", ".*`srun` command is available.*"):
         warnings.filterwarnings("ignore", message=pattern)
+    logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NO_TIPS)
 
 
 def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
@@ -99,7 +116,7 @@ def monitor(cfg: DictConfig) -> tuple[str, str]:
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch),
+    callbacks = [StepProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch),
                  StopOnNonFiniteLoss(), ResumedLogSteps(),
                  *trial_callbacks(metric)]  # Optuna pruning, in a search's runs
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
