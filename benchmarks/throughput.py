@@ -194,11 +194,7 @@ def time_loop(step, args, device: torch.device, name: str) -> dict:
 # -- configuration and data -----------------------------------------------------------------------
 def compose(args, engine: str, run_dir: Path, algorithm: str = "maml"):
     """The run config as metalab-train composes it (conf/ + overrides)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from metalab.run.config import CONF_DIR
+    from metalab.run.config import compose as compose_run
 
     steps = args.warmup + args.steps
     overrides = [
@@ -211,13 +207,11 @@ def compose(args, engine: str, run_dir: Path, algorithm: str = "maml"):
         # one epoch, no validation; the test split is loaded but never run (test_episodes > 0)
         f"steps={steps}", f"val_every={steps}", "val_episodes=0", "test_episodes=1",
         f"hardware={'gpu' if args.device == 'cuda' else 'cpu'}",
-        f"hardware.precision={args.precision}", f"paths.output_dir={run_dir}",
+        f"hardware.precision={args.precision}",
     ]
     # W&B offline when installed (the default logger), else the CSV logger alone
     overrides += ["logger.wandb.mode=offline"] if importable("wandb") else ["logger=csv"]
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(CONF_DIR, version_base="1.3"):
-        return hydra_compose("train", overrides=overrides)
+    return compose_run(overrides, run_dir)
 
 
 def load_images(cfg):
@@ -237,8 +231,6 @@ def conv4(device: torch.device) -> torch.nn.Module:
 def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path,
                    algorithm: str = "maml") -> dict:
     """metalab.run.training.run without its test phase, with a clock on the training steps."""
-    from omegaconf import OmegaConf
-
     from metalab.algorithms.inner_loop import resolve_engine
     from metalab.run import training as pipeline
     from metalab.run.config import check_config
@@ -248,14 +240,8 @@ def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path,
     check_config(cfg)
     pipeline.quiet_known_warnings()
     run_dir.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = pipeline.build_datamodule(cfg)
-    datamodule.load()
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.set_float32_matmul_precision("high")
-    model = pipeline.build_model(cfg)
-    loggers = pipeline.build_loggers(cfg, run_dir)
-    trainer = pipeline.build_trainer(cfg, run_dir, loggers)
+    datamodule = pipeline.prepare(cfg, run_dir)  # the run's own setup, step by step
+    model, _loggers, trainer = pipeline.build_run(cfg, run_dir)
     clock = Clock(device, args.warmup, Memory(device))
     trainer.callbacks.append(ClockCallback(clock))
     try:

@@ -167,14 +167,8 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict:
               "results.json): nothing to do; a larger steps= continues it, resume=never starts "
               "it over", file=sys.stderr)
         return json.loads(results_file.read_text())
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = build_datamodule(cfg)
-    datamodule.load()  # loads the data and checks the episode shapes before anything heavy
+    datamodule = prepare(cfg, run_dir, resume[1] if resume else 0)
     children = []
-    if launch.global_rank() == 0:  # the resolved config: for eval, compare and our own ranks
-        rundir.write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
-        # the rows up to the checkpoint stay; the resumed run logs the later steps again
-        keep_rows_before(run_dir / "metrics.csv", resume[1] if resume else 0)
     local = processes(cfg.hardware) // cfg.hardware.num_nodes
     if not launch.launched_externally() and local > 1:
         children = launch.spawn_local_ranks(local, run_dir)
@@ -185,6 +179,28 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict:
         raise
     launch.wait_for(children)
     return results
+
+
+def prepare(cfg: DictConfig, run_dir: Path, resume_step: int = 0) -> EpisodeDataModule:
+    """What a run does before its model is built (also benchmarks/throughput.py): the seeds, the
+    data loaded and the episode shapes checked, and, on the first process, the resolved config
+    (for eval, compare and the other ranks) and the metrics rows up to ``resume_step``."""
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = build_datamodule(cfg)
+    datamodule.load()  # loads the data and checks the episode shapes before anything heavy
+    if launch.global_rank() == 0:
+        rundir.write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True).encode())
+        # the rows up to the checkpoint stay; the resumed run logs the later steps again
+        keep_rows_before(run_dir / "metrics.csv", resume_step)
+    return datamodule
+
+
+def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.LightningModule, list, pl.Trainer]:
+    """The model, the loggers and the trainer of a run (also benchmarks/throughput.py)."""
+    torch.set_float32_matmul_precision("high")
+    model = build_model(cfg)
+    loggers = build_loggers(cfg, run_dir)
+    return model, loggers, build_trainer(cfg, run_dir, loggers)
 
 
 def own_checkpoint(run_dir: Path, path: str) -> str | None:
@@ -198,10 +214,7 @@ def own_checkpoint(run_dir: Path, path: str) -> str | None:
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule,
                   resume: Path | None) -> dict:
-    torch.set_float32_matmul_precision("high")
-    model = build_model(cfg)
-    loggers = build_loggers(cfg, run_dir)
-    trainer = build_trainer(cfg, run_dir, loggers)
+    model, loggers, trainer = build_run(cfg, run_dir)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     # best by validation, else the last
     best = own_checkpoint(run_dir, trainer.checkpoint_callback.best_model_path)
