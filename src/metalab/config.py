@@ -89,6 +89,12 @@ def check_config(cfg: DictConfig) -> None:
                           f"{d.task} dataset")
     algorithm, backbone = get_class(cfg.algorithm._target_), get_class(cfg.backbone._target_)
     algorithm.check_backbone(backbone, cfg.backbone.name)
+    if hasattr(algorithm, "check_run"):  # pretraining: its batch settings
+        algorithm.check_run(cfg)
+    if cfg.algorithm.get("needs_init") and not cfg.get("init_from"):
+        raise ConfigError("init_from", None, f"algorithm={cfg.algorithm.name} trains from a "
+                          "pretrained backbone: init_from=<run folder or .ckpt of a baseline or "
+                          "rfs run>")
     kind = input_kind(d)
     if kind not in backbone.inputs:
         has = f"is a {d.task} dataset" if kind == "vector" else f"has {kind} inputs"
@@ -231,6 +237,10 @@ def check_build(cfg: DictConfig) -> None:
             model = build_model(cfg)
         except Exception as err:
             raise blame(("backbone", "algorithm"), cfg, "the model", err) from err
+        if cfg.get("init_from"):  # the weights exist and fit this backbone
+            from metalab.init_from import load_backbone
+
+            load_backbone(model, "init_from", cfg.init_from)
         try:
             opt = model.configure_optimizers()
         except Exception as err:

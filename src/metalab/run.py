@@ -34,14 +34,18 @@ def quiet_known_warnings() -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
+    from metalab.data.batches import BatchDataModule
     from metalab.rl.datamodule import RLDataModule
 
     # RL tasks are environment settings, not episodes of data
     kind = RLDataModule if cfg.dataset.task == "rl" else EpisodeDataModule
+    extra = {}
+    if getattr(hydra.utils.get_class(cfg.algorithm._target_), "batches", False):
+        kind, extra = BatchDataModule, {"batch_size": cfg.algorithm.batch_size}  # pretraining
     return kind(
         cfg.dataset, meta_batch=cfg.algorithm.meta_batch, seed=cfg.seed, eval_seed=cfg.eval_seed,
         steps_per_epoch=cfg.val_every, val_episodes=cfg.val_episodes,
-        test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch,
+        test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch, **extra,
     )
 
 
@@ -82,7 +86,10 @@ def monitor(cfg: DictConfig) -> tuple[str, str]:
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [RichProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch),
+    # pretraining steps are batches of images, meta-training steps batches of tasks
+    speed = SpeedMonitor(cfg.algorithm.batch_size, "images") if "batch_size" in cfg.algorithm \
+        else SpeedMonitor(cfg.algorithm.meta_batch)
+    callbacks = [RichProgressBar(leave=True), speed,
                  StopOnNonFiniteLoss(), ResumedLogSteps(),
                  *trial_callbacks(metric)]  # Optuna pruning, in a search's runs
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
@@ -166,6 +173,10 @@ def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule,
                   resume: Path | None) -> dict:
     torch.set_float32_matmul_precision("high")
     model = build_model(cfg)
+    if cfg.get("init_from") and resume is None:  # a resumed run has its own weights
+        from metalab.init_from import load_backbone
+
+        load_backbone(model, "init_from", cfg.init_from)
     loggers = build_loggers(cfg, run_dir)
     trainer = build_trainer(cfg, run_dir, loggers)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)

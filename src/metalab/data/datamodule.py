@@ -71,9 +71,12 @@ class EpisodeDataModule(pl.LightningDataModule):
         self.sources = load_sources(self.cfg)
         for split in ("test", "val"):
             self.sources[split].check("", *self.eval_shape)
-        self.sources["train"].check("train_", *self.train_shape)
+        self.check_train()
         for split, n in self.n_episodes.items():
             self.plans[split] = self.fixed_plan(split, n)
+
+    def check_train(self) -> None:
+        self.sources["train"].check("train_", *self.train_shape)
 
     def fixed_plan(self, split: str, n: int) -> torch.Tensor:
         # Episode e depends only on (eval_seed, split, e): the first 100 episodes are the same
