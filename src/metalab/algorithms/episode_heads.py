@@ -2,10 +2,11 @@
 applied to its queries: the test-time half of the pretrain-then-fine-tune methods.
 
 - ``linear`` (Baseline, Chen et al. 2019): a new linear layer trained by SGD on the support
-  set (their code: SGD lr 0.01, momentum 0.9, weight decay 1e-3, 100 epochs). Here full-batch
-  and started at zero, so the fit is deterministic (the loss is convex: the same optimum).
-- ``cosine`` (Baseline++): logits ``scale * cos(w_c, z)``, trained the same way, the class
-  weights started at the normalised class means (zero weights have no direction).
+  set (their code: SGD lr 0.01, momentum 0.9, dampening 0.9, weight decay 1e-3, 100 epochs of
+  batches of 4). Here full-batch steps from zero, so the fit is deterministic.
+- ``cosine`` (Baseline++): logits ``scale * cos(w_c, z)`` (their code's scale: 2 for an
+  episode's few classes), trained the same way, the class weights started at the normalised
+  class means (zero weights have no direction).
 - ``logistic`` (RFS, Tian et al. 2020): multinomial logistic regression with scikit-learn's
   objective ``0.5 ||W||^2 + C * sum_i CE_i`` (intercept not penalised), solved by L-BFGS in
   float64 to its optimum, so it equals ``LogisticRegression(C=C)`` on the same features.
@@ -32,7 +33,7 @@ def fit_sgd(zs: torch.Tensor, ys: torch.Tensor, ways: int, cosine: bool, steps: 
     else:
         params = [zs.new_zeros(ways, zs.shape[1], requires_grad=True),
                   zs.new_zeros(ways, requires_grad=True)]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=0.9, weight_decay=weight_decay)
     for _ in range(steps):
         opt.zero_grad()
         logits = cosine_logits(zs, params[0], scale) if cosine else F.linear(zs, *params)

@@ -29,6 +29,13 @@ from metalab.errors import ConfigError, require_positive
 CLASSIFIERS = ("linear", "cosine")
 
 
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """Hinton's distillation term, as RFS: KL(teacher || student) of the softened
+    predictions, summed over classes, averaged over samples, times T^2."""
+    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1),
+                    log_target=True, reduction="batchmean") * t * t
+
+
 class CosineClassifier(nn.Module):
     """Baseline++'s classifier: ``scale`` times the cosine of features and class weights."""
 
@@ -50,7 +57,7 @@ class Pretrainer(MetaLearner):
 
     def __init__(self, backbone, batch_size: int = 128, classifier: str = "linear",
                  scale: float = 10.0, eval_head: str = "linear", normalize: bool = False,
-                 finetune_steps: int = 100, finetune_lr: float = 0.01,
+                 finetune_steps: int = 100, finetune_lr: float = 0.01, finetune_scale: float = 2.0,
                  finetune_weight_decay: float = 1e-3, c: float = 1.0, teacher: str | None = None,
                  kd_temperature: float = 4.0, kd_weight: float = 0.5, ce_weight: float = 0.5,
                  **kwargs):
@@ -66,7 +73,7 @@ class Pretrainer(MetaLearner):
         self.batch_size, self.kind, self.scale = batch_size, classifier, scale
         self.eval_head, self.normalize = eval_head, normalize
         self.finetune = {"steps": finetune_steps, "lr": finetune_lr,
-                         "weight_decay": finetune_weight_decay, "scale": scale, "c": c}
+                         "weight_decay": finetune_weight_decay, "scale": finetune_scale, "c": c}
         self.kd = (kd_temperature, kd_weight, ce_weight)
         self.classifier: nn.Module | None = None  # sized by the number of training classes
         self._teacher: list[nn.Module] = []  # a list: not a submodule, not in checkpoints
@@ -135,9 +142,8 @@ class Pretrainer(MetaLearner):
             t, kd_weight, ce_weight = self.kd
             teacher = self._teacher[0].to(x.device)
             with torch.no_grad():
-                target = F.log_softmax(teacher.logits(x, groups) / t, -1)
-            kd = F.kl_div(F.log_softmax(logits / t, -1), target, log_target=True,
-                          reduction="batchmean") * t * t
+                teacher_logits = teacher.logits(x, groups)
+            kd = distill_loss(logits, teacher_logits, t)
             self.log("train/kd", kd, sync_dist=True)
             loss = ce_weight * loss + kd_weight * kd
         self.log("train/loss", loss, sync_dist=True)
