@@ -420,8 +420,8 @@ def local_data(cfg: dict, root: Path) -> list[str]:
     small = {"conv4": ["backbone.hidden=8"],
              "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
              }.get(cfg["backbone"]["name"], [])
-    if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold
-        small.append("algorithm.batch_size=4")
+    if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold (++: the
+        small.append("++algorithm.batch_size=4")  # multirun checks it on the default algorithm)
     if cfg["algorithm"].get("needs_init"):  # Meta-Baseline: a pretrained backbone of that size
         small.append(f"init_from={pretrained(root, small)}")
     return [*data, *small, "algorithm.meta_batch=2"]
@@ -480,7 +480,7 @@ def test_preset_runs_a_few_steps_on_local_data(name, preset_runs):
     metric = "test/mse" if ran["dataset"]["task"] == "regression" else "test/acc"
     assert_results_are_the_episode_means(run_dir, metric.split("/")[1])
     # the run used the preset: its resolved config holds the preset's settings
-    shrunk = {o.split("=")[0] for o in overrides}
+    shrunk = {o.split("=")[0].lstrip("+") for o in overrides}
     for key, (_, words) in PAPER[name].items():
         if key not in shrunk and "." in key:
             assert select(ran, key) == cited_value(words), key
