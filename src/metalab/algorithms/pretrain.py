@@ -105,7 +105,11 @@ class Pretrainer(MetaLearner):
 
     def setup(self, stage: str) -> None:
         if self.classifier is None:
-            self.classifier = self.make_classifier(self.trainer.datamodule.n_classes)
+            # drawn from the run's seed, whatever the draws before: every process count and
+            # every launcher starts from the same classifier
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(torch.initial_seed())
+                self.classifier = self.make_classifier(self.trainer.datamodule.n_classes)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         if self.classifier is None and "classifier.weight" in state_dict:
