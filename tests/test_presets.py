@@ -423,19 +423,19 @@ def local_data(cfg: dict, root: Path) -> list[str]:
     if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold (++: the
         small.append("++algorithm.batch_size=4")  # multirun checks it on the default algorithm)
     if cfg["algorithm"].get("needs_init"):  # Meta-Baseline: a pretrained backbone of that size
-        small.append(f"init_from={pretrained(root, small)}")
+        small.append(f"init_from={pretrained(root, [*data, *small])}")
     return [*data, *small, "algorithm.meta_batch=2"]
 
 
-def pretrained(root: Path, small: list[str]) -> Path:
-    """A pretraining checkpoint of the shrunk backbone, as a run writes it."""
+def pretrained(root: Path, overrides: list[str]) -> Path:
+    """A pretraining checkpoint of the shrunk backbone on that data, as a run writes it."""
     import torch
 
     from metalab.run import build_model
 
     path = root / "pretrained.ckpt"
     if not path.is_file():
-        model = build_model(compose_train(["algorithm=baseline", *small]))
+        model = build_model(compose_train(["algorithm=baseline", *overrides]))
         torch.save({"state_dict": model.state_dict(), "global_step": 0}, path)
     return path
 
