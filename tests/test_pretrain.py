@@ -212,3 +212,21 @@ def test_two_processes_equal_one(tmp_path, algorithm):
     one_and_two_processes_agree(tmp_path, algorithm, [
         "backbone.hidden=16", "algorithm.batch_size=16", "+dataset.augment.flip=true",
         "+dataset.augment.crop_padding=2", *SGD])
+
+
+@pytest.mark.slow  # three training runs: ~40 s on a quiet 2-core machine
+def test_resumed_pretraining_equals_uninterrupted(tmp_path):
+    """A run continued from its checkpoint at step 3 draws the batches it would have drawn
+    (the order is a function of the step) and ends with the uninterrupted run's weights."""
+    args = ["algorithm=baseline", "backbone.hidden=8", "algorithm.batch_size=16", "val_every=3",
+            "val_episodes=2", "test_episodes=2", "eval_batch=2", "logger=csv",
+            "+dataset.augment.flip=true", *SGD]
+    for run_dir, steps in ((tmp_path / "whole", 6), (tmp_path / "resumed", 3),
+                           (tmp_path / "resumed", 6)):
+        proc = train_cli(run_dir, *args, f"steps={steps}", env={"OMP_NUM_THREADS": "1"})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    whole, resumed = (torch.load(tmp_path / name / "checkpoints" / "last.ckpt",
+                                 weights_only=False) for name in ("whole", "resumed"))
+    assert whole["global_step"] == resumed["global_step"] == 6
+    for key, value in whole["state_dict"].items():
+        assert torch.allclose(value, resumed["state_dict"][key], atol=1e-6), key
