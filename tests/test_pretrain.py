@@ -89,6 +89,25 @@ def test_cosine_classifier_is_scaled_cosine_similarity():
                                rtol=1e-5, atol=1e-6)
 
 
+def test_meta_baseline_scores_queries_by_cosine_to_the_class_means():
+    """Meta-Baseline's head: the learned temperature times scikit-learn's cosine similarity of
+    each query to the numpy mean of its class's support features."""
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    from metalab.data.episodes import Episodes
+
+    model = build_model(compose_train(["algorithm=meta_baseline", "backbone.hidden=8"]))
+    g = torch.Generator().manual_seed(0)
+    sx, qx = torch.randn(1, 6, 1, 28, 28, generator=g), torch.randn(1, 4, 1, 28, 28, generator=g)
+    sy = torch.tensor([[0, 1, 2, 0, 1, 2]])
+    logits = model.predict(Episodes(sx, sy, qx, torch.zeros(1, 4, dtype=torch.long)), True)
+    zs, zq = (z.detach().numpy() for z in model.net.embed(torch.cat([sx[0], qx[0]])).split(
+        [6, 4]))  # transductive: support and queries share one batch
+    means = np.stack([zs[sy[0].numpy() == c].mean(0) for c in range(3)])
+    np.testing.assert_allclose(logits[0].detach().numpy(),
+                               10.0 * cosine_similarity(zq, means), rtol=1e-4, atol=1e-5)
+
+
 def test_distillation_term_is_scipy_kl_divergence():
     from scipy.special import rel_entr, softmax
 
