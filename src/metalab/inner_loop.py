@@ -14,11 +14,14 @@ the initial ones: the query predictions stay in the autograd graph of the initia
 Engines (``engine=``):
 
 - ``loop``: one task after another, ``torch.autograd.grad``;
+- ``fused``: ``loop``, but the first inner step of all tasks comes from one shared forward
+  (metalab.first_step: one large convolution, not one per task; SGD rules, training modes);
 - ``vmap``: all tasks at once, ``torch.func.vmap`` over ``torch.func.grad``; convolutions with
   per-task weights become grouped convolutions; batch norm statistics stay per task;
 - ``learn2learn``: ``l2l.algorithms.MAML(...).clone()`` / ``.adapt(loss)``, the reference
   implementation (plain SGD steps only);
-- ``auto``: ``vmap`` on CUDA, ``CPU_ENGINE`` on CPU (the faster one, as measured).
+- ``auto``: ``vmap`` on CUDA, ``CPU_ENGINE`` on CPU (the fastest, as measured); with
+  ``checkpoint``, ``fused`` (a per-task engine).
 """
 
 from __future__ import annotations
@@ -35,16 +38,19 @@ from torch.func import functional_call, grad, vmap
 from torch.overrides import TorchFunctionMode
 
 from metalab.errors import ConfigError
+from metalab.first_step import per_task_gradients
 from metalab.protocols import TRANSDUCTIVE, Protocol
 
 Params = dict[str, Tensor]
 
-ENGINES = ("auto", "loop", "vmap", "learn2learn")
-#: what ``auto`` picks on CPU. Second-order meta-gradient of conv4 (64 channels), 5-way 1-shot,
-#: 15 queries, meta-batch 32, one inner step, 2 threads: loop 2.6 s, vmap 6.8 s per outer step.
-#: On CPU the per-task weights of vmap turn every convolution into a grouped one, which is
-#: slower than one convolution per task; on CUDA vmap is ~10x faster than loop (fewer launches).
-CPU_ENGINE = "loop"
+ENGINES = ("auto", "loop", "fused", "vmap", "learn2learn")
+PER_TASK = ("loop", "fused")  # the engines that can checkpoint a task's query forward
+#: what ``auto`` picks on CPU, as measured (benchmarks/throughput.py; second-order MAML, conv4,
+#: 5-way 1-shot, 15 queries, meta-batch 32, one inner step, 2 threads, shared machine): fused
+#: ~0.5x the per-task loop's step time, vmap ~2.6x (on CPU its per-task weights turn every
+#: convolution into a grouped one, slower than one convolution per task). On CUDA vmap is ~10x
+#: faster than loop (fewer launches).
+CPU_ENGINE = "fused"
 
 
 class Mode(enum.Enum):
@@ -53,10 +59,15 @@ class Mode(enum.Enum):
     DETACHED = "detached"
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
+def resolve_engine(engine: str, device: torch.device, checkpoint: bool = False) -> str:
     check_engine(engine)
+    if checkpoint and engine not in ("auto", *PER_TASK):
+        raise ConfigError("algorithm.checkpoint", True,
+                          f"checkpointing needs a per-task engine: {', '.join(PER_TASK)} or auto")
     if engine != "auto":
         return engine
+    if checkpoint:
+        return "fused"
     return "vmap" if device.type == "cuda" else CPU_ENGINE
 
 
@@ -182,12 +193,14 @@ class InnerLoop:
     def run(self, params: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor,
             steps: int, rule: SGD | Adam, mode: Mode, engine: str = "auto",
             batches: Sequence[Tensor] | None = None, return_params: bool = False,
-            protocol: Protocol = TRANSDUCTIVE) -> tuple[Tensor, Params | None]:
+            protocol: Protocol = TRANSDUCTIVE, checkpoint: bool = False,
+            ) -> tuple[Tensor, Params | None]:
         """Query predictions ``[B, Nq, out]`` after ``steps`` updates of ``rule`` on each task's
         support set (``batches[t]``: the support indices of step t, else the whole set), made
         under ``protocol`` (metalab.protocols), and the adapted parameters ``[B, ...]`` when
-        ``return_params``."""
-        engine = resolve_engine(engine, support_x.device)
+        ``return_params``. ``checkpoint``: keep only the inputs of each task's query forward and
+        recompute it in the backward pass (per-task engines; ``auto`` then picks one)."""
+        engine = resolve_engine(engine, support_x.device, checkpoint)
         if mode is Mode.DETACHED:
             params, rule = detach(params), rule.detached()
         if engine == "learn2learn":
@@ -204,15 +217,18 @@ class InnerLoop:
                 preds, adapted = self._vmap(params, support_x, support_y, query_x, steps, rule,
                                             mode, batches, protocol)
             return preds, (adapted if return_params else None)
+        first = None
+        if engine == "fused" and mode is not Mode.DETACHED and isinstance(rule, SGD):
+            first = self._first_step(params, support_x, support_y, rule, mode, batches)
         with torch.enable_grad():
             return self._loop(params, support_x, support_y, query_x, steps, rule, mode, batches,
-                              return_params, protocol)
+                              return_params, protocol, first, checkpoint)
 
     # one task after another ----------------------------------------------------------------
     def _adapt(self, params: Params, x: Tensor, y: Tensor, steps: int, rule, mode: Mode,
-               batches) -> Params:
+               batches, start: int = 0) -> Params:
         state = rule.init(params)
-        for t in range(steps):
+        for t in range(start, steps):
             xs, ys = (x, y) if batches is None else (x[batches[t]], y[batches[t]])
             if mode is Mode.SECOND_ORDER:
                 loss = self.loss(self.forward(params, xs), ys)
@@ -232,18 +248,58 @@ class InnerLoop:
         return params
 
     def _loop(self, params, support_x, support_y, query_x, steps, rule, mode, batches,
-              return_params, protocol):
+              return_params, protocol, first=None, checkpoint=False):
         preds, adapted = [], []
         for i in range(support_x.shape[0]):
-            fast = self._adapt(params, support_x[i], support_y[i], steps, rule, mode, batches)
+            if first is None:
+                fast = self._adapt(params, support_x[i], support_y[i], steps, rule, mode,
+                                   batches)
+            else:  # the first step is done (the fused engine): the rest per task
+                fast = self._adapt({k: v[i] for k, v in first.items()}, support_x[i],
+                                   support_y[i], steps, rule, mode, batches, start=1)
             with torch.no_grad() if mode is Mode.DETACHED else torch.enable_grad():
-                preds.append(protocol.queries(partial(self.forward, fast), support_x[i],
-                                              query_x[i]))
+                if checkpoint and mode is not Mode.DETACHED:
+                    preds.append(self._checkpointed_queries(fast, support_x[i], query_x[i],
+                                                            protocol))
+                else:
+                    preds.append(protocol.queries(partial(self.forward, fast), support_x[i],
+                                                  query_x[i]))
             if return_params:
                 adapted.append(fast)
         if not return_params:
             return torch.stack(preds), None
         return torch.stack(preds), {k: torch.stack([a[k] for a in adapted]) for k in params}
+
+    def _checkpointed_queries(self, fast: Params, support_x: Tensor, query_x: Tensor,
+                              protocol: Protocol) -> Tensor:
+        """The query forward under activation checkpointing: its activations (most of a task's
+        memory: the query set is the larger one) are recomputed in the outer backward."""
+        from torch.utils.checkpoint import checkpoint
+
+        names = list(fast)
+
+        def queries(*tensors):
+            return protocol.queries(partial(self.forward, dict(zip(names, tensors))),
+                                    support_x, query_x)
+
+        return checkpoint(queries, *fast.values(), use_reentrant=False)
+
+    def _first_step(self, params, support_x, support_y, rule, mode, batches) -> Params | None:
+        """The fused engine: every task's first update from one shared forward
+        (metalab.first_step), ``[B, ...]`` per parameter; ``None`` where a layer is not covered
+        (the loop then does the whole adaptation)."""
+        x, y = (support_x, support_y) if batches is None \
+            else (support_x[:, batches[0]], support_y[:, batches[0]])
+        second = mode is Mode.SECOND_ORDER
+        at = params if second else {k: v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            grads = per_task_gradients(self.forward, self.loss, at, x if second else x.detach(),
+                                       y, create_graph=second)
+        if grads is None:
+            return None
+        if not second:
+            grads = detach(grads)
+        return rule(params, grads, None, 0)[0]
 
     # all tasks at once ---------------------------------------------------------------------
     def _vmap(self, params, support_x, support_y, query_x, steps, rule, mode, batches,
