@@ -176,6 +176,25 @@ class Adam:
         return self
 
 
+def checkpointed(fn: Callable[[Params], Params | None], params: Params) -> Params | None:
+    """``fn(params)`` under activation checkpointing: only its inputs are kept, its inside is
+    recomputed in the backward pass (inner gradients included: the recomputation records the
+    same second-order graph)."""
+    from torch.utils.checkpoint import checkpoint
+
+    names, keys = list(params), []
+
+    def flat(*tensors):
+        out = fn(dict(zip(names, tensors)))
+        if out is None:
+            return None
+        keys[:] = list(out)
+        return tuple(out.values())
+
+    out = checkpoint(flat, *params.values(), use_reentrant=False)
+    return None if out is None else dict(zip(keys, out))
+
+
 # -- the engine -----------------------------------------------------------------------------------
 class InnerLoop:
     """Adapts ``module``'s parameters to each task of a batch and predicts its query set."""
@@ -198,8 +217,9 @@ class InnerLoop:
         """Query predictions ``[B, Nq, out]`` after ``steps`` updates of ``rule`` on each task's
         support set (``batches[t]``: the support indices of step t, else the whole set), made
         under ``protocol`` (metalab.protocols), and the adapted parameters ``[B, ...]`` when
-        ``return_params``. ``checkpoint``: keep only the inputs of each task's query forward and
-        recompute it in the backward pass (per-task engines; ``auto`` then picks one)."""
+        ``return_params``. ``checkpoint``: keep only the inputs of each task's adaptation and
+        query forward and recompute them in the backward pass (per-task engines; ``auto`` then
+        picks ``fused``)."""
         engine = resolve_engine(engine, support_x.device, checkpoint)
         if mode is Mode.DETACHED:
             params, rule = detach(params), rule.detached()
@@ -219,7 +239,9 @@ class InnerLoop:
             return preds, (adapted if return_params else None)
         first = None
         if engine == "fused" and mode is not Mode.DETACHED and isinstance(rule, SGD):
-            first = self._first_step(params, support_x, support_y, rule, mode, batches)
+            step = partial(self._first_step, x=support_x, y=support_y, rule=rule, mode=mode,
+                           batches=batches)
+            first = checkpointed(step, params) if checkpoint else step(params)
         with torch.enable_grad():
             return self._loop(params, support_x, support_y, query_x, steps, rule, mode, batches,
                               return_params, protocol, first, checkpoint)
@@ -251,45 +273,32 @@ class InnerLoop:
               return_params, protocol, first=None, checkpoint=False):
         preds, adapted = [], []
         for i in range(support_x.shape[0]):
-            if first is None:
-                fast = self._adapt(params, support_x[i], support_y[i], steps, rule, mode,
-                                   batches)
-            else:  # the first step is done (the fused engine): the rest per task
-                fast = self._adapt({k: v[i] for k, v in first.items()}, support_x[i],
-                                   support_y[i], steps, rule, mode, batches, start=1)
+            start = params if first is None else {k: v[i] for k, v in first.items()}
+            # the fused engine has done the first step: the rest per task
+            adapt = partial(self._adapt, x=support_x[i], y=support_y[i], steps=steps, rule=rule,
+                            mode=mode, batches=batches, start=0 if first is None else 1)
+            queries = partial(protocol.queries, support=support_x[i], query=query_x[i])
             with torch.no_grad() if mode is Mode.DETACHED else torch.enable_grad():
                 if checkpoint and mode is not Mode.DETACHED:
-                    preds.append(self._checkpointed_queries(fast, support_x[i], query_x[i],
-                                                            protocol))
+                    fast = checkpointed(adapt, start)
+                    preds.append(checkpointed(partial(self._named_queries, queries), fast)[""])
                 else:
-                    preds.append(protocol.queries(partial(self.forward, fast), support_x[i],
-                                                  query_x[i]))
+                    fast = adapt(start)
+                    preds.append(queries(partial(self.forward, fast)))
             if return_params:
                 adapted.append(fast)
         if not return_params:
             return torch.stack(preds), None
         return torch.stack(preds), {k: torch.stack([a[k] for a in adapted]) for k in params}
 
-    def _checkpointed_queries(self, fast: Params, support_x: Tensor, query_x: Tensor,
-                              protocol: Protocol) -> Tensor:
-        """The query forward under activation checkpointing: its activations (most of a task's
-        memory: the query set is the larger one) are recomputed in the outer backward."""
-        from torch.utils.checkpoint import checkpoint
+    def _named_queries(self, queries, params: Params) -> Params:
+        return {"": queries(partial(self.forward, params))}  # checkpointed's dict in and out
 
-        names = list(fast)
-
-        def queries(*tensors):
-            return protocol.queries(partial(self.forward, dict(zip(names, tensors))),
-                                    support_x, query_x)
-
-        return checkpoint(queries, *fast.values(), use_reentrant=False)
-
-    def _first_step(self, params, support_x, support_y, rule, mode, batches) -> Params | None:
+    def _first_step(self, params, x, y, rule, mode, batches) -> Params | None:
         """The fused engine: every task's first update from one shared forward
         (metalab.first_step), ``[B, ...]`` per parameter; ``None`` where a layer is not covered
         (the loop then does the whole adaptation)."""
-        x, y = (support_x, support_y) if batches is None \
-            else (support_x[:, batches[0]], support_y[:, batches[0]])
+        x, y = (x, y) if batches is None else (x[:, batches[0]], y[:, batches[0]])
         second = mode is Mode.SECOND_ORDER
         at = params if second else {k: v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad():
