@@ -482,7 +482,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "with and without algorithm.checkpoint (benchmarks/goals.py)")
     p.add_argument("--memory-size", type=int, help="its image size (default: 84 CUDA, 32 CPU)")
     p.add_argument("--memory-batch", type=int,
-                   help="its smaller meta-batch; the larger is twice it (default: 8 CUDA, 1 CPU)")
+                   help="its smaller meta-batch; the larger is twice it (default: 2 CUDA, 1 CPU)")
     p.add_argument("--memory-engine", default="auto", choices=("auto", "loop", "fused"),
                    help="its engine (auto: fused, the one checkpointing picks)")
     p.add_argument("--protonet", action="store_true",
@@ -495,7 +495,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     full = args.device == "cuda"
     args.memory_size = args.memory_size or (84 if full else 32)
-    args.memory_batch = args.memory_batch or (8 if full else 1)
+    args.memory_batch = args.memory_batch or (2 if full else 1)
     args.protonet_size = args.protonet_size or (84 if full else 32)
     for key, value in DEFAULTS[args.device].items():
         if getattr(args, key) is None:
