@@ -12,7 +12,12 @@ one inner SGD step, meta-batch 32 (``--meta-batch``). Benchmarks, all in this on
 A step is timed from the end of one outer step to the end of the next (so data sampling,
 logging and the progress bar of the pipelines count), after ``--warmup`` steps; the device is
 synchronised before each clock read. The last line is
-``speedup_vs_learn2learn=<x> overhead_vs_floor=<y>`` for the ``auto`` engine.
+``speedup_vs_learn2learn=<x> overhead_vs_floor=<y>`` for the ``auto`` engine, then one figure per
+goal of the speed issue (``n/a``: not measured in this run; benchmarks/goals.py):
+``gpu_tasks_per_s`` (pipeline/auto on CUDA), ``cpu_step_vs_loop`` (pipeline/auto's step time over
+the floor's, CPU), ``mem_per_task_ckpt_vs_plain`` and ``ckpt_step_vs_plain`` (``--memory``),
+``protonet_vs_bare`` (``--protonet``). The table names the device and gives the achieved
+GFLOP/s of the MAML rows (torch.utils.flop_counter).
 
 usage (repo root): PYTHONPATH=src python benchmarks/throughput.py --device cuda
 """

@@ -65,7 +65,7 @@ class MAML(GradientMetaLearner):
         resolve_engine(self.engine, torch.device("cpu"), checkpoint)  # a per-task engine?
         if learn_inner_lr and self.engine == "learn2learn":
             raise ConfigError("algorithm.engine", self.engine,
-                              "learn_inner_lr=true needs engine loop, vmap or auto")
+                              "learn_inner_lr=true needs engine loop, fused, vmap or auto")
         # Meta-SGD: a learned learning rate per parameter entry, initialised to inner_lr
         self.inner_lrs = nn.ParameterDict({
             _key(name): nn.Parameter(torch.full_like(p, self.inner_lr))
