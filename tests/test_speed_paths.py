@@ -17,22 +17,18 @@ from metalab.backbones.resnet12 import ResNet12
 from metalab.errors import ConfigError
 from metalab.first_step import per_task_gradients
 from metalab.inner_loop import SGD, InnerLoop, Mode, resolve_engine
-from test_inner_loop import assert_same, image_tasks, meta_grad, query_loss
+from test_inner_loop import (
+    _float64_one_thread,  # noqa: F401 (autouse: float64, one thread)
+    assert_same,
+    image_tasks,
+    meta_grad,
+    query_loss,
+)
 
 NETS = {
     "conv4": lambda: Conv4((1, 28, 28), out_dim=5, hidden=8),
     "resnet12": lambda: ResNet12((1, 16, 16), out_dim=5, channels=(4, 6, 8, 8)),
 }
-
-
-@pytest.fixture(autouse=True)
-def _float64_one_thread():
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(dtype)
-    torch.set_num_threads(threads)
 
 
 def tasks_for(name):
