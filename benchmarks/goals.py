@@ -2,10 +2,10 @@
 and its FLOP count.
 
 * memory: second-order MAML on ResNet-12, 5-way 5-shot, 15 queries, one inner step, with and
-  without ``checkpoint`` (the same engine otherwise). Peak memory per task is the slope of the
-  peak over two meta-batch sizes (what one more task costs: weights and optimizer state drop
-  out); the largest meta-batch for 80 GB is extrapolated from it (by the pixel count where the
-  images are smaller than 84x84);
+  without ``checkpoint`` (the same engine otherwise: the one ``auto`` picks with it, ``loop``).
+  Peak memory per task is the slope of the peak over two meta-batch sizes (what one more task
+  costs: weights and optimizer state drop out); the largest meta-batch for 80 GB is
+  extrapolated from it (by the pixel count where the images are smaller than 84x84);
 * protonet: the ProtoNet pipeline (Lightning, sampler, logging) against a bare loop of
   ``meta_loss`` / backward / Adam over the same pre-drawn batches; the sampler's own time per
   batch is measured apart, the rest of the gap is Lightning and logging.
@@ -62,7 +62,9 @@ def bench_memory(args, device, memory_cls, sync) -> list[dict]:
     """Rows ``memory/plain`` and ``memory/checkpoint``: step time at the larger meta-batch,
     peak memory per task, and the meta-batch that fits in 80 GB (extrapolated)."""
     size, batches = args.memory_size, (args.memory_batch, 2 * args.memory_batch)
-    engine = "fused" if args.memory_engine == "auto" else args.memory_engine
+    from metalab.inner_loop import resolve_engine
+
+    engine = resolve_engine(args.memory_engine, device, checkpoint=True)  # what auto runs
     rows = []
     for checkpoint in (False, True):
         peaks, times = {}, []

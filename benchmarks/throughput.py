@@ -489,7 +489,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--memory-batch", type=int,
                    help="its smaller meta-batch; the larger is twice it (default: 2 CUDA, 1 CPU)")
     p.add_argument("--memory-engine", default="auto", choices=("auto", "loop", "fused"),
-                   help="its engine (auto: fused, the one checkpointing picks)")
+                   help="its engine (auto: the one checkpointing picks, loop)")
     p.add_argument("--protonet", action="store_true",
                    help="also run the ProtoNet goal: ResNet-12 5-way 5-shot, meta-batch 1, "
                         "the pipeline against a bare loop over the same batches")

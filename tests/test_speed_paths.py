@@ -92,4 +92,4 @@ def test_checkpoint_config_errors():
     with pytest.raises(ConfigError, match="algorithm.checkpoint"):
         make(checkpoint=True, engine="vmap")
     assert make(checkpoint=True).checkpoint
-    assert resolve_engine("auto", torch.device("cuda"), checkpoint=True) == "fused"
+    assert resolve_engine("auto", torch.device("cuda"), checkpoint=True) == "loop"
