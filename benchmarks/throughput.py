@@ -346,9 +346,15 @@ def bench_learn2learn(args, device: torch.device, images) -> dict:
 # -- 3. the bare-compute floor ------------------------------------------------------------------
 def bench_floor(args, device: torch.device, images) -> dict:
     """One fixed batch on the device; functional conv4, second-order inner step, Adam."""
+    return time_loop(floor_step(args, device, images), args, device, "floor", count_flops=True)
+
+
+def floor_step(args, device: torch.device, images, engine: str | None = None):
+    """The floor's step; with ``engine``, the same step through metalab's InnerLoop."""
     from torch.func import functional_call
 
     from metalab.data.sampler import ImageEpisodes, generator
+    from metalab.inner_loop import SGD, InnerLoop, Mode
 
     source = ImageEpisodes(images.train, images.mean, images.std).to(device)
     plan = source.plan(generator(0), args.meta_batch, WAYS, SHOTS, QUERIES)
@@ -357,21 +363,52 @@ def bench_floor(args, device: torch.device, images) -> dict:
     net = conv4(device)
     params = dict(net.named_parameters())
     opt = torch.optim.Adam(params.values(), OUTER_LR)
+    inner = InnerLoop(net)
+
+    def losses():
+        if engine is not None:
+            preds, _ = inner.run(params, ep.support_x, ep.support_y, ep.query_x, 1,
+                                 SGD(INNER_LR), Mode.SECOND_ORDER, engine)
+            return F.cross_entropy(preds.flatten(0, 1), ep.query_y.flatten())
+        out = []
+        for i in range(args.meta_batch):
+            inner_loss = F.cross_entropy(functional_call(net, params, (ep.support_x[i],)),
+                                         ep.support_y[i])
+            grads = torch.autograd.grad(inner_loss, tuple(params.values()), create_graph=True)
+            fast = {k: p - INNER_LR * g for (k, p), g in zip(params.items(), grads, strict=True)}
+            out.append(F.cross_entropy(functional_call(net, fast, (ep.query_x[i],)),
+                                       ep.query_y[i]))
+        return torch.stack(out).mean()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        losses = []
-        for i in range(args.meta_batch):
-            inner = F.cross_entropy(functional_call(net, params, (ep.support_x[i],)),
-                                    ep.support_y[i])
-            grads = torch.autograd.grad(inner, tuple(params.values()), create_graph=True)
-            fast = {k: p - INNER_LR * g for (k, p), g in zip(params.items(), grads, strict=True)}
-            losses.append(F.cross_entropy(functional_call(net, fast, (ep.query_x[i],)),
-                                          ep.query_y[i]))
-        torch.stack(losses).mean().backward()
+        losses().backward()
         opt.step()
 
-    return time_loop(step, args, device, "floor", count_flops=True)
+    return step
+
+
+def bench_interleaved(args, device: torch.device, images) -> list[dict]:
+    """The floor and the ``auto`` engine's bare step, taking turns (one step each per round,
+    ``--steps`` rounds after ``--warmup``): on a loaded machine both see the same load."""
+    steps = {"interleaved/floor": floor_step(args, device, images),
+             "interleaved/auto": floor_step(args, device, images, "auto")}
+    times = {name: [] for name in steps}
+    for round_ in range(args.warmup + args.steps):
+        for name, step in steps.items():
+            sync(device)
+            t = time.perf_counter()
+            step()
+            sync(device)
+            if round_ >= args.warmup:
+                times[name].append(time.perf_counter() - t)
+    from metalab.inner_loop import resolve_engine
+
+    return [{"name": name, "engine": resolve_engine("auto", device) if "auto" in name else "-",
+             "tasks_per_s": args.meta_batch / statistics.median(ts),
+             "ms_per_step": 1000 * statistics.median(ts), "ms_per_step_min": 1000 * min(ts),
+             "ms_in_step": None, "peak_mem_mib": math.nan, "step_ms_all": [1000 * t for t in ts]}
+            for name, ts in times.items()]
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -420,7 +457,8 @@ def add_flops(results: list[dict]) -> None:
     """Achieved FLOP/s of the conv4 MAML rows: the floor's FLOPs per task (the same math)."""
     per_task = next((r["flops_per_task"] for r in results if "flops_per_task" in r), None)
     for r in results:
-        maml = r["name"] in ("floor", "learn2learn") or r["name"].startswith("pipeline/")
+        maml = r["name"] in ("floor", "learn2learn") or r["name"].startswith(
+            ("pipeline/", "interleaved/"))
         if per_task and maml and "error" not in r:
             r["gflop_per_s"] = per_task * r["tasks_per_s"] / 1e9
 
@@ -444,6 +482,9 @@ def goal_figures(results: list[dict], device: torch.device) -> dict[str, float]:
         "gpu_tasks_per_s": auto["tasks_per_s"] if cuda and auto else math.nan,
         "cpu_step_vs_loop": auto["ms_per_step"] / floor["ms_per_step"]
         if not cuda and auto and floor else math.nan,
+        "cpu_step_vs_loop_interleaved": by_name["interleaved/auto"]["ms_per_step"]
+        / by_name["interleaved/floor"]["ms_per_step"]
+        if not cuda and "interleaved/auto" in by_name else math.nan,
         "mem_per_task_ckpt_vs_plain": ckpt["mem_per_task_mib"] / plain["mem_per_task_mib"]
         if plain and ckpt and plain["mem_per_task_mib"] > 0 else math.nan,
         "ckpt_step_vs_plain": ckpt["ms_per_step"] / plain["ms_per_step"]
@@ -482,6 +523,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "and print ANIL's tasks/s over MAML's")
     p.add_argument("--no-learn2learn", action="store_true",
                    help="leave out learn2learn's recipe (slow on CPU)")
+    p.add_argument("--interleaved", action="store_true",
+                   help="also time the floor and the auto engine's bare step taking turns, "
+                        "for a ratio that a varying machine load does not skew")
     p.add_argument("--memory", action="store_true",
                    help="also run the memory goal: ResNet-12 second-order MAML, 5-way 5-shot, "
                         "with and without algorithm.checkpoint (benchmarks/goals.py)")
@@ -557,6 +601,9 @@ def main(argv=None) -> None:
             results.append(run_guarded(pipeline_name("anil", engine), bench_pipeline, engine,
                                        args, device, Path(tmp), "anil"))
 
+        if args.interleaved:
+            results += listed(run_guarded("interleaved", bench_interleaved, args, device,
+                                          images))
         if args.memory:
             results += listed(run_guarded("memory", goals.bench_memory, args, device, Memory,
                                           sync))
