@@ -46,11 +46,10 @@ Params = dict[str, Tensor]
 
 ENGINES = ("auto", "loop", "fused", "vmap", "learn2learn")
 PER_TASK = ("loop", "fused")  # the engines that can checkpoint task by task
-#: what ``auto`` picks on CPU, as measured (benchmarks/throughput.py; second-order MAML, conv4,
-#: 5-way 1-shot, 15 queries, meta-batch 32, one inner step, 2 threads, shared machine): fused
-#: ~0.5x the per-task loop's step time, vmap ~2.6x (on CPU its per-task weights turn every
-#: convolution into a grouped one, slower than one convolution per task). On CUDA vmap is ~10x
-#: faster than loop (fewer launches).
+#: what ``auto`` picks on CPU, as measured (benchmarks/throughput.py --interleaved; second-order
+#: MAML, conv4, 5-way 1-shot, 15 queries, meta-batch 32, one inner step, 2 threads, a shared
+#: loaded machine): fused 0.69x the per-task loop's step time; vmap ~2.6x (on CPU its per-task
+#: weights turn every convolution into a grouped one). On CUDA vmap is ~10x faster than loop.
 CPU_ENGINE = "fused"
 
 
