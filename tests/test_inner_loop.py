@@ -15,7 +15,7 @@ from metalab.backbones.mlp import MLP
 from metalab.errors import ConfigError
 from metalab.inner_loop import CPU_ENGINE, SGD, Adam, InnerLoop, Mode, resolve_engine
 
-ENGINES = ("loop", "vmap")
+ENGINES = ("loop", "fused", "vmap")
 
 
 @pytest.fixture(autouse=True)
