@@ -72,6 +72,21 @@ def pytest_collection_modifyitems(config, items):
     items[:] = keep  # none left: exit code 5, which mutmut counts as "no tests"
 
 
+@pytest.fixture(autouse=True)
+def restore_environ():
+    """Each test starts from the same environment: a run in the test process leaves variables
+    behind (Lightning's PL_GLOBAL_SEED and PL_SEED_WORKERS, torch's TORCHINDUCTOR_CACHE_DIR;
+    a rank's LOCAL_RANK, WORLD_SIZE, MASTER_ADDR... should it fail before cleaning up), and
+    LOCAL_RANK or RANK would make every later run think it is a rank of a launched job."""
+    saved = dict(os.environ)
+    yield
+    for key in os.environ.keys() - saved.keys():
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
+
+
 @pytest.fixture
 def one_thread():
     """One intra-op thread: small kernels on a shared 2-core machine stall on thread hand-offs."""

@@ -24,7 +24,7 @@ from holding import checkpoint_steps, start_held, wait_until_held
 from metalab.run import resume_checkpoint
 from metalab.sweep import best_validation
 
-STEPS = 40
+STEPS = 24
 COMMON = [f"steps={STEPS}", "val_every=4", "val_episodes=3", "test_episodes=5", "eval_batch=5",
           "log_every=1"]
 CASES = {
