@@ -132,3 +132,40 @@ def test_wandb_records_ask_for_finished_runs_of_a_group(monkeypatch):
     wandb_records("team/metalab", None)
     assert asked == [("team/metalab", {"state": "finished", "group": "2026-01-01_12-00-00"}),
                      ("team/metalab", {"state": "finished"})]
+
+
+def test_the_protocol_comes_from_the_config_and_is_no_result(tmp_path):
+    run_dir = write_run(tmp_path / "run")
+    (run_dir / "results.json").write_text(json.dumps(
+        {"protocol": "inductive", "test/acc": None, "inductive_stats": "support",
+         "test/episodes": 2}))
+    run = load_run(run_dir, "name")
+    assert run.protocol == "transductive"  # config.yaml names it; runs from before: this
+    assert list(run.results) == ["test/acc", "test/episodes"]  # null: a non-finite number
+    assert run.results["test/acc"] != run.results["test/acc"] and run.results["test/episodes"] == 2
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "protocol": "inductive_bn"}))
+    assert load_run(run_dir, "name").protocol == "inductive_bn"
+
+
+@pytest.mark.parametrize(("file", "text", "message"), [
+    ("config.yaml", "dataset: {name: [glyphs\n",
+     "config.yaml: not valid YAML at line 2 (expected ',' or ']', but got '<stream end>')"),
+    ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys, found list"),
+    ("results.json", '{"test/acc": 0.8', "results.json: not valid JSON (Expecting ',' "
+     "delimiter: line 1 column 17 (char 16))"),
+    ("results.json", "[0.8]", "results.json: expected an object of metrics, found list"),
+    ("results.json", '{"test/acc": "high"}', "results.json: test/acc='high' is not a number"),
+    ("results.json", '{"test/acc": true}', "results.json: test/acc=True is not a number"),
+    ("test_episodes.csv", "episode,acc\n0,0.5\n1,abc\n",
+     "test_episodes.csv: line 3, column acc: 'abc' is not a number"),
+    # a reader error has no line mark and no problem: the error itself, without a line
+    ("config.yaml", "seed: 1\x07\n", "config.yaml: not valid YAML (unacceptable character "
+     "#x0007: special characters are not allowed\n  in \"<unicode string>\", position 7)"),
+])
+def test_a_damaged_file_is_named_with_what_is_wrong(tmp_path, file, text, message):
+    run_dir = write_run(tmp_path / "run")
+    (run_dir / file).write_text(text)
+    with pytest.raises(CompareError) as err:
+        load_run(run_dir, "name")
+    assert str(err.value) == f"{run_dir / message}"
