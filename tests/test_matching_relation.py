@@ -15,6 +15,7 @@ from metalab.algorithms.matching import MatchingNetworks
 from metalab.algorithms.relation import RelationNetworks
 from metalab.backbones.base import Backbone
 from metalab.data.episodes import Episodes
+from metalab.errors import ConfigError
 
 WAYS, SHOTS, QUERIES, SHAPE = 4, 3, 2, (1, 8, 8)
 
@@ -102,7 +103,6 @@ def test_relation_networks_need_a_backbone_that_keeps_feature_maps():
     from metalab.backbones.conv4 import Conv4
     from metalab.backbones.external import TimmBackbone
     from metalab.backbones.mlp import MLP
-    from metalab.errors import ConfigError
 
     class Maps(Backbone):  # not an image backbone, but one that says it keeps its maps
         inputs, feature_maps = ("text",), True
@@ -115,3 +115,9 @@ def test_relation_networks_need_a_backbone_that_keeps_feature_maps():
         assert (err.value.key, err.value.value, err.value.allowed) == (
             "backbone", name, "Relation Networks compare feature maps: they need a "
             "convolutional backbone (conv4, resnet12, wrn, resnet18)")
+
+
+def test_relation_networks_need_a_positive_hidden_width():
+    with pytest.raises(ConfigError) as err:
+        RelationNetworks(backbone, hidden=0, optimizer=None)
+    assert (err.value.key, err.value.value) == ("algorithm.hidden", 0)

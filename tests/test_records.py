@@ -51,6 +51,8 @@ def test_load_run_reads_every_file(tmp_path):
 def test_missing_files_give_no_curves_and_no_episodes(tmp_path):
     assert read_curves(tmp_path / "metrics.csv") == {}
     assert read_episodes(tmp_path / "test_episodes.csv") is None
+    (tmp_path / "one.csv").write_text("episode,acc\n0,0.5\n")
+    assert read_episodes(tmp_path / "one.csv") == {"acc": [0.5]}
     (tmp_path / "empty.csv").write_text("episode\n")
     with pytest.raises(CompareError, match="empty.csv: no episodes"):  # a damaged file: named
         read_episodes(tmp_path / "empty.csv")
@@ -68,6 +70,7 @@ def test_run_folders_are_found_below_folders_and_globs(tmp_path):
     assert skipped == [(tmp_path / "sweep" / "2", "results.json without config.yaml")]
     assert scan([str(tmp_path / "sweep" / "*")])[0] == [a, b]
     assert scan([str(tmp_path / "sweep" / "0"), str(tmp_path / "sweep")])[0] == [a, b]
+    assert expand([str(a), str(b)]) == [a, b]  # every pattern's folders
     with pytest.raises(CompareError, match="no_such: no such folder"):
         expand([str(tmp_path / "no_such")])
     with pytest.raises(CompareError, match="no such folder"):
