@@ -86,6 +86,26 @@ def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
                                         (tmp_path / "2", "failed: see error.txt")]
 
 
+def test_pruned_and_unfinished_runs_are_named_with_their_reason(tmp_path):
+    write_run(tmp_path / "0")
+    for job, name, content in (("1", "pruned.txt", b"val/acc 0.2 at step 4\n"),
+                               ("2", "pruned.txt", b""),
+                               ("3", "error.txt", b"RuntimeError: bad \xff\n"),
+                               ("4", ".hydra", None), ("5", "train.log", b""),
+                               ("6", "config.yaml", b"seed: 1\n")):
+        (tmp_path / job).mkdir()
+        if content is None:
+            (tmp_path / job / name).mkdir()
+        else:
+            (tmp_path / job / name).write_bytes(content)
+    unfinished = "no results.json (unfinished, killed or still running)"
+    assert scan([str(tmp_path)])[1] == [
+        (tmp_path / "1", "pruned: val/acc 0.2 at step 4"),
+        (tmp_path / "2", "pruned: stopped early by the Optuna pruner"),
+        (tmp_path / "3", "failed: RuntimeError: bad \ufffd"),  # undecodable bytes replaced
+        (tmp_path / "4", unfinished), (tmp_path / "5", unfinished), (tmp_path / "6", unfinished)]
+
+
 class ApiRun:
     """The parts of a wandb.Api() run that records read (the W&B client's own shapes)."""
 
