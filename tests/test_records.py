@@ -88,7 +88,7 @@ def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
 
 def test_pruned_and_unfinished_runs_are_named_with_their_reason(tmp_path):
     write_run(tmp_path / "0")
-    for job, name, content in (("1", "pruned.txt", b"val/acc 0.2 at step 4\n"),
+    for job, name, content in (("1", "pruned.txt", b"val/acc 0.2 at step 4 \xff\n"),
                                ("2", "pruned.txt", b""),
                                ("3", "error.txt", b"RuntimeError: bad \xff\n"),
                                ("4", ".hydra", None), ("5", "train.log", b""),
@@ -100,7 +100,7 @@ def test_pruned_and_unfinished_runs_are_named_with_their_reason(tmp_path):
             (tmp_path / job / name).write_bytes(content)
     unfinished = "no results.json (unfinished, killed or still running)"
     assert scan([str(tmp_path)])[1] == [
-        (tmp_path / "1", "pruned: val/acc 0.2 at step 4"),
+        (tmp_path / "1", "pruned: val/acc 0.2 at step 4 \ufffd"),
         (tmp_path / "2", "pruned: stopped early by the Optuna pruner"),
         (tmp_path / "3", "failed: RuntimeError: bad \ufffd"),  # undecodable bytes replaced
         (tmp_path / "4", unfinished), (tmp_path / "5", unfinished), (tmp_path / "6", unfinished)]
@@ -182,13 +182,17 @@ def test_the_protocol_comes_from_the_config_and_is_no_result(tmp_path):
     ("results.json", '{"test/acc": true}', "results.json: test/acc=True is not a number"),
     ("test_episodes.csv", "episode,acc\n0,0.5\n1,abc\n",
      "test_episodes.csv: line 3, column acc: 'abc' is not a number"),
+    ("metrics.csv", "step,train/loss\n0,abc\n",
+     "metrics.csv: line 2, column train/loss: 'abc' is not a number"),
+    ("metrics.csv", "step,train/loss\n0,1.5\xff\n", "metrics.csv: not a readable CSV file "
+     "('utf-8' codec can't decode byte 0xff in position 1: invalid start byte)"),
     # a reader error has no line mark and no problem: the error itself, without a line
     ("config.yaml", "seed: 1\x07\n", "config.yaml: not valid YAML (unacceptable character "
      "#x0007: special characters are not allowed\n  in \"<unicode string>\", position 7)"),
 ])
 def test_a_damaged_file_is_named_with_what_is_wrong(tmp_path, file, text, message):
     run_dir = write_run(tmp_path / "run")
-    (run_dir / file).write_text(text)
+    (run_dir / file).write_bytes(text.encode("latin-1"))
     with pytest.raises(CompareError) as err:
         load_run(run_dir, "name")
     assert str(err.value) == f"{run_dir / message}"
