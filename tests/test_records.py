@@ -185,7 +185,7 @@ def test_the_protocol_comes_from_the_config_and_is_no_result(tmp_path):
     ("metrics.csv", "step,train/loss\n0,abc\n",
      "metrics.csv: line 2, column train/loss: 'abc' is not a number"),
     ("metrics.csv", "step,train/loss\n0,1.5\xff\n", "metrics.csv: not a readable CSV file "
-     "('utf-8' codec can't decode byte 0xff in position 1: invalid start byte)"),
+     "('utf-8' codec can't decode byte 0xff in position 21: invalid start byte)"),
     # a reader error has no line mark and no problem: the error itself, without a line
     ("config.yaml", "seed: 1\x07\n", "config.yaml: not valid YAML (unacceptable character "
      "#x0007: special characters are not allowed\n  in \"<unicode string>\", position 7)"),
