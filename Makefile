@@ -43,8 +43,9 @@ test: lint
 test-all: lint
 	$(BIN)/pytest $(ARGS)
 
-# Mutation testing of the core modules against their fast unit tests ([tool.mutmut] in
-# pyproject.toml; about 30 min on 2 cores); the kill rates go in docs/mutation.md. Not in CI.
+# Mutation testing of every mutant of the core modules, each module's against its own fast tests
+# ([tool.mutmut] in pyproject.toml, MUTANT_TESTS in tests/conftest.py; time measured in
+# docs/mutation.md); the kill rates go in docs/mutation.md. Not in CI.
 mutants: $(STAMP)
 	rm -rf mutants
 	OMP_NUM_THREADS=1 METALAB_CACHE=$(CURDIR)/.cache nice -n 10 $(BIN)/mutmut run --max-children 2 $(ARGS)

@@ -12,7 +12,12 @@ one inner SGD step, meta-batch 32 (``--meta-batch``). Benchmarks, all in this on
 A step is timed from the end of one outer step to the end of the next (so data sampling,
 logging and the progress bar of the pipelines count), after ``--warmup`` steps; the device is
 synchronised before each clock read. The last line is
-``speedup_vs_learn2learn=<x> overhead_vs_floor=<y>`` for the ``auto`` engine.
+``speedup_vs_learn2learn=<x> overhead_vs_floor=<y>`` for the ``auto`` engine, then one figure per
+goal of the speed issue (``n/a``: not measured in this run; benchmarks/goals.py):
+``gpu_tasks_per_s`` (pipeline/auto on CUDA), ``cpu_step_vs_loop`` (pipeline/auto's step time over
+the floor's, CPU), ``mem_per_task_ckpt_vs_plain`` and ``ckpt_step_vs_plain`` (``--memory``),
+``protonet_vs_bare`` (``--protonet``). The table names the device and gives the achieved
+GFLOP/s of the MAML rows (torch.utils.flop_counter).
 
 usage (repo root): PYTHONPATH=src python benchmarks/throughput.py --device cuda
 """
@@ -31,8 +36,11 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
+import goals
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -40,7 +48,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 WAYS, SHOTS, QUERIES = 5, 1, 15
 INNER_LR, OUTER_LR = 0.4, 1e-3  # conf/algorithm/maml.yaml; the same for every benchmark
-ENGINES = ("loop", "vmap", "learn2learn", "auto")
+ENGINES = ("loop", "fused", "vmap", "learn2learn", "auto")
 DEFAULTS = {"cpu": {"steps": 5, "warmup": 1}, "cuda": {"steps": 30, "warmup": 5}}
 
 
@@ -182,18 +190,26 @@ class ClockCallback(pl.Callback):
         self.clock.step_end()
 
 
-def time_loop(step, args, device: torch.device, name: str) -> dict:
-    clock = Clock(device, args.warmup, Memory(device))
-    for _ in range(args.warmup + args.steps):
+def time_loop(step, args, device: torch.device, name: str, count_flops: bool = False) -> dict:
+    """``count_flops``: the first warm-up step runs under torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    clock, counter = Clock(device, args.warmup, Memory(device)), FlopCounterMode(display=False)
+    for i in range(args.warmup + args.steps):
         clock.step_start()
-        step()
+        with counter if count_flops and i == 0 else nullcontext():
+            step()
         clock.step_end()
-    return clock.result(name, args.meta_batch)
+    result = clock.result(name, args.meta_batch)
+    if count_flops:
+        result["flops_per_task"] = counter.get_total_flops() / args.meta_batch
+    return result
 
 
 # -- configuration and data -----------------------------------------------------------------------
-def compose(args, engine: str, run_dir: Path, algorithm: str = "maml"):
-    """The run config as metalab-train composes it (conf/ + overrides)."""
+def compose(args, engine: str, run_dir: Path, algorithm: str = "maml", extra=()):
+    """The run config as metalab-train composes it (conf/ + overrides; ``extra`` replaces the
+    keys it names)."""
     from metalab.run.config import compose as compose_run
 
     steps = args.warmup + args.steps
@@ -209,6 +225,11 @@ def compose(args, engine: str, run_dir: Path, algorithm: str = "maml"):
         f"hardware={'gpu' if args.device == 'cuda' else 'cpu'}",
         f"hardware.precision={args.precision}",
     ]
+    if algorithm not in ("maml", "anil"):  # the inner-loop keys are MAML's
+        overrides = [o for o in overrides if not o.startswith(
+            ("algorithm.engine", "algorithm.inner_", "algorithm.optimizer"))]
+    keys = {o.split("=")[0] for o in extra}
+    overrides = [o for o in overrides if o.split("=")[0] not in keys] + list(extra)
     # W&B offline when installed (the default logger), else the CSV logger alone
     overrides += ["logger.wandb.mode=offline"] if importable("wandb") else ["logger=csv"]
     return compose_run(overrides, run_dir)
@@ -229,14 +250,14 @@ def conv4(device: torch.device) -> torch.nn.Module:
 
 # -- 1. metalab's pipeline ----------------------------------------------------------------------
 def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path,
-                   algorithm: str = "maml") -> dict:
+                   algorithm: str = "maml", extra=()) -> dict:
     """metalab.run.training.run without its test phase, with a clock on the training steps."""
     from metalab.algorithms.inner_loop import resolve_engine
     from metalab.run import training as pipeline
     from metalab.run.config import check_config
 
     run_dir = out_dir / f"{algorithm}-{engine}"
-    cfg = compose(args, engine, run_dir, algorithm)
+    cfg = compose(args, engine, run_dir, algorithm, extra)
     check_config(cfg)
     pipeline.quiet_known_warnings()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -250,7 +271,7 @@ def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path,
         if "wandb" in sys.modules:  # else the next run's WandbLogger reuses this W&B run
             sys.modules["wandb"].finish()
     result = clock.result(pipeline_name(algorithm, engine), args.meta_batch)
-    result["engine"] = resolve_engine(engine, device)
+    result["engine"] = resolve_engine(engine, device) if algorithm in ("maml", "anil") else "-"
     return result
 
 
@@ -311,8 +332,14 @@ def bench_learn2learn(args, device: torch.device, images) -> dict:
 # -- 3. the bare-compute floor ------------------------------------------------------------------
 def bench_floor(args, device: torch.device, images) -> dict:
     """One fixed batch on the device; functional conv4, second-order inner step, Adam."""
+    return time_loop(floor_step(args, device, images), args, device, "floor", count_flops=True)
+
+
+def floor_step(args, device: torch.device, images, engine: str | None = None):
+    """The floor's step; with ``engine``, the same step through metalab's InnerLoop."""
     from torch.func import functional_call
 
+    from metalab.algorithms.inner_loop import SGD, InnerLoop, Mode
     from metalab.data.sampler import ImageEpisodes, generator
 
     source = ImageEpisodes(images.train, images.mean, images.std).to(device)
@@ -322,21 +349,52 @@ def bench_floor(args, device: torch.device, images) -> dict:
     net = conv4(device)
     params = dict(net.named_parameters())
     opt = torch.optim.Adam(params.values(), OUTER_LR)
+    inner = InnerLoop(net)
+
+    def losses():
+        if engine is not None:
+            preds, _ = inner.run(params, ep.support_x, ep.support_y, ep.query_x, 1,
+                                 SGD(INNER_LR), Mode.SECOND_ORDER, engine)
+            return F.cross_entropy(preds.flatten(0, 1), ep.query_y.flatten())
+        out = []
+        for i in range(args.meta_batch):
+            inner_loss = F.cross_entropy(functional_call(net, params, (ep.support_x[i],)),
+                                         ep.support_y[i])
+            grads = torch.autograd.grad(inner_loss, tuple(params.values()), create_graph=True)
+            fast = {k: p - INNER_LR * g for (k, p), g in zip(params.items(), grads, strict=True)}
+            out.append(F.cross_entropy(functional_call(net, fast, (ep.query_x[i],)),
+                                       ep.query_y[i]))
+        return torch.stack(out).mean()
 
     def step():
         opt.zero_grad(set_to_none=True)
-        losses = []
-        for i in range(args.meta_batch):
-            inner = F.cross_entropy(functional_call(net, params, (ep.support_x[i],)),
-                                    ep.support_y[i])
-            grads = torch.autograd.grad(inner, tuple(params.values()), create_graph=True)
-            fast = {k: p - INNER_LR * g for (k, p), g in zip(params.items(), grads, strict=True)}
-            losses.append(F.cross_entropy(functional_call(net, fast, (ep.query_x[i],)),
-                                          ep.query_y[i]))
-        torch.stack(losses).mean().backward()
+        losses().backward()
         opt.step()
 
-    return time_loop(step, args, device, "floor")
+    return step
+
+
+def bench_interleaved(args, device: torch.device, images) -> list[dict]:
+    """The floor and the ``auto`` engine's bare step, taking turns (one step each per round,
+    ``--steps`` rounds after ``--warmup``): on a loaded machine both see the same load."""
+    steps = {"interleaved/floor": floor_step(args, device, images),
+             "interleaved/auto": floor_step(args, device, images, "auto")}
+    times = {name: [] for name in steps}
+    for round_ in range(args.warmup + args.steps):
+        for name, step in steps.items():
+            sync(device)
+            t = time.perf_counter()
+            step()
+            sync(device)
+            if round_ >= args.warmup:
+                times[name].append(time.perf_counter() - t)
+    from metalab.algorithms.inner_loop import resolve_engine
+
+    return [{"name": name, "engine": resolve_engine("auto", device) if "auto" in name else "-",
+             "tasks_per_s": args.meta_batch / statistics.median(ts),
+             "ms_per_step": 1000 * statistics.median(ts), "ms_per_step_min": 1000 * min(ts),
+             "ms_in_step": None, "peak_mem_mib": math.nan, "step_ms_all": [1000 * t for t in ts]}
+            for name, ts in times.items()]
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -359,20 +417,36 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def print_table(results: list[dict], memory_label: str) -> None:
-    head = (f"{'benchmark':<22}{'engine':<13}{'tasks/s':>10}{'ms/step':>11}{'min ms':>11}"
-            f"{'in-step ms':>12}{'peak MiB':>11}")
-    print("\n" + head + "\n" + "-" * len(head))
+def print_table(results: list[dict], memory_label: str, device_name: str) -> None:
+    head = (f"{'benchmark':<22}{'engine':<9}{'tasks/s':>10}{'ms/step':>11}{'min ms':>11}"
+            f"{'in-step ms':>12}{'peak MiB':>11}{'GFLOP/s':>10}")
+    print(f"\n{device_name}\n" + head + "\n" + "-" * len(head))
     for r in results:
         if "error" in r:
             print(f"{r['name']:<22}failed: {r['error']}")
             continue
-        inside = "-" if r["ms_in_step"] is None else f"{r['ms_in_step']:.1f}"
-        print(f"{r['name']:<22}{r.get('engine', '-'):<13}{r['tasks_per_s']:>10.2f}"
+        inside = "-" if r.get("ms_in_step") is None else f"{r['ms_in_step']:.1f}"
+        flops = "-" if r.get("gflop_per_s") is None else f"{r['gflop_per_s']:.1f}"
+        print(f"{r['name']:<22}{r.get('engine', '-'):<9}{r['tasks_per_s']:>10.2f}"
               f"{r['ms_per_step']:>11.1f}{r['ms_per_step_min']:>11.1f}{inside:>12}"
-              f"{r['peak_mem_mib']:>11.1f}")
+              f"{r['peak_mem_mib']:>11.1f}{flops:>10}")
+        if "mem_per_task_mib" in r:
+            print(f"{'':<22}per task {r['mem_per_task_mib']:.1f} MiB at {r['image_size']}px, "
+                  f"~{r['mem_per_task_mib_at_84']:.0f} MiB at 84px: meta-batch <= "
+                  f"{r['max_meta_batch_80gb']} in 80 GB (extrapolated)")
     print(f"(median over timed steps; step = end of one outer step to the end of the next; "
-          f"in-step = Lightning's batch start -> end; peak MiB: {memory_label})")
+          f"in-step = Lightning's batch start -> end; peak MiB: {memory_label}; GFLOP/s: "
+          f"torch.utils.flop_counter's count of the floor's step times tasks/s)")
+
+
+def add_flops(results: list[dict]) -> None:
+    """Achieved FLOP/s of the conv4 MAML rows: the floor's FLOPs per task (the same math)."""
+    per_task = next((r["flops_per_task"] for r in results if "flops_per_task" in r), None)
+    for r in results:
+        maml = r["name"] in ("floor", "learn2learn") or r["name"].startswith(
+            ("pipeline/", "interleaved/"))
+        if per_task and maml and "error" not in r:
+            r["gflop_per_s"] = per_task * r["tasks_per_s"] / 1e9
 
 
 def headline(results: list[dict]) -> tuple[float, float]:
@@ -381,6 +455,33 @@ def headline(results: list[dict]) -> tuple[float, float]:
     speedup = auto["tasks_per_s"] / l2l["tasks_per_s"] if auto and l2l else math.nan
     overhead = auto["ms_per_step"] / floor["ms_per_step"] if auto and floor else math.nan
     return speedup, overhead
+
+
+def goal_figures(results: list[dict], device: torch.device) -> dict[str, float]:
+    """One figure per goal of the speed issue (NaN: not measured in this run)."""
+    by_name = {r["name"]: r for r in results if "error" not in r}
+    auto, floor = by_name.get("pipeline/auto"), by_name.get("floor")
+    plain, ckpt = by_name.get("memory/plain"), by_name.get("memory/checkpoint")
+    proto, bare = by_name.get("protonet/pipeline"), by_name.get("protonet/bare")
+    cuda = device.type == "cuda"
+    return {
+        "gpu_tasks_per_s": auto["tasks_per_s"] if cuda and auto else math.nan,
+        "cpu_step_vs_loop": auto["ms_per_step"] / floor["ms_per_step"]
+        if not cuda and auto and floor else math.nan,
+        "cpu_step_vs_loop_interleaved": by_name["interleaved/auto"]["ms_per_step"]
+        / by_name["interleaved/floor"]["ms_per_step"]
+        if not cuda and "interleaved/auto" in by_name else math.nan,
+        "mem_per_task_ckpt_vs_plain": ckpt["mem_per_task_mib"] / plain["mem_per_task_mib"]
+        if plain and ckpt and plain["mem_per_task_mib"] > 0 else math.nan,
+        "ckpt_step_vs_plain": ckpt["ms_per_step"] / plain["ms_per_step"]
+        if plain and ckpt else math.nan,
+        "protonet_vs_bare": proto["ms_per_step"] / bare["ms_per_step"]
+        if proto and bare else math.nan,
+    }
+
+
+def summary(figures: dict[str, float]) -> str:
+    return " ".join(f"{k}={'n/a' if math.isnan(v) else f'{v:.2f}'}" for k, v in figures.items())
 
 
 def finite(x: float) -> float | None:
@@ -406,8 +507,31 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--anil", action="store_true",
                    help="also run the pipeline with algorithm=anil (same settings, same engines) "
                         "and print ANIL's tasks/s over MAML's")
+    p.add_argument("--no-learn2learn", action="store_true",
+                   help="leave out learn2learn's recipe (slow on CPU)")
+    p.add_argument("--interleaved", action="store_true",
+                   help="also time the floor and the auto engine's bare step taking turns, "
+                        "for a ratio that a varying machine load does not skew")
+    p.add_argument("--memory", action="store_true",
+                   help="also run the memory goal: ResNet-12 second-order MAML, 5-way 5-shot, "
+                        "with and without algorithm.checkpoint (benchmarks/goals.py)")
+    p.add_argument("--memory-size", type=int, help="its image size (default: 84 CUDA, 32 CPU)")
+    p.add_argument("--memory-batch", type=int,
+                   help="its smaller meta-batch; the larger is twice it (default: 2 CUDA, 1 CPU)")
+    p.add_argument("--memory-engine", default="auto", choices=("auto", "loop", "fused"),
+                   help="its engine (auto: the one checkpointing picks, loop)")
+    p.add_argument("--protonet", action="store_true",
+                   help="also run the ProtoNet goal: ResNet-12 5-way 5-shot, meta-batch 1, "
+                        "the pipeline against a bare loop over the same batches")
+    p.add_argument("--protonet-size", type=int, help="its image size (default: 84 CUDA, 32 CPU)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="repeats of each memory measurement (the median is reported)")
     p.add_argument("--out", type=Path, help="also write every number to this JSON file")
     args = p.parse_args(argv)
+    full = args.device == "cuda"
+    args.memory_size = args.memory_size or (84 if full else 32)
+    args.memory_batch = args.memory_batch or (2 if full else 1)
+    args.protonet_size = args.protonet_size or (84 if full else 32)
     for key, value in DEFAULTS[args.device].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -435,6 +559,10 @@ def run_guarded(name: str, fn, *fn_args) -> dict:
             torch.cuda.empty_cache()
 
 
+def listed(result: dict | list[dict]) -> list[dict]:
+    return result if isinstance(result, list) else [result]
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     import_metalab()
@@ -449,8 +577,9 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory(prefix="metalab-throughput-") as tmp:
         images = load_images(compose(args, "auto", Path(tmp) / "data"))
         results = [] if args.pipelines_only else [
-            run_guarded("floor", bench_floor, args, device, images),
-            run_guarded("learn2learn", bench_learn2learn, args, device, images)]
+            run_guarded("floor", bench_floor, args, device, images)]
+        if not (args.pipelines_only or args.no_learn2learn):
+            results.append(run_guarded("learn2learn", bench_learn2learn, args, device, images))
         for engine in args.engines:
             results.append(run_guarded(f"pipeline/{engine}", bench_pipeline, engine, args,
                                        device, Path(tmp)))
@@ -458,15 +587,31 @@ def main(argv=None) -> None:
             results.append(run_guarded(pipeline_name("anil", engine), bench_pipeline, engine,
                                        args, device, Path(tmp), "anil"))
 
+        if args.interleaved:
+            results += listed(run_guarded("interleaved", bench_interleaved, args, device,
+                                          images))
+        if args.memory:
+            results += listed(run_guarded("memory", goals.bench_memory, args, device, Memory,
+                                          sync))
+        if args.protonet:
+            results += listed(run_guarded(
+                "protonet", goals.bench_protonet, args, device,
+                partial(bench_pipeline, "auto", args, device, Path(tmp)),
+                lambda algorithm, extra: compose(args, "auto", Path(tmp) / "protonet", algorithm,
+                                                 extra)))
+
     memory_label = Memory(device).label
-    print_table(results, memory_label)
+    add_flops(results)
+    print_table(results, memory_label, f"{env['device_name']} ({device})")
     speedup, overhead = headline(results)
+    figures = goal_figures(results, device)
     if args.out:
         args.out.write_text(json.dumps({
             "environment": env, "memory": memory_label,
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "results": results, "speedup_vs_learn2learn": finite(speedup),
             "overhead_vs_floor": finite(overhead),
+            "goals": {k: finite(v) for k, v in figures.items()},
         }, indent=2))
         print(f"wrote {args.out}")
     print(f"speedup_vs_learn2learn={speedup:.2f} overhead_vs_floor={overhead:.2f}")
@@ -475,6 +620,7 @@ def main(argv=None) -> None:
         maml, anil = by_name.get(f"pipeline/{engine}"), by_name.get(f"anil/{engine}")
         if maml and anil:
             print(f"anil_vs_maml[{engine}]={anil['tasks_per_s'] / maml['tasks_per_s']:.2f}")
+    print(summary(figures))
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from helpers import IN_CI, OMNIGLOT_SMALL, TINY, run_cli
@@ -13,6 +15,56 @@ def pytest_runtest_setup(item):
         if IN_CI:
             pytest.fail(f"{message} (CI=true: the shared data folder must be there)")
         pytest.skip(message)
+
+
+# `make mutants`: a mutant of a core module runs, of the tests mutmut found calling the mutated
+# function, only those in that module's own fast test files (mutmut sets MUTANT_UNDER_TEST to
+# the mutant's name; "stats", "" and "fail" in its other phases). Longest prefix first.
+MUTANT_TESTS = {
+    "metalab.algorithms.inner_loop.": ["test_inner_loop"],
+    "metalab.data.sampler.": ["test_sampler"],
+    "metalab.data.datamodule.": ["test_datamodule", "test_ddp"],
+    "metalab.algorithms.base.": ["test_base", "test_protonet"],
+    "metalab.algorithms.maml_rl.": ["test_rl"],
+    "metalab.algorithms.maml.": ["test_maml"],
+    "metalab.algorithms.reptile.": ["test_reptile"],
+    "metalab.algorithms.protonet.": ["test_protonet"],
+    "metalab.algorithms.embedding.": ["test_protonet", "test_matching_relation"],
+    "metalab.algorithms.matching.": ["test_matching_relation"],
+    "metalab.algorithms.relation.": ["test_matching_relation"],
+    "metalab.algorithms.anil.": ["test_anil"],
+    "metalab.algorithms.gradient.": ["test_maml", "test_reptile", "test_anil"],
+    "metalab.algorithms.metaoptnet.": ["test_metaoptnet"],
+    "metalab.compare.statistics.": ["test_stats", "test_compare_stats"],
+    "metalab.compare.records.": ["test_records"],
+    "metalab.tasks.": ["test_base", "test_protonet", "test_inner_loop"],
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    mutant = os.environ.get("MUTANT_UNDER_TEST", "")
+    prefix = next((p for p in MUTANT_TESTS if mutant.startswith(p)), None)
+    if prefix is None:
+        return
+    files = {f"{name}.py" for name in MUTANT_TESTS[prefix]}
+    keep = [item for item in items if item.path.name in files]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep  # none left: exit code 5, which mutmut counts as "no tests"
+
+
+@pytest.fixture(autouse=True)
+def restore_environ():
+    """Each test starts from the same environment: a run in the test process leaves variables
+    behind (Lightning's PL_GLOBAL_SEED and PL_SEED_WORKERS, torch's TORCHINDUCTOR_CACHE_DIR;
+    a rank's LOCAL_RANK, WORLD_SIZE, MASTER_ADDR... should it fail before cleaning up), and
+    LOCAL_RANK or RANK would make every later run think it is a rank of a launched job."""
+    saved = dict(os.environ)
+    yield
+    for key in os.environ.keys() - saved.keys():
+        del os.environ[key]
+    for key, value in saved.items():
+        if os.environ.get(key) != value:
+            os.environ[key] = value
 
 
 @pytest.fixture

@@ -46,7 +46,8 @@ def test_holm_on_a_worked_example():
     # (.005 <= .05/4, .01 <= .05/3, then .03 > .05/2 stops); adjusted: 4p, 3p, then monotone
     assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert stats.holm([0.5]) == [0.5]
-    assert stats.holm([0.3, 0.4]) == [0.6, 0.6]  # capped at 1, never below a smaller one's
+    assert stats.holm([0.3, 0.4]) == [0.6, 0.6]  # never below a smaller one's
+    assert stats.holm([0.6, 0.7]) == [1.0, 1.0]  # capped at 1
     adjusted = stats.holm([0.2, math.nan, 0.01])
     assert adjusted[0] == pytest.approx(0.2) and math.isnan(adjusted[1])
     assert adjusted[2] == pytest.approx(0.02)

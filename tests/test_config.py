@@ -20,7 +20,9 @@ DATASETS, ALGORITHMS, BACKBONES = options("dataset"), options("algorithm"), opti
 
 TEXT_BACKBONES = {"text_cnn", "text_transformer", "text_pretrained"}
 RL_ALGORITHMS = ("maml_rl", "pretrained_rl", "random_rl")
-CLASSIFIERS = ("protonet", "r2d2", "metaoptnet", "matching", "relation")
+PRETRAIN = ("baseline", "baseline_pp", "rfs")
+CLASSIFIERS = ("protonet", "r2d2", "metaoptnet", "matching", "relation", "meta_baseline",
+               *PRETRAIN)
 #: the default suite builds every backbone on one dataset of each kind and the small backbones
 #: on a dataset of each image size too; the whole grid is marked slow (make test-all)
 KIND_EXAMPLES = {"glyphs", "sinusoid", "nav2d", "clinc150"}
@@ -39,6 +41,10 @@ def refusal(dataset_cfg, algorithm, backbone):
     if (dataset_cfg.task == "rl") != (algorithm in RL_ALGORITHMS):
         return "tasks only"
     text = dataset_cfg.get("inputs") == "text"
+    if algorithm in PRETRAIN and text:
+        return "pretrains on image datasets only"
+    if algorithm == "meta_baseline":  # no init_from given
+        return "trains from a pretrained backbone"
     if algorithm == "relation" and (backbone in ("mlp", "policy", "timm") or
                                     backbone in TEXT_BACKBONES):
         return "need a convolutional backbone"

@@ -22,7 +22,7 @@ from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
 from metalab.errors import ConfigError
 
-ENGINES = ("loop", "vmap")
+ENGINES = ("loop", "fused", "vmap")
 
 
 def meta_grad(net, task, tasks, engine, mode, steps=1, lr=0.4, lrs=None):
@@ -181,3 +181,20 @@ def test_engine_choice():
     with pytest.raises(ConfigError, match="learn2learn") as err:
         inner.run(inner.params(), sx, sy, qx, 1, Adam(0.1), Mode.DETACHED, "learn2learn")
     assert err.value.key == "algorithm.engine"
+
+
+@pytest.mark.parametrize("affine", [False, True])
+def test_composite_layer_norm_equals_torch_layer_norm(affine):
+    """The layer norm that CompositeBatchNorm puts in place of the fused kernel (exact under
+    vmap's second derivatives) gives torch's values, over the last one or two dims (float64)."""
+    from metalab.algorithms.inner_loop import CompositeBatchNorm
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4, 5, generator=g, dtype=torch.float64) * 3 + 1
+    for shape, eps in (((5,), 1e-5), ((4, 5), 0.5)):
+        weight = torch.randn(shape, generator=g, dtype=torch.float64) if affine else None
+        bias = torch.randn(shape, generator=g, dtype=torch.float64) if affine else None
+        expected = F.layer_norm(x, shape, weight, bias, eps)
+        with CompositeBatchNorm():
+            out = F.layer_norm(x, shape, weight, bias, eps)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)

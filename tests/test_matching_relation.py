@@ -15,6 +15,7 @@ from metalab.algorithms.matching import MatchingNetworks
 from metalab.algorithms.relation import RelationNetworks
 from metalab.backbones.base import Backbone
 from metalab.data.episodes import Episodes
+from metalab.errors import ConfigError
 
 WAYS, SHOTS, QUERIES, SHAPE = 4, 3, 2, (1, 8, 8)
 
@@ -96,3 +97,27 @@ def test_relation_networks_equal_easyfsl():
     onehot = F.one_hot(ep.query_y[0], WAYS).float()
     torch.testing.assert_close(metrics["loss"][0], F.mse_loss(got, onehot))
     assert metrics["acc"][0] == (got.argmax(1) == ep.query_y[0]).float().mean()
+
+
+def test_relation_networks_need_a_backbone_that_keeps_feature_maps():
+    from metalab.backbones.conv4 import Conv4
+    from metalab.backbones.external import TimmBackbone
+    from metalab.backbones.mlp import MLP
+
+    class Maps(Backbone):  # not an image backbone, but one that says it keeps its maps
+        inputs, feature_maps = ("text",), True
+
+    for backbone in (Conv4, Maps):
+        RelationNetworks.check_backbone(backbone, "ok")
+    for backbone, name in ((MLP, "mlp"), (TimmBackbone, "timm"), (len, "len")):
+        with pytest.raises(ConfigError) as err:
+            RelationNetworks.check_backbone(backbone, name)
+        assert (err.value.key, err.value.value, err.value.allowed) == (
+            "backbone", name, "Relation Networks compare feature maps: they need a "
+            "convolutional backbone (conv4, resnet12, wrn, resnet18)")
+
+
+def test_relation_networks_need_a_positive_hidden_width():
+    with pytest.raises(ConfigError) as err:
+        RelationNetworks(backbone, hidden=0, optimizer=None)
+    assert (err.value.key, err.value.value) == ("algorithm.hidden", 0)

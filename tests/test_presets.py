@@ -239,6 +239,82 @@ PAPER = {
         "steps": ("1,000,000 episodes", "1,000,000"),
         "test_episodes": ("over 1,000 test episodes", "1,000"),
     },
+    "baseline_mini_imagenet_5w1s": {
+        "dataset.name": ("400 epochs on mini-ImageNet", "mini_imagenet"),
+        "algorithm.name": ("Baseline, Conv-4, mini-ImageNet", "baseline"),
+        "backbone.name": ("Conv-4: four blocks of 3x3 convolution", "conv4"),
+        "backbone.hidden": ("four blocks of 3x3 convolution with 64 filters", "64"),
+        "backbone.max_pool": ("ReLU and 2x2 max-pooling", True),
+        "dataset.ways": ("42.11 % (5-way 1-shot)", "5"),
+        "dataset.shots": ("42.11 % (5-way 1-shot)", 1),
+        "algorithm.classifier": ("a linear classifier of all base classes", "linear"),
+        "algorithm.eval_head": ("fits a new linear classifier to the support features", "linear"),
+        "algorithm.optimizer._target_": ("Adam with its default learning rate 1e-3",
+                                         "torch.optim.Adam"),
+        "algorithm.optimizer.lr": ("Adam with its default learning rate 1e-3", 1e-3),
+        "algorithm.batch_size": ("batches of 16 images", "16"),
+        "algorithm.finetune_lr": ("SGD lr 0.01", "0.01"),
+        "algorithm.finetune_weight_decay": ("weight decay 0.001", "0.001"),
+        "algorithm.finetune_steps": ("100 epochs of batches of 4", "100"),
+        "steps": ("38,400 images: 960,000 batches", "960,000"),
+        "val_episodes": ("no validation, the last model is tested", 0),
+    },
+    "baseline_pp_mini_imagenet_5w1s": {
+        "dataset.name": ("Baseline++, Conv-4, mini-ImageNet", "mini_imagenet"),
+        "algorithm.name": ("Baseline++, Conv-4, mini-ImageNet", "baseline_pp"),
+        "backbone.name": ("Baseline++, Conv-4, mini-ImageNet", "conv4"),
+        "dataset.ways": ("48.24 % (5-way 1-shot)", "5"),
+        "dataset.shots": ("48.24 % (5-way 1-shot)", 1),
+        "algorithm.classifier": ("with cosine-similarity classifiers in training", "cosine"),
+        "algorithm.eval_head": ("cosine-similarity classifiers in training and in each test "
+                                "episode", "cosine"),
+        "algorithm.scale": ("the code scales the cosine by 2", "2"),
+        "algorithm.finetune_scale": ("the code scales the cosine by 2", "2"),
+        "algorithm.batch_size": ("Baseline's training (see baseline_mini_imagenet_5w1s)", 16),
+        "steps": ("Baseline's training (see baseline_mini_imagenet_5w1s)", 960000),
+    },
+    "rfs_mini_imagenet_5w1s": {
+        "dataset.name": ("RFS-simple, mini-ImageNet 5-way 1-shot", "mini_imagenet"),
+        "algorithm.name": ("RFS-simple, mini-ImageNet 5-way 1-shot", "rfs"),
+        "backbone.name": ("ResNet-12 (64-160-320-640 filters)", "resnet12"),
+        "backbone.channels": ("ResNet-12 (64-160-320-640 filters)", [64, 160, 320, 640]),
+        "dataset.ways": ("RFS-simple 62.02 +- 0.63 % (5-way 1-shot)", "5"),
+        "dataset.shots": ("RFS-simple 62.02 +- 0.63 % (5-way 1-shot)", 1),
+        "dataset.queries": ("n_test_runs 600 with n_queries 15", "15"),
+        "algorithm.classifier": ("a linear classifier of the 64 training classes", "linear"),
+        "algorithm.eval_head": ("scikit-learn's LogisticRegression", "logistic"),
+        "algorithm.normalize": ("L2-normalised features", True),
+        "algorithm.optimizer._target_": ("SGD, learning rate 0.05", "torch.optim.SGD"),
+        "algorithm.optimizer.lr": ("SGD, learning rate 0.05", "0.05"),
+        "algorithm.optimizer.momentum": ("momentum 0.9", "0.9"),
+        "algorithm.optimizer.weight_decay": ("weight decay 5e-4", 5e-4),
+        "algorithm.batch_size": ("batch size 64", "64"),
+        "algorithm.scheduler.milestones": ("the learning rate times 0.1 at epochs 60 and 80",
+                                           [36000, 48000]),
+        "algorithm.scheduler.gamma": ("the learning rate times 0.1", "0.1"),
+        "algorithm.kd_temperature": ("distillation: temperature 4", "4"),
+        "algorithm.kd_weight": ("0.5 * cross-entropy + 0.5 * KL", 0.5),
+        "algorithm.ce_weight": ("0.5 * cross-entropy + 0.5 * KL", 0.5),
+        "steps": ("600 batches each: 60,000 batches", "60,000"),
+        "test_episodes": ("n_test_runs 600", "600"),
+    },
+    "meta_baseline_mini_imagenet_5w1s": {
+        "dataset.name": ("Meta-Baseline, mini-ImageNet 5-way 1-shot", "mini_imagenet"),
+        "algorithm.name": ("Meta-Baseline, mini-ImageNet 5-way 1-shot", "meta_baseline"),
+        "backbone.name": ("ResNet-12 pretrained as a classifier", "resnet12"),
+        "algorithm.distance": ("cosine similarity times a learned temperature", "cosine"),
+        "algorithm.learn_scale": ("cosine similarity times a learned temperature", True),
+        "dataset.ways": ("n_way 5", "5"),
+        "dataset.shots": ("n_shot 1", "1"),
+        "dataset.train_shots": ("n_shot 1", "1"),
+        "dataset.queries": ("n_query 15", "15"),
+        "dataset.train_queries": ("n_query 15", "15"),
+        "algorithm.meta_batch": ("ep_per_batch 4", "4"),
+        "algorithm.optimizer._target_": ("SGD lr 0.001", "torch.optim.SGD"),
+        "algorithm.optimizer.lr": ("SGD lr 0.001", "0.001"),
+        "algorithm.optimizer.weight_decay": ("weight decay 5e-4", 5e-4),
+        "steps": ("(4,000 batches)", "4,000"),
+    },
 }
 WORDS = {"one": 1, "half": 0.5}
 
@@ -344,7 +420,24 @@ def local_data(cfg: dict, root: Path) -> list[str]:
     small = {"conv4": ["backbone.hidden=8"],
              "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
              }.get(cfg["backbone"]["name"], [])
+    if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold (++: the
+        small.append("++algorithm.batch_size=4")  # multirun checks it on the default algorithm)
+    if cfg["algorithm"].get("needs_init"):  # Meta-Baseline: a pretrained backbone of that size
+        small.append(f"init_from={pretrained(root, [*data, *small])}")
     return [*data, *small, "algorithm.meta_batch=2"]
+
+
+def pretrained(root: Path, overrides: list[str]) -> Path:
+    """A pretraining checkpoint of the shrunk backbone on that data, as a run writes it."""
+    import torch
+
+    from metalab.run.training import build_model
+
+    path = root / "pretrained.ckpt"
+    if not path.is_file():
+        model = build_model(compose(["algorithm=baseline", *overrides]))
+        torch.save({"state_dict": model.state_dict(), "global_step": 0}, path)
+    return path
 
 
 def runnable(name: str) -> bool:
@@ -387,7 +480,7 @@ def test_preset_runs_a_few_steps_on_local_data(name, preset_runs):
     metric = "test/mse" if ran["dataset"]["task"] == "regression" else "test/acc"
     assert_results_are_the_episode_means(run_dir, metric.split("/")[1])
     # the run used the preset: its resolved config holds the preset's settings
-    shrunk = {o.split("=")[0] for o in overrides}
+    shrunk = {o.split("=")[0].lstrip("+") for o in overrides}
     for key, (_, words) in PAPER[name].items():
         if key not in shrunk and "." in key:
             assert select(ran, key) == cited_value(words), key

@@ -51,6 +51,8 @@ def test_load_run_reads_every_file(tmp_path):
 def test_missing_files_give_no_curves_and_no_episodes(tmp_path):
     assert read_curves(tmp_path / "metrics.csv") == {}
     assert read_episodes(tmp_path / "test_episodes.csv") is None
+    (tmp_path / "one.csv").write_text("episode,acc\n0,0.5\n")
+    assert read_episodes(tmp_path / "one.csv") == {"acc": [0.5]}
     (tmp_path / "empty.csv").write_text("episode\n")
     with pytest.raises(CompareError, match="empty.csv: no episodes"):  # a damaged file: named
         read_episodes(tmp_path / "empty.csv")
@@ -68,6 +70,7 @@ def test_run_folders_are_found_below_folders_and_globs(tmp_path):
     assert skipped == [(tmp_path / "sweep" / "2", "results.json without config.yaml")]
     assert scan([str(tmp_path / "sweep" / "*")])[0] == [a, b]
     assert scan([str(tmp_path / "sweep" / "0"), str(tmp_path / "sweep")])[0] == [a, b]
+    assert expand([str(a), str(b)]) == [a, b]  # every pattern's folders
     with pytest.raises(CompareError, match="no_such: no such folder"):
         expand([str(tmp_path / "no_such")])
     with pytest.raises(CompareError, match="no such folder"):
@@ -81,6 +84,26 @@ def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
         (tmp_path / job / "error.txt").write_text(text)
     assert scan([str(tmp_path)])[1] == [(tmp_path / "1", "failed: ValueError: bad"),
                                         (tmp_path / "2", "failed: see error.txt")]
+
+
+def test_pruned_and_unfinished_runs_are_named_with_their_reason(tmp_path):
+    write_run(tmp_path / "0")
+    for job, name, content in (("1", "pruned.txt", b"val/acc 0.2 at step 4 \xff\n"),
+                               ("2", "pruned.txt", b""),
+                               ("3", "error.txt", b"RuntimeError: bad \xff\n"),
+                               ("4", ".hydra", None), ("5", "train.log", b""),
+                               ("6", "config.yaml", b"seed: 1\n")):
+        (tmp_path / job).mkdir()
+        if content is None:
+            (tmp_path / job / name).mkdir()
+        else:
+            (tmp_path / job / name).write_bytes(content)
+    unfinished = "no results.json (unfinished, killed or still running)"
+    assert scan([str(tmp_path)])[1] == [
+        (tmp_path / "1", "pruned: val/acc 0.2 at step 4 \ufffd"),
+        (tmp_path / "2", "pruned: stopped early by the Optuna pruner"),
+        (tmp_path / "3", "failed: RuntimeError: bad \ufffd"),  # undecodable bytes replaced
+        (tmp_path / "4", unfinished), (tmp_path / "5", unfinished), (tmp_path / "6", unfinished)]
 
 
 class ApiRun:
@@ -132,3 +155,44 @@ def test_wandb_records_ask_for_finished_runs_of_a_group(monkeypatch):
     wandb_records("team/metalab", None)
     assert asked == [("team/metalab", {"state": "finished", "group": "2026-01-01_12-00-00"}),
                      ("team/metalab", {"state": "finished"})]
+
+
+def test_the_protocol_comes_from_the_config_and_is_no_result(tmp_path):
+    run_dir = write_run(tmp_path / "run")
+    (run_dir / "results.json").write_text(json.dumps(
+        {"protocol": "inductive", "test/acc": None, "inductive_stats": "support",
+         "test/episodes": 2}))
+    run = load_run(run_dir, "name")
+    assert run.protocol == "transductive"  # config.yaml names it; runs from before: this
+    assert list(run.results) == ["test/acc", "test/episodes"]  # null: a non-finite number
+    assert run.results["test/acc"] != run.results["test/acc"] and run.results["test/episodes"] == 2
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "protocol": "inductive_bn"}))
+    assert load_run(run_dir, "name").protocol == "inductive_bn"
+
+
+@pytest.mark.parametrize(("file", "text", "message"), [
+    ("config.yaml", "dataset: {name: [glyphs\n",
+     "config.yaml: not valid YAML at line 2 (expected ',' or ']', but got '<stream end>')"),
+    ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys, found list"),
+    ("results.json", '{"test/acc": 0.8', "results.json: not valid JSON (Expecting ',' "
+     "delimiter: line 1 column 17 (char 16))"),
+    ("results.json", "[0.8]", "results.json: expected an object of metrics, found list"),
+    ("results.json", '{"test/acc": "high"}', "results.json: test/acc='high' is not a number"),
+    ("results.json", '{"test/acc": true}', "results.json: test/acc=True is not a number"),
+    ("test_episodes.csv", "episode,acc\n0,0.5\n1,abc\n",
+     "test_episodes.csv: line 3, column acc: 'abc' is not a number"),
+    ("metrics.csv", "step,train/loss\n0,abc\n",
+     "metrics.csv: line 2, column train/loss: 'abc' is not a number"),
+    ("metrics.csv", "step,train/loss\n0,1.5\xff\n", "metrics.csv: not a readable CSV file "
+     "('utf-8' codec can't decode byte 0xff in position 21: invalid start byte)"),
+    # a reader error has no line mark and no problem: the error itself, without a line
+    ("config.yaml", "seed: 1\x07\n", "config.yaml: not valid YAML (unacceptable character "
+     "#x0007: special characters are not allowed\n  in \"<unicode string>\", position 7)"),
+])
+def test_a_damaged_file_is_named_with_what_is_wrong(tmp_path, file, text, message):
+    run_dir = write_run(tmp_path / "run")
+    (run_dir / file).write_bytes(text.encode("latin-1"))
+    with pytest.raises(CompareError) as err:
+        load_run(run_dir, "name")
+    assert str(err.value) == f"{run_dir / message}"

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from helpers import TINY, compose
+from helpers.holding import hold, wait_until_held
 from metalab.errors import ConfigError, RunError, user_error
 from metalab.run import rundir
 from metalab.run.training import run
@@ -62,25 +63,24 @@ def copy_run(src: Path, dst: Path) -> Path:
 
 def _train_in_child(run_dir, extra):  # the target of a forked process
     torch.set_num_threads(1)
+    hold("first-checkpoint")
     train(run_dir, *extra)
 
 
 def kill_after_first_checkpoint(run_dir: Path, *extra: str) -> None:
-    """A run in a child process, killed with SIGKILL once checkpoints/last.ckpt exists."""
+    """A run in a child process, held at the step after its first checkpoint (tests/holding.py)
+    and killed there with SIGKILL."""
     child = multiprocessing.get_context("fork").Process(target=_train_in_child,
                                                         args=(run_dir, extra))
     child.start()
-    last = run_dir / "checkpoints" / "last.ckpt"
-    while not last.exists() and child.is_alive():
-        time.sleep(0.02)
-    os.kill(child.pid, signal.SIGKILL)
-    child.join()
+    try:
+        wait_until_held(run_dir, child.is_alive)
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
     assert child.exitcode == -signal.SIGKILL
 
 
-# Slow: it kills a real run at a moment found by polling its files, and missed that moment in
-# a fresh-clone CI run on a quiet machine (passed alone); run by make test-all.
-@pytest.mark.slow
 def test_sigkill_then_resume_keeps_every_metrics_row_once(tmp_path, one_thread):
     run_dir = tmp_path / "run"
     kill_after_first_checkpoint(run_dir)
@@ -129,9 +129,6 @@ def test_a_copied_run_reads_only_its_own_checkpoints(finished, tmp_path, one_thr
                    if p), state
 
 
-# Slow: it kills a real run at a moment found by polling its files, and missed that moment in
-# a fresh-clone CI run on a quiet machine (passed alone); run by make test-all.
-@pytest.mark.slow
 def test_an_unreadable_last_ckpt_is_named_and_the_newest_readable_one_used(
         finished, tmp_path, capfd, caplog, one_thread):
     run_dir = copy_run(finished, tmp_path / "run")

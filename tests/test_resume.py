@@ -14,18 +14,17 @@ src/metalab/run/training.py, resume_checkpoint)::
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
-from helpers import ROOT, assert_best_checkpoint, read_csv, read_results, train_cli
+from helpers import assert_best_checkpoint, read_csv, read_results, train_cli
+from helpers.holding import checkpoint_steps, start_held, wait_until_held
 from metalab.run.sweep import best_validation
 from metalab.run.training import resume_checkpoint
 
-STEPS = 40
+STEPS = 24
 COMMON = [f"steps={STEPS}", "val_every=4", "val_episodes=3", "test_episodes=5", "eval_batch=5",
           "log_every=1"]
 CASES = {
@@ -46,29 +45,19 @@ def load(path):
     return torch.load(path, weights_only=False, map_location="cpu")
 
 
-def checkpoint_steps(run_dir) -> tuple[int, int] | None:
-    """Global steps of best.ckpt and last.ckpt, None while either is missing or half written."""
-    try:
-        return tuple(load(run_dir / "checkpoints" / f"{n}.ckpt")["global_step"]
-                     for n in ("best", "last"))
-    except Exception:
-        return None
-
-
 def stop_when_best_differs_from_last(run_dir, args, sig) -> tuple[int, int]:
-    cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}", *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "WANDB_MODE": "offline", **ONE_THREAD})
-    steps = None
-    while proc.poll() is None:
-        steps = checkpoint_steps(run_dir)
-        if steps and steps[0] != steps[1]:
-            proc.send_signal(sig)
-            break
-        time.sleep(0.02)
-    proc.wait()
+    """Hold the run at the first step after a checkpoint where best.ckpt and last.ckpt differ
+    (tests/holding.py), then send ``sig``; the steps of both checkpoints after the stop."""
+    proc = start_held(run_dir, "best-differs-from-last", *args,
+                      env={**os.environ, "WANDB_MODE": "offline", **ONE_THREAD})
+    try:
+        held_at = wait_until_held(run_dir, lambda: proc.poll() is None)
+        proc.send_signal(sig)
+        proc.wait(timeout=300)
+    finally:
+        proc.kill()
     steps = checkpoint_steps(run_dir)
-    assert steps and steps[0] != steps[1] and steps[1] < STEPS, f"stopped too late: {steps}"
+    assert steps and steps[0] != steps[1] == held_at < STEPS, (steps, held_at)
     assert not (run_dir / "results.json").exists()
     return steps
 
@@ -95,9 +84,6 @@ def runs(request, tmp_path_factory):
     return request.param, whole, resumed, again
 
 
-# Slow: the stopped run must be caught where best.ckpt != last.ckpt, which a fresh-clone CI run
-# did not reach ("stopped too late: (8, 8)"; passed on the development machine); make test-all.
-@pytest.mark.slow
 def test_stopped_then_resumed_equals_uninterrupted(runs):
     case, whole, resumed, again = runs
     log = " ".join((again.stdout + again.stderr).split())  # rich wraps long lines
@@ -137,9 +123,6 @@ def test_stopped_then_resumed_equals_uninterrupted(runs):
         assert len(segments) == 2 and all(s.name.endswith(run_id) for s in segments)
 
 
-# Slow: the stopped run must be caught where best.ckpt != last.ckpt, which a fresh-clone CI run
-# did not reach ("stopped too late: (8, 8)"; passed on the development machine); make test-all.
-@pytest.mark.slow
 def test_resumed_metrics_csv_equals_uninterrupted(runs):
     """Every row logged before the stop is kept and each step is logged once, under its own
     number (metalab.tracking.csv and callbacks.ResumedLogSteps)."""

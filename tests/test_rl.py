@@ -273,6 +273,7 @@ def final_params(run_dir):
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
 
 
+@pytest.mark.e2e
 def test_end_to_end_results_and_wandb(one_process):
     results = json.loads((one_process / "results.json").read_text())
     for step in range(4):
@@ -303,6 +304,7 @@ def test_test_tasks_are_fixed_by_eval_seed():
     assert torch.equal(plans[0], plans[1]) and not torch.equal(plans[0], plans[2])
 
 
+@pytest.mark.e2e
 def test_two_processes_equal_one(tmp_path, one_process):
     """Tasks of a meta-batch split across two DDP processes: the same update as one process."""
     two = tmp_path / "two"

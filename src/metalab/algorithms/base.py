@@ -33,12 +33,12 @@ class MetaLearner(pl.LightningModule):
                  protocol: str = "transductive", inductive_stats: str = "support"):
         super().__init__()
         self.task = task
-        self.kind = task_kind(task)  # its metrics, its monitored metric
+        self.task_kind = task_kind(task)  # its metrics, its monitored metric
         #: how validation and test episodes are predicted (metalab.algorithms.protocols)
         self.protocol = Protocol(protocol, inductive_stats)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.meta_batch = meta_batch
-        self.pixel_baseline = pixel_baseline and self.kind.has_classes
+        self.pixel_baseline = pixel_baseline and self.task_kind.has_classes
         self._outputs: list[tuple[torch.Tensor, dict[str, torch.Tensor]]] = []
         #: per-episode metrics of the last evaluation of each split, in episode order
         self.episode_metrics: dict[str, dict[str, torch.Tensor]] = {}
@@ -82,7 +82,7 @@ class MetaLearner(pl.LightningModule):
     # -- metrics -------------------------------------------------------------------------------
     def task_metrics(self, preds: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """Per-task query loss and accuracy (classification) or MSE (regression), ``[B]``."""
-        return self.kind.metrics(preds, targets)
+        return self.task_kind.metrics(preds, targets)
 
     # -- training ------------------------------------------------------------------------------
     def training_step(self, episodes: Episodes, batch_idx: int) -> torch.Tensor:
@@ -123,7 +123,7 @@ class MetaLearner(pl.LightningModule):
             summary[f"{split}/{name}"], summary[f"{split}/{name}_ci95"] = mean_ci95(values)
         self.summary[split] = summary
         for name, value in summary.items():
-            self.log(name, value, prog_bar=name == f"{split}/{self.kind.metric}")
+            self.log(name, value, prog_bar=name == f"{split}/{self.task_kind.metric}")
 
     def _gather(self, ids, metrics):
         """All ranks' episodes, padded to equal length for all_gather, padding dropped."""

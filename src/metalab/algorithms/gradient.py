@@ -25,7 +25,7 @@ class GradientMetaLearner(MetaLearner):
         require_positive("algorithm.inner_steps", inner_steps)
         require_positive("algorithm.eval_inner_steps", eval_inner_steps)
         check_engine(engine, self.engines)
-        if self.kind.has_classes and eval_ways is not None and eval_ways != ways:
+        if self.task_kind.has_classes and eval_ways is not None and eval_ways != ways:
             raise ConfigError("dataset.ways", eval_ways, _ways_message(ways))
         self.ways, self.inner_lr, self.engine = ways, float(inner_lr), engine
         self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
@@ -38,7 +38,7 @@ class GradientMetaLearner(MetaLearner):
 
     def check_ways(self, episodes: Episodes) -> None:
         """An evaluation episode must have as many classes as the head has outputs."""
-        if self.kind.has_classes:
+        if self.task_kind.has_classes:
             ways = int(episodes.support_y.max()) + 1
             if ways != self.ways:
                 raise ConfigError("dataset.ways", ways, _ways_message(self.ways))

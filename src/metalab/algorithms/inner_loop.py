@@ -14,17 +14,21 @@ the initial ones: the query predictions stay in the autograd graph of the initia
 Engines (``engine=``):
 
 - ``loop``: one task after another, ``torch.autograd.grad``;
+- ``fused``: ``loop``, but the first inner step of all tasks comes from one shared forward
+  (first_step.py: one large convolution, not one per task; SGD rules, training modes);
 - ``vmap``: all tasks at once, ``torch.func.vmap`` over ``torch.func.grad``; convolutions with
   per-task weights become grouped convolutions; batch norm statistics stay per task;
 - ``learn2learn``: ``l2l.algorithms.MAML(...).clone()`` / ``.adapt(loss)``, the reference
   implementation (plain SGD steps only);
-- ``auto``: ``vmap`` on CUDA, ``CPU_ENGINE`` on CPU (the faster one, as measured).
+- ``auto``: ``vmap`` on CUDA, ``CPU_ENGINE`` on CPU (the fastest, as measured); with
+  ``checkpoint``, ``loop`` (fused's shared first step is recomputed for all tasks at once, and
+  its unfolded inputs cost memory: ResNet-12 5-shot, 465 MiB per task against the loop's 197).
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from functools import partial
 
@@ -34,18 +38,20 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 from torch.overrides import TorchFunctionMode
 
+from metalab.algorithms.first_step import per_task_gradients
 from metalab.algorithms.protocols import TRANSDUCTIVE, Protocol
 from metalab.errors import ConfigError
 from metalab.tasks import task_kind
 
 Params = dict[str, Tensor]
 
-ENGINES = ("auto", "loop", "vmap", "learn2learn")
-#: what ``auto`` picks on CPU. Second-order meta-gradient of conv4 (64 channels), 5-way 1-shot,
-#: 15 queries, meta-batch 32, one inner step, 2 threads: loop 2.6 s, vmap 6.8 s per outer step.
-#: On CPU the per-task weights of vmap turn every convolution into a grouped one, which is
-#: slower than one convolution per task; on CUDA vmap is ~10x faster than loop (fewer launches).
-CPU_ENGINE = "loop"
+ENGINES = ("auto", "loop", "fused", "vmap", "learn2learn")
+PER_TASK = ("loop", "fused")  # the engines that can checkpoint task by task
+#: what ``auto`` picks on CPU, as measured (benchmarks/throughput.py --interleaved; second-order
+#: MAML, conv4, 5-way 1-shot, 15 queries, meta-batch 32, one inner step, 2 threads, a shared
+#: loaded machine): fused 0.69x the per-task loop's step time; vmap ~2.6x (on CPU its per-task
+#: weights turn every convolution into a grouped one). On CUDA vmap is ~10x faster than loop.
+CPU_ENGINE = "fused"
 
 
 class Mode(enum.Enum):
@@ -54,10 +60,15 @@ class Mode(enum.Enum):
     DETACHED = "detached"
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
+def resolve_engine(engine: str, device: torch.device, checkpoint: bool = False) -> str:
     check_engine(engine)
+    if checkpoint and engine not in ("auto", *PER_TASK):
+        raise ConfigError("algorithm.checkpoint", True,
+                          f"checkpointing needs a per-task engine: {', '.join(PER_TASK)} or auto")
     if engine != "auto":
         return engine
+    if checkpoint:  # per task, the transient of a recomputation is one task's
+        return "loop"
     return "vmap" if device.type == "cuda" else CPU_ENGINE
 
 
@@ -161,6 +172,25 @@ class Adam:
         return self
 
 
+def checkpointed(fn: Callable[[Params], Params | None], params: Params) -> Params | None:
+    """``fn(params)`` under activation checkpointing: only its inputs are kept, its inside is
+    recomputed in the backward pass (inner gradients included: the recomputation records the
+    same second-order graph)."""
+    from torch.utils.checkpoint import checkpoint
+
+    names, keys = list(params), []
+
+    def flat(*tensors):
+        out = fn(dict(zip(names, tensors)))
+        if out is None:
+            return None
+        keys[:] = list(out)
+        return tuple(out.values())
+
+    out = checkpoint(flat, *params.values(), use_reentrant=False)
+    return None if out is None else dict(zip(keys, out))
+
+
 # -- the engine -----------------------------------------------------------------------------------
 class InnerLoop:
     """Adapts ``module``'s parameters to each task of a batch and predicts its query set."""
@@ -178,12 +208,15 @@ class InnerLoop:
     def run(self, params: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor,
             steps: int, rule: SGD | Adam, mode: Mode, engine: str = "auto",
             batches: Sequence[Tensor] | None = None, return_params: bool = False,
-            protocol: Protocol = TRANSDUCTIVE) -> tuple[Tensor, Params | None]:
+            protocol: Protocol = TRANSDUCTIVE, checkpoint: bool = False,
+            ) -> tuple[Tensor, Params | None]:
         """Query predictions ``[B, Nq, out]`` after ``steps`` updates of ``rule`` on each task's
         support set (``batches[t]``: the support indices of step t, else the whole set), made
         under ``protocol`` (protocols.py), and the adapted parameters ``[B, ...]`` when
-        ``return_params``."""
-        engine = resolve_engine(engine, support_x.device)
+        ``return_params``. ``checkpoint``: keep only the inputs of each task's adaptation and
+        query forward and recompute them in the backward pass (per-task engines; ``auto`` then
+        picks ``loop``)."""
+        engine = resolve_engine(engine, support_x.device, checkpoint)
         if mode is Mode.DETACHED:
             params, rule = detach(params), rule.detached()
         if engine == "learn2learn":
@@ -200,15 +233,20 @@ class InnerLoop:
                 preds, adapted = self._vmap(params, support_x, support_y, query_x, steps, rule,
                                             mode, batches, protocol)
             return preds, (adapted if return_params else None)
+        first = None
+        if engine == "fused" and mode is not Mode.DETACHED and isinstance(rule, SGD):
+            step = partial(self._first_step, x=support_x, y=support_y, rule=rule, mode=mode,
+                           batches=batches)
+            first = checkpointed(step, params) if checkpoint else step(params)
         with torch.enable_grad():
             return self._loop(params, support_x, support_y, query_x, steps, rule, mode, batches,
-                              return_params, protocol)
+                              return_params, protocol, first, checkpoint)
 
     # one task after another ----------------------------------------------------------------
     def _adapt(self, params: Params, x: Tensor, y: Tensor, steps: int, rule, mode: Mode,
-               batches) -> Params:
+               batches, start: int = 0) -> Params:
         state = rule.init(params)
-        for t in range(steps):
+        for t in range(start, steps):
             xs, ys = (x, y) if batches is None else (x[batches[t]], y[batches[t]])
             if mode is Mode.SECOND_ORDER:
                 loss = self.loss(self.forward(params, xs), ys)
@@ -228,18 +266,45 @@ class InnerLoop:
         return params
 
     def _loop(self, params, support_x, support_y, query_x, steps, rule, mode, batches,
-              return_params, protocol):
+              return_params, protocol, first=None, checkpoint=False):
         preds, adapted = [], []
         for i in range(support_x.shape[0]):
-            fast = self._adapt(params, support_x[i], support_y[i], steps, rule, mode, batches)
-            with torch.no_grad() if mode is Mode.DETACHED else torch.enable_grad():
-                preds.append(protocol.queries(partial(self.forward, fast), support_x[i],
-                                              query_x[i]))
+            start = params if first is None else {k: v[i] for k, v in first.items()}
+            # the fused engine has done the first step: the rest per task
+            adapt = partial(self._adapt, x=support_x[i], y=support_y[i], steps=steps, rule=rule,
+                            mode=mode, batches=batches, start=0 if first is None else 1)
+            queries = partial(protocol.queries, support=support_x[i], query=query_x[i])
+            if checkpoint and mode is not Mode.DETACHED:
+                fast = checkpointed(adapt, start)
+                preds.append(checkpointed(partial(self._named_queries, queries), fast)[""])
+            else:
+                fast = adapt(start)  # with gradients: the inner steps need them
+                with torch.no_grad() if mode is Mode.DETACHED else nullcontext():
+                    preds.append(queries(partial(self.forward, fast)))
             if return_params:
                 adapted.append(fast)
         if not return_params:
             return torch.stack(preds), None
         return torch.stack(preds), {k: torch.stack([a[k] for a in adapted]) for k in params}
+
+    def _named_queries(self, queries, params: Params) -> Params:
+        return {"": queries(partial(self.forward, params))}  # checkpointed's dict in and out
+
+    def _first_step(self, params, x, y, rule, mode, batches) -> Params | None:
+        """The fused engine: every task's first update from one shared forward
+        (first_step.py), ``[B, ...]`` per parameter; ``None`` where a layer is not covered (the
+        loop then does the whole adaptation)."""
+        x, y = (x, y) if batches is None else (x[:, batches[0]], y[:, batches[0]])
+        second = mode is Mode.SECOND_ORDER
+        at = params if second else {k: v.detach().requires_grad_() for k, v in params.items()}
+        with torch.enable_grad():
+            grads = per_task_gradients(self.forward, self.loss, at, x if second else x.detach(),
+                                       y, create_graph=second)
+        if grads is None:
+            return None
+        if not second:
+            grads = detach(grads)
+        return rule(params, grads, None, 0)[0]
 
     # all tasks at once ---------------------------------------------------------------------
     def _vmap(self, params, support_x, support_y, query_x, steps, rule, mode, batches,

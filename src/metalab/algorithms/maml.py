@@ -1,8 +1,9 @@
 """MAML (Finn et al. 2017): learn an initialisation from which a few gradient steps on a task's
 support set fit the task. Second order by default; ``first_order: true`` is first-order MAML
 (the ``fomaml`` preset); ``learn_inner_lr: true`` learns one inner learning rate per parameter
-entry (Meta-SGD, Li et al. 2017). The inner loop is inner_loop.py (engine: loop, vmap, learn2learn
-or auto)."""
+entry (Meta-SGD, Li et al. 2017). The inner loop is inner_loop.py (engine: loop, fused, vmap,
+learn2learn or auto); ``checkpoint: true`` recomputes each task's query forward in the backward
+pass instead of keeping its activations (less memory, a per-task engine)."""
 
 from __future__ import annotations
 
@@ -10,19 +11,23 @@ import torch
 from torch import nn
 
 from metalab.algorithms.gradient import GradientMetaLearner
-from metalab.algorithms.inner_loop import SGD, Mode
+from metalab.algorithms.inner_loop import SGD, Mode, resolve_engine
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
 
 
 class MAML(GradientMetaLearner):
     def __init__(self, backbone, first_order: bool = False, learn_inner_lr: bool = False,
-                 **kwargs):
+                 checkpoint: bool = False, **kwargs):
         super().__init__(backbone, **kwargs)
         self.first_order, self.learn_inner_lr = bool(first_order), bool(learn_inner_lr)
+        if not isinstance(checkpoint, bool):
+            raise ConfigError("algorithm.checkpoint", checkpoint, "true or false")
+        self.checkpoint = checkpoint
+        resolve_engine(self.engine, torch.device("cpu"), checkpoint)  # a per-task engine?
         if learn_inner_lr and self.engine == "learn2learn":
             raise ConfigError("algorithm.engine", self.engine,
-                              "learn_inner_lr=true needs engine loop, vmap or auto")
+                              "learn_inner_lr=true needs engine loop, fused, vmap or auto")
         # Meta-SGD: a learned learning rate per parameter entry, initialised to inner_lr
         self.inner_lrs = nn.ParameterDict({
             _key(name): nn.Parameter(torch.full_like(p, self.inner_lr))
@@ -45,7 +50,8 @@ class MAML(GradientMetaLearner):
         mode, steps = self.mode_and_steps(episodes, training)
         preds, _ = self.inner.run(self.inner.params(), episodes.support_x, episodes.support_y,
                                   episodes.query_x, steps, self.rule(), mode, self.engine,
-                                  protocol=self.protocol_for(training))
+                                  protocol=self.protocol_for(training),
+                                  checkpoint=self.checkpoint and training)
         return preds
 
 

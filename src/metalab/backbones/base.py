@@ -16,7 +16,7 @@ class Backbone(nn.Module):
     """``features`` maps inputs to a flat embedding; ``head`` maps it to ``out_dim`` outputs
     (``out_dim=None``: no head, the model is an embedding, as Prototypical Networks want)."""
 
-    #: the kinds of input it takes (metalab.run.config.input_kind): convolutions need ``[C, H, W]``
+    #: the kinds of input it takes (metalab.tasks.TaskKind.inputs): convolutions need ``[C, H, W]``
     inputs: tuple[str, ...] = ("image",)
 
     def __init__(self, features: nn.Module, in_shape, out_dim: int | None):

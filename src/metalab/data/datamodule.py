@@ -93,9 +93,13 @@ class EpisodeDataModule(pl.LightningDataModule):
         self.sources = load_sources(self.cfg)
         for split in ("test", "val"):
             self.sources[split].check(EpisodeShape.of(self.cfg, training=False))
-        self.sources["train"].check(EpisodeShape.of(self.cfg, training=True))
+        self.check_train()
         for split, n in self.n_episodes.items():
             self.plans[split] = self.fixed_plan(split, n)
+
+    def check_train(self) -> None:
+        """The training split can make the training episodes (pretraining: its batches)."""
+        self.sources["train"].check(EpisodeShape.of(self.cfg, training=True))
 
     def fixed_plan(self, split: str, n: int) -> torch.Tensor:
         # Episode e depends only on (eval_seed, split, e): the first 100 episodes are the same

@@ -15,10 +15,11 @@ from metalab.errors import RunError
 
 
 class SpeedMonitor(pl.Callback):
-    """Tasks per second of the outer steps (median, warm-up excluded) and peak memory."""
+    """Tasks (or images, in pretraining) per second of the training steps (median, warm-up
+    excluded) and peak memory."""
 
-    def __init__(self, meta_batch: int, warmup: int = 3):
-        self.meta_batch, self.warmup = meta_batch, warmup
+    def __init__(self, meta_batch: int, unit: str = "tasks", warmup: int = 3):
+        self.meta_batch, self.unit, self.warmup = meta_batch, unit, warmup
         self.step_times: list[float] = []
         self._start = 0.0
         self.device = torch.device("cpu")
@@ -45,7 +46,7 @@ class SpeedMonitor(pl.Callback):
         timed = self.step_times[self.warmup:] or self.step_times
         if not timed:
             return {}
-        out = {"perf/tasks_per_sec": self.meta_batch / statistics.median(timed)}
+        out = {f"perf/{self.unit}_per_sec": self.meta_batch / statistics.median(timed)}
         if self.device.type == "cuda":
             out["perf/peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated(self.device) / 2**20
         else:  # peak resident memory of this process (Linux reports KiB)

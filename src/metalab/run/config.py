@@ -87,9 +87,9 @@ def check_config(cfg: DictConfig) -> None:
     d = cfg.dataset
     kind = task_kind(d.task)
     for training in (False, True) if kind.has_classes else (False,):
-        shape_keys = EpisodeShape(0, 0, 0, training)
+        shape = EpisodeShape.of(d, training)
         for what in ("ways", "shots", "queries") if kind.has_classes else ("shots", "queries"):
-            require_positive(shape_keys.key(what), d[shape_keys.key(what).removeprefix("dataset.")])
+            require_positive(shape.key(what), getattr(shape, what))
     supported = get_class(cfg.algorithm._target_).tasks
     if kind.name not in supported:
         raise ConfigError("algorithm", cfg.algorithm.name,
@@ -97,6 +97,12 @@ def check_config(cfg: DictConfig) -> None:
                           f"{kind.name} dataset")
     algorithm, backbone = get_class(cfg.algorithm._target_), get_class(cfg.backbone._target_)
     algorithm.check_backbone(backbone, cfg.backbone.name)
+    if hasattr(algorithm, "check_run"):  # pretraining: its batch settings
+        algorithm.check_run(cfg)
+    if cfg.algorithm.get("needs_init") and not cfg.get("init_from"):
+        raise ConfigError("init_from", None, f"algorithm={cfg.algorithm.name} trains from a "
+                          "pretrained backbone: init_from=<run folder or .ckpt of a baseline or "
+                          "rfs run>")
     inputs = kind.inputs(d)
     if inputs not in backbone.inputs:
         has = f"is a {kind.name} dataset" if inputs == "vector" else f"has {inputs} inputs"
@@ -238,6 +244,10 @@ def check_build(cfg: DictConfig) -> None:
             model = build_model(cfg)
         except Exception as err:
             raise blame(("backbone", "algorithm"), cfg, "the model", err) from err
+        if cfg.get("init_from"):  # the weights exist and fit this backbone
+            from metalab.run.init_from import load_backbone
+
+            load_backbone(model, "init_from", cfg.init_from)
         try:
             opt = model.configure_optimizers()
         except Exception as err:

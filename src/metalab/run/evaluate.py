@@ -33,6 +33,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         raise ConfigError("ckpt_path", cfg.ckpt_path, f"the run's config {run_config} is not "
                           f"readable YAML ({type(err).__name__})") from err
     run_cfg.hardware = cfg.hardware
+    if run_cfg.get("init_from"):  # the checkpoint holds the weights: no need of that run now
+        run_cfg.init_from = None
     for key in ("test_episodes", "protocol", "inductive_stats"):  # null: as the run had it
         if cfg.get(key) is not None:
             run_cfg[key] = cfg[key]

@@ -58,10 +58,15 @@ def quiet_known_warnings() -> None:
 
 
 def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
-    return EpisodeDataModule(
+    from metalab.data.batches import BatchDataModule
+
+    kind, extra = EpisodeDataModule, {}
+    if getattr(get_class(cfg.algorithm._target_), "batches", False):  # pretraining
+        kind, extra = BatchDataModule, {"batch_size": cfg.algorithm.batch_size}
+    return kind(
         cfg.dataset, meta_batch=cfg.algorithm.meta_batch, seed=cfg.seed, eval_seed=cfg.eval_seed,
         steps_per_epoch=cfg.val_every, val_episodes=cfg.val_episodes,
-        test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch,
+        test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch, **extra,
     )
 
 
@@ -76,15 +81,21 @@ def build_model(cfg: DictConfig) -> pl.LightningModule:
         given["ways"] = cfg.dataset.get("train_ways", 1) if has_classes else 1
     check_algorithm_keys(algorithm, cfg.algorithm, set(given))
     spec = OmegaConf.to_container(cfg.algorithm, resolve=True)  # resolved against the run config
-    spec.pop("name", None)  # for people
+    for key in RUN_KEYS:
+        spec.pop(key, None)
     return hydra.utils.instantiate(spec, **given)
+
+
+#: keys of an algorithm's config that the run reads, not the algorithm: its name (for people)
+#: and whether it needs init_from (pretrained weights)
+RUN_KEYS = ("name", "needs_init")
 
 
 def check_algorithm_keys(algorithm: type, spec: DictConfig, given: set[str]) -> None:
     """A key of the algorithm's config that it does not take (a misspelt one) is an error."""
     allowed = algorithm.config_keys() - given
     for key in spec:
-        if key not in ("_target_", "name") and key not in allowed:
+        if key not in ("_target_", *RUN_KEYS) and key not in allowed:
             raise ConfigError(f"algorithm.{key}", spec[key],
                               f"algorithm={spec.get('name', algorithm.__name__)} has no such "
                               f"key; allowed: {', '.join(sorted(allowed))}")
@@ -116,7 +127,10 @@ def monitor(cfg: DictConfig) -> tuple[str, str]:
 def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
-    callbacks = [StepProgressBar(leave=True), SpeedMonitor(cfg.algorithm.meta_batch),
+    # pretraining steps are batches of images, meta-training steps batches of tasks
+    speed = SpeedMonitor(cfg.algorithm.batch_size, "images") if "batch_size" in cfg.algorithm \
+        else SpeedMonitor(cfg.algorithm.meta_batch)
+    callbacks = [StepProgressBar(leave=True), speed,
                  StopOnNonFiniteLoss(), ResumedLogSteps(),
                  *trial_callbacks(metric)]  # Optuna pruning, in a search's runs
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
@@ -195,10 +209,17 @@ def prepare(cfg: DictConfig, run_dir: Path, resume_step: int = 0) -> EpisodeData
     return datamodule
 
 
-def build_run(cfg: DictConfig, run_dir: Path) -> tuple[pl.LightningModule, list, pl.Trainer]:
-    """The model, the loggers and the trainer of a run (also benchmarks/throughput.py)."""
+def build_run(cfg: DictConfig, run_dir: Path,
+              resumed: bool = False) -> tuple[pl.LightningModule, list, pl.Trainer]:
+    """The model (with the pretrained backbone of ``init_from``, unless ``resumed``: then the
+    checkpoint has the weights), the loggers and the trainer of a run (also
+    benchmarks/throughput.py)."""
     torch.set_float32_matmul_precision("high")
     model = build_model(cfg)
+    if cfg.get("init_from") and not resumed:
+        from metalab.run.init_from import load_backbone
+
+        load_backbone(model, "init_from", cfg.init_from)
     loggers = build_loggers(cfg, run_dir)
     return model, loggers, build_trainer(cfg, run_dir, loggers)
 
@@ -214,7 +235,7 @@ def own_checkpoint(run_dir: Path, path: str) -> str | None:
 
 def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule,
                   resume: Path | None) -> dict:
-    model, loggers, trainer = build_run(cfg, run_dir)
+    model, loggers, trainer = build_run(cfg, run_dir, resumed=resume is not None)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     # best by validation, else the last
     best = own_checkpoint(run_dir, trainer.checkpoint_callback.best_model_path)

@@ -1,0 +1,95 @@
+"""The speed and memory paths of the inner loop, in float64: the fused first step's per-task
+gradients against per-task autograd, and checkpointed meta-gradients against unchecked ones
+(both engines are also run against learn2learn in test_inner_loop.py)."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from helpers.tasks import (
+    _float64_one_thread,  # noqa: F401 (autouse: float64, one thread)
+    assert_same,
+    image_tasks,
+    meta_grad,
+    query_loss,
+)
+from metalab.algorithms.first_step import per_task_gradients
+from metalab.algorithms.inner_loop import SGD, InnerLoop, Mode, resolve_engine
+from metalab.algorithms.maml import MAML
+from metalab.backbones.conv4 import Conv4
+from metalab.backbones.resnet12 import ResNet12
+from metalab.errors import ConfigError
+
+NETS = {
+    "conv4": lambda: Conv4((1, 28, 28), out_dim=5, hidden=8),
+    "resnet12": lambda: ResNet12((1, 16, 16), out_dim=5, channels=(4, 6, 8, 8)),
+}
+
+
+def tasks_for(name):
+    return image_tasks(num_tasks=3, shots=2, queries=2, size=28 if name == "conv4" else 16)
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_fused_first_step_gradients_are_each_tasks_own(name):
+    torch.manual_seed(0)
+    net = NETS[name]()
+    sx, sy, _, _ = tasks_for(name)
+    inner = InnerLoop(net)
+    params = inner.params()
+    grads = per_task_gradients(inner.forward, F.cross_entropy, params, sx, sy, True)
+    assert grads is not None  # every layer covered: the shared forward ran
+    for t in range(sx.shape[0]):
+        want = torch.autograd.grad(F.cross_entropy(net(sx[t]), sy[t]), list(params.values()))
+        for (k, g), w in zip(grads.items(), want, strict=True):
+            torch.testing.assert_close(g[t], w, rtol=1e-10, atol=1e-12, msg=k)
+
+
+def test_fused_engine_falls_back_to_the_loop_on_layers_it_does_not_cover():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, groups=1), nn.PReLU(), nn.Flatten(),
+                        nn.Linear(4 * 26 * 26, 5))
+    sx, sy, qx, _ = image_tasks(num_tasks=2)
+    inner = InnerLoop(net)
+    assert per_task_gradients(inner.forward, F.cross_entropy, inner.params(), sx, sy,
+                              True) is None  # PReLU's weight: not covered
+    tasks = image_tasks(num_tasks=2)
+    assert_same(meta_grad(net, "classification", tasks, "fused", Mode.SECOND_ORDER),
+                meta_grad(net, "classification", tasks, "loop", Mode.SECOND_ORDER))
+
+
+def checked_meta_grad(net, tasks, engine, checkpoint, steps):
+    sx, sy, qx, qy = tasks
+    inner = InnerLoop(net)
+    preds, _ = inner.run(inner.params(), sx, sy, qx, steps, SGD(0.3), Mode.SECOND_ORDER, engine,
+                         checkpoint=checkpoint)
+    grads = torch.autograd.grad(query_loss("classification", preds, qy), list(net.parameters()))
+    return torch.cat([g.flatten() for g in grads])
+
+
+@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("engine", ["loop", "fused"])
+def test_checkpointed_meta_gradient_equals_the_unchecked_one(name, engine):
+    torch.manual_seed(0)
+    net, tasks = NETS[name](), tasks_for(name)
+    plain = checked_meta_grad(net, tasks, "loop", False, 2)
+    assert plain.norm() > 0
+    assert_same(checked_meta_grad(net, tasks, engine, False, 2), plain)
+    assert_same(checked_meta_grad(net, tasks, engine, True, 2), plain)
+
+
+def test_checkpoint_config_errors():
+    make = functools.partial(MAML, backbone=functools.partial(Conv4, (1, 28, 28), hidden=8),
+                             optimizer=functools.partial(torch.optim.Adam, lr=1e-3), ways=5)
+    with pytest.raises(ConfigError, match="algorithm.checkpoint") as err:
+        make(checkpoint="yes")
+    assert "true or false" in str(err.value)
+    with pytest.raises(ConfigError, match="algorithm.checkpoint"):
+        make(checkpoint=True, engine="vmap")
+    assert make(checkpoint=True).checkpoint
+    assert resolve_engine("auto", torch.device("cuda"), checkpoint=True) == "loop"
