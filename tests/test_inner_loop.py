@@ -14,6 +14,7 @@ from helpers.tasks import (
     _float64_one_thread,  # noqa: F401  (autouse: float64, one thread)
     assert_same,
     image_tasks,
+    meta_grad,
     query_loss,
     sine_tasks,
 )
@@ -23,17 +24,6 @@ from metalab.backbones.mlp import MLP
 from metalab.errors import ConfigError
 
 ENGINES = ("loop", "fused", "vmap")
-
-
-def meta_grad(net, task, tasks, engine, mode, steps=1, lr=0.4, lrs=None):
-    """Flat meta-gradient of the mean query loss wrt the initial parameters (and lrs)."""
-    sx, sy, qx, qy = tasks
-    inner = InnerLoop(net, task)
-    net.zero_grad(set_to_none=True)
-    preds, _ = inner.run(inner.params(), sx, sy, qx, steps, SGD(lrs or lr), mode, engine)
-    loss = query_loss(task, preds, qy)
-    wrt = list(net.parameters()) + (list(lrs.values()) if lrs else [])
-    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, wrt)])
 
 
 CASES = {

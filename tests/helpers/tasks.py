@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from metalab.algorithms.inner_loop import SGD, InnerLoop
+
 
 @pytest.fixture(autouse=True)
 def _float64_one_thread():
@@ -47,3 +49,14 @@ def assert_same(actual, expected, rtol=1e-6):
     err = (actual - expected).norm() / expected.norm()
     assert err < rtol, f"relative error {err:.2e}"
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * expected.abs().max())
+
+
+def meta_grad(net, task, tasks, engine, mode, steps=1, lr=0.4, lrs=None):
+    """Flat meta-gradient of the mean query loss wrt the initial parameters (and lrs)."""
+    sx, sy, qx, qy = tasks
+    inner = InnerLoop(net, task)
+    net.zero_grad(set_to_none=True)
+    preds, _ = inner.run(inner.params(), sx, sy, qx, steps, SGD(lrs or lr), mode, engine)
+    loss = query_loss(task, preds, qy)
+    wrt = list(net.parameters()) + (list(lrs.values()) if lrs else [])
+    return torch.cat([g.flatten() for g in torch.autograd.grad(loss, wrt)])
