@@ -309,6 +309,44 @@ def methods_table(rows: list[Row], out: Path) -> str:
     return "\n".join(lines)
 
 
+TEXT_COLUMNS = {"": "5w1s across domains", "5s": "5w5s across", "within": "5w1s within a domain",
+                "within-5s": "5w5s within"}
+
+
+def text_table(rows: list[Row], out: Path) -> str:
+    """The README's text table: each text run's four kinds of test episodes, accuracy ± 95% CI,
+    the bag-of-words 1-NN on the same episodes, and the paired difference (model - BoW, episode
+    by episode, 95% CI; * where the CI excludes zero)."""
+    import torch
+
+    from metalab.compare.records import read_episodes
+    from metalab.stats import mean_ci95
+
+    def pct(values, sign=""):
+        mean, ci = mean_ci95(values)
+        return f"{100 * mean:{sign}.1f} ± {100 * ci:.1f}"
+
+    lines = ["| run | " + " | ".join(TEXT_COLUMNS.values()) + " |",
+             "| --- |" + " --- |" * len(TEXT_COLUMNS)]
+    for name in dict.fromkeys(r.setting for r in rows if "-clinc150-" in r.setting):
+        algorithm, _, backbone = name.split("-", 2)
+        cells, n = [], 0
+        for suffix in TEXT_COLUMNS:
+            folder = out / f"{name}-{suffix}" / "eval" if suffix else out / name
+            episodes = read_episodes(folder / "test_episodes.csv")
+            if not episodes:
+                cells.append("not run")
+                continue
+            acc, bow = torch.tensor(episodes["acc"]), torch.tensor(episodes["bow_1nn_acc"])
+            delta, ci = mean_ci95(acc - bow)
+            n = max(n, len(acc))
+            cells.append(f"{pct(acc)} (BoW {pct(bow)}; Δ {pct(acc - bow, '+')}"
+                         f"{' *' if abs(delta) > ci else ''})")
+        lines.append(f"| {NAMES[algorithm]}, {backbone} ({n} episodes) | " + " | ".join(cells)
+                     + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     names = [s.name for s in SETTINGS]
@@ -326,6 +364,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.table is not None:
         print(table(_saved(args.table)))
         print("\n" + methods_table(_saved(args.table), args.table.resolve()))
+        print("\n" + text_table(_saved(args.table), args.table.resolve()))
         return
     chosen = [s for s in SETTINGS if not args.only or s.name in args.only]
     for folder in {d for s in chosen for d in (OMNIGLOT_SMALL, CLINC) if
@@ -350,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
         print(table(rows))
         if any(r.setting.startswith("methods-") for r in rows):
             print("\n" + methods_table(rows, out))
+        if any("-clinc150-" in r.setting for r in rows):
+            print("\n" + text_table(rows, out))
 
 
 def _saved(out: Path) -> list[Row]:
