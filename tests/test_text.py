@@ -203,6 +203,37 @@ def test_padding_changes_nothing(one_thread):
         assert torch.allclose(net.embed(ids), net.embed(padded), atol=1e-5)
 
 
+def test_bag_half_of_the_cnn_is_the_mean_token_embedding(one_thread):
+    """bag=true: beside the convolutions, the normalised mean of the sentence's token embeddings
+    (checked against torch's embedding_bag); bag=false: the convolutions alone."""
+    torch.manual_seed(0)
+    net = TextCNN((7,), vocab_size=30, embed_dim=8, filters=4, scale=5.0, bag=True)
+    ids = torch.tensor([[3, 9, 9, 2, 0, 0, 0], [30, 1, 4, 5, 6, 7, 8]])
+    z = net.embed(ids)
+    assert z.shape == (2, 3 * 4 + 8) and torch.allclose(z.norm(dim=1), torch.full((2,), 5.0))
+    lengths = (ids > 0).sum(1)
+    flat = ids[ids > 0]  # the real tokens, sentence after sentence
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)[:-1]])
+    mean = torch.nn.functional.embedding_bag(flat, net.features.embedding.weight, offsets,
+                                             mode="mean")
+    expected = torch.nn.functional.normalize(mean, dim=1) * 5.0 / 2 ** 0.5
+    assert torch.allclose(z[:, 12:], expected, atol=1e-6)
+    plain = TextCNN((7,), vocab_size=30, embed_dim=8, filters=4, bag=False)
+    assert plain.embed(ids).shape == (2, 12)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("backbone.bag=maybe", "backbone.bag=maybe"),
+    ("backbone.embed_std=0.0", "backbone.embed_std=0.0: must be a positive number"),
+    ("backbone.embed_std=-1.5", "backbone.embed_std=-1.5: must be a positive number"),
+])
+def test_bad_text_cnn_options_are_one_line(override, message):
+    cfg = compose_train(["dataset=clinc150", "backbone=text_cnn", override])
+    with pytest.raises(ConfigError) as err:
+        check_config(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 # -- end to end ---------------------------------------------------------------------------------
 @needs_clinc
 @pytest.mark.parametrize("algorithm", ["protonet", "maml", "fomaml", "reptile"])

@@ -35,17 +35,35 @@ def token_ids(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class CNNFeatures(nn.Module):
-    """Kim (2014): embeddings, parallel 1-D convolutions, ReLU, max-pool over time, concatenated."""
+    """Kim (2014): embeddings, parallel 1-D convolutions, ReLU, max-pool over time, concatenated.
 
-    def __init__(self, vocab_size: int, embed_dim: int, filters: int, widths, scale=None):
+    ``bag``: the mean of the token embeddings beside them (SWEM-concat, Shen et al. ACL 2018),
+    each part L2-normalised. Test intents come from unseen domains whose keywords the filters
+    were never trained to detect; the mean still tells such words apart (an embedding is a
+    random projection of its token until trained), as the bag-of-words baseline does, and
+    meta-training learns which tokens matter. ``embed_std``: the embeddings' initial scale; with
+    Adam a parameter moves by about the learning rate per step, so a smaller scale is a
+    proportionally faster embedding learning rate (every output is normalised).
+    """
+
+    def __init__(self, vocab_size: int, embed_dim: int, filters: int, widths, scale=None,
+                 bag: bool = False, embed_std: float = 1.0):
         super().__init__()
-        self.widths, self.scale = tuple(widths), scale
+        if not isinstance(bag, bool):
+            raise ConfigError("backbone.bag", bag, "must be true or false")
+        if isinstance(embed_std, bool) or not isinstance(embed_std, (int, float)) \
+                or not embed_std > 0:
+            raise ConfigError("backbone.embed_std", embed_std, "must be a positive number")
+        self.widths, self.scale, self.bag = tuple(widths), scale, bag
         self.embedding = nn.Embedding(vocab_size + 1, embed_dim, padding_idx=0)
+        with torch.no_grad():
+            self.embedding.weight.mul_(embed_std)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, filters, w) for w in self.widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids, mask = token_ids(x)
-        emb = (self.embedding(ids) * mask.unsqueeze(-1)).transpose(1, 2)  # [N, E, L]
+        tokens = self.embedding(ids) * mask.unsqueeze(-1)  # [N, L, E]
+        emb = tokens.transpose(1, 2)  # [N, E, L]
         # zeros after every sentence, so that each real token starts a window of every width
         # whatever padding follows it
         emb = nn.functional.pad(emb, (0, max(self.widths) - 1))
@@ -56,15 +74,21 @@ class CNNFeatures(nn.Module):
             # the max is the max over the real windows
             h = torch.relu(conv(emb))[:, :, : ids.shape[1]] * keep
             pooled.append(h.amax(dim=2))
-        return rescale(torch.cat(pooled, dim=1), self.scale)
+        z = torch.cat(pooled, dim=1)
+        if self.bag:
+            mean = tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).to(tokens.dtype)
+            z = torch.cat([nn.functional.normalize(z, dim=1),
+                           nn.functional.normalize(mean, dim=1)], dim=1) / 2 ** 0.5
+        return rescale(z, self.scale)
 
 
 class TextCNN(Backbone):
     inputs = TEXT
 
     def __init__(self, in_shape, out_dim=None, vocab_size: int = 8000, embed_dim: int = 128,
-                 filters: int = 100, widths=(3, 4, 5), scale: float | None = 5.0):
-        features = CNNFeatures(vocab_size, embed_dim, filters, widths, scale)
+                 filters: int = 100, widths=(3, 4, 5), scale: float | None = 5.0,
+                 bag: bool = True, embed_std: float = 0.1):
+        features = CNNFeatures(vocab_size, embed_dim, filters, widths, scale, bag, embed_std)
         super().__init__(features, in_shape, out_dim)
 
 
