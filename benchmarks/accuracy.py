@@ -345,7 +345,7 @@ def text_table(out: Path) -> str:
     import torch
 
     from metalab.compare.records import read_episodes
-    from metalab.stats import mean_ci95
+    from metalab.compare.statistics import mean_ci95
 
     def pct(values, sign=""):
         mean, ci = mean_ci95(values)

@@ -228,7 +228,7 @@ def test_bag_half_of_the_cnn_is_the_mean_token_embedding(one_thread):
     ("backbone.embed_std=-1.5", "backbone.embed_std=-1.5: must be a positive number"),
 ])
 def test_bad_text_cnn_options_are_one_line(override, message):
-    cfg = compose_train(["dataset=clinc150", "backbone=text_cnn", override])
+    cfg = compose(["dataset=clinc150", "backbone=text_cnn", override])
     with pytest.raises(ConfigError) as err:
         check_config(cfg)
     assert message in str(err.value) and "\n" not in str(err.value)
