@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import ListConfig
 
-from metalab.data.cache import cache_key, cached
+from metalab.data.cache import cache_key, cached, signature
 from metalab.data.episodes import Episodes, EpisodeShape
 from metalab.data.sampler import ClassIndex, check_episode_shape, split_support_query
 from metalab.errors import ConfigError, require_positive
@@ -174,11 +174,6 @@ def read_clinc150(root: str | Path) -> tuple[list[Row], list[str]]:
         else:
             rows.append(Row(row.text, row.label, domain_of[row.label], row.where))
     return rows, oos
-
-
-def _signature(*files: Path) -> tuple:
-    """Sizes and mtimes of the source files: part of the cache key."""
-    return tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
 
 
 # ----------------------------------------------------------------------------- splitting
@@ -355,8 +350,8 @@ def _sources(rows, oos, files, cache_dir, name, val_domains, test_domains, split
                           "a local folder of a pretrained model (backbone=text_pretrained)")
     parts = split_domains(sorted({r.domain for r in rows}), val_domains, test_domains,
                           int(split_seed))
-    sig = _signature(*files, *(Path(tokenizer).expanduser().glob("*")
-                               if tokenizer not in TRAINED else ()))
+    sig = signature([*files, *(Path(tokenizer).expanduser().glob("*")
+                               if tokenizer not in TRAINED else ())])
     key = cache_key(_RECIPE, name, sig, parts, tokenizer, vocab_size, max_length)
     data = cached(Path(cache_dir) / f"text_{name}_{key}.pt",
                   lambda: _build(rows, oos, parts, tokenizer, vocab_size, max_length))
