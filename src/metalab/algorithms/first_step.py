@@ -53,8 +53,11 @@ class _Recorder(TorchFunctionMode):
         self.calls.append(("conv", weight, bias, x, out, (stride, padding, dilation)))
         return out
 
+    # F.batch_norm's arguments on two lines (taken over in inner_loop.py and protocols.py too)
+    # fmt: off
     def _batch_norm(self, native, x, running_mean, running_var, weight=None, bias=None,
                     training=False, momentum=0.1, eps=1e-5):
+    # fmt: on
         if running_mean is not None or not training:
             self.unsupported = True  # running statistics mix the tasks: not this path
             return native(x, running_mean, running_var, weight, bias, training, momentum, eps)
@@ -73,8 +76,14 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def per_task_gradients(forward: Callable[[Params, Tensor], Tensor], loss, params: Params,
-                       x: Tensor, y: Tensor, create_graph: bool) -> Params | None:
+def per_task_gradients(
+    forward: Callable[[Params, Tensor], Tensor],
+    loss,
+    params: Params,
+    x: Tensor,
+    y: Tensor,
+    create_graph: bool,
+) -> Params | None:
     """``{name: [T, *shape]}``: the gradient of each task's ``loss`` (``x``: ``[T, N, ...]``)
     at the shared ``params``, or ``None`` where a layer is not covered."""
     tasks = x.shape[0]
@@ -90,8 +99,9 @@ def per_task_gradients(forward: Callable[[Params, Tensor], Tensor], loss, params
     out = out.unflatten(0, (tasks, -1))
     total = sum(loss(out[t], y[t]) for t in range(tasks))
     outputs = [call[4] for call in recorder.calls]
-    deltas = torch.autograd.grad(total, outputs, create_graph=create_graph, allow_unused=True,
-                                 materialize_grads=True)
+    deltas = torch.autograd.grad(
+        total, outputs, create_graph=create_graph, allow_unused=True, materialize_grads=True
+    )
     grads: Params = {}
 
     def add(param, g):
@@ -118,5 +128,4 @@ def per_task_gradients(forward: Callable[[Params, Tensor], Tensor], loss, params
             cols = cols.unflatten(0, (tasks, -1))
             g = torch.einsum("tnol,tnil->toi", d.flatten(3), cols)
             add(weight, g.view(tasks, *weight.shape))
-    return {k: grads[k] if k in grads else p.new_zeros(tasks, *p.shape)
-            for k, p in params.items()}
+    return {k: grads[k] if k in grads else p.new_zeros(tasks, *p.shape) for k, p in params.items()}

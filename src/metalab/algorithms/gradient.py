@@ -3,10 +3,11 @@ adapted to each task by gradient steps on its support set (inner_loop.py), also 
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from metalab.algorithms.base import MetaLearner
-from metalab.algorithms.inner_loop import ENGINES, InnerLoop, check_engine
+from metalab.algorithms.inner_loop import ENGINES, InnerLoop, Mode, check_engine
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError, require_positive
 
@@ -18,9 +19,17 @@ class GradientMetaLearner(MetaLearner):
     needs_grad_at_eval = True
     engines: tuple[str, ...] = ENGINES
 
-    def __init__(self, backbone, ways: int = 1, inner_lr: float = 0.4, inner_steps: int = 1,
-                 eval_inner_steps: int = 3, engine: str = "auto", eval_ways: int | None = None,
-                 **kwargs):
+    def __init__(
+        self,
+        backbone,
+        ways: int = 1,
+        inner_lr: float = 0.4,
+        inner_steps: int = 1,
+        eval_inner_steps: int = 3,
+        engine: str = "auto",
+        eval_ways: int | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         require_positive("algorithm.inner_steps", inner_steps)
         require_positive("algorithm.eval_inner_steps", eval_inner_steps)
@@ -31,6 +40,25 @@ class GradientMetaLearner(MetaLearner):
         self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
         self.net = backbone(out_dim=ways)
         self.inner = InnerLoop(self.adapted(), self.task)
+
+    def adapt_and_predict(
+        self, episodes: Episodes, steps: int, mode: Mode, training: bool, **options
+    ) -> tuple[torch.Tensor, dict | None]:
+        """``steps`` updates of the algorithm's inner rule (``self.rule()``) on each task's support
+        set, then the query predictions, under the protocol of training or evaluation; the
+        adapted parameters too if ``options`` ask for them (InnerLoop.run)."""
+        return self.inner.run(
+            self.inner.params(),
+            episodes.support_x,
+            episodes.support_y,
+            episodes.query_x,
+            steps,
+            self.rule(),
+            mode,
+            self.engine,
+            protocol=self.protocol_for(training),
+            **options,
+        )
 
     def adapted(self) -> nn.Module:
         """The part of the network the inner loop adapts (ANIL: the head only)."""
@@ -45,5 +73,7 @@ class GradientMetaLearner(MetaLearner):
 
 
 def _ways_message(ways: int) -> str:
-    return (f"the classifier head has dataset.train_ways={ways} outputs, so the evaluation "
-            f"episodes must have the same number of classes: set dataset.ways={ways}")
+    return (
+        f"the classifier head has dataset.train_ways={ways} outputs, so the evaluation "
+        f"episodes must have the same number of classes: set dataset.ways={ways}"
+    )

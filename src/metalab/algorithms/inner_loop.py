@@ -63,8 +63,11 @@ class Mode(enum.Enum):
 def resolve_engine(engine: str, device: torch.device, checkpoint: bool = False) -> str:
     check_engine(engine)
     if checkpoint and engine not in ("auto", *PER_TASK):
-        raise ConfigError("algorithm.checkpoint", True,
-                          f"checkpointing needs a per-task engine: {', '.join(PER_TASK)} or auto")
+        raise ConfigError(
+            "algorithm.checkpoint",
+            True,
+            f"checkpointing needs a per-task engine: {', '.join(PER_TASK)} or auto",
+        )
     if engine != "auto":
         return engine
     if checkpoint:  # per task, the transient of a recomputation is one task's
@@ -110,8 +113,11 @@ def _layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     return out
 
 
+# F.batch_norm's arguments on two lines (taken over in protocols.py and first_step.py too)
+# fmt: off
 def _batch_norm(native, input, running_mean, running_var, weight=None, bias=None,
                 training=False, momentum=0.1, eps=1e-5):
+# fmt: on
     if running_mean is not None and training:  # updates running statistics: not a vmap case
         return native(input, running_mean, running_var, weight, bias, training, momentum, eps)
     shape = (1, -1) + (1,) * (input.dim() - 2)
@@ -156,16 +162,19 @@ class Adam:
         self.lr, self.betas, self.eps = lr, tuple(betas), eps
 
     def init(self, params: Params):
-        return {k: torch.zeros_like(p) for k, p in params.items()}, \
-            {k: torch.zeros_like(p) for k, p in params.items()}
+        return {k: torch.zeros_like(p) for k, p in params.items()}, {
+            k: torch.zeros_like(p) for k, p in params.items()
+        }
 
     def __call__(self, params: Params, grads: Params, state, step: int):
         (b1, b2), m, v = self.betas, *state
         m = {k: b1 * m[k] + (1 - b1) * g for k, g in grads.items()}
         v = {k: b2 * v[k] + (1 - b2) * g * g for k, g in grads.items()}
         c1, c2 = 1 - b1 ** (step + 1), 1 - b2 ** (step + 1)
-        new = {k: p - (self.lr / c1) * m[k] / ((v[k] / c2).sqrt() + self.eps)
-               for k, p in params.items()}
+        new = {
+            k: p - (self.lr / c1) * m[k] / ((v[k] / c2).sqrt() + self.eps)
+            for k, p in params.items()
+        }
         return new, (m, v)
 
     def detached(self) -> Adam:
@@ -205,11 +214,21 @@ class InnerLoop:
     def params(self) -> Params:
         return dict(self.module.named_parameters())
 
-    def run(self, params: Params, support_x: Tensor, support_y: Tensor, query_x: Tensor,
-            steps: int, rule: SGD | Adam, mode: Mode, engine: str = "auto",
-            batches: Sequence[Tensor] | None = None, return_params: bool = False,
-            protocol: Protocol = TRANSDUCTIVE, checkpoint: bool = False,
-            ) -> tuple[Tensor, Params | None]:
+    def run(
+        self,
+        params: Params,
+        support_x: Tensor,
+        support_y: Tensor,
+        query_x: Tensor,
+        steps: int,
+        rule: SGD | Adam,
+        mode: Mode,
+        engine: str = "auto",
+        batches: Sequence[Tensor] | None = None,
+        return_params: bool = False,
+        protocol: Protocol = TRANSDUCTIVE,
+        checkpoint: bool = False,
+    ) -> tuple[Tensor, Params | None]:
         """Query predictions ``[B, Nq, out]`` after ``steps`` updates of ``rule`` on each task's
         support set (``batches[t]``: the support indices of step t, else the whole set), made
         under ``protocol`` (protocols.py), and the adapted parameters ``[B, ...]`` when
@@ -220,43 +239,82 @@ class InnerLoop:
         if mode is Mode.DETACHED:
             params, rule = detach(params), rule.detached()
         if engine == "learn2learn":
-            if return_params or batches is not None or not isinstance(rule, SGD) \
-                    or isinstance(rule.lr, dict):
-                raise ConfigError("algorithm.engine", engine,
-                                  "learn2learn runs plain MAML (SGD, one learning rate) only")
-            return self._learn2learn(support_x, support_y, query_x, steps, rule.lr, mode,
-                                     protocol), None
+            if (
+                return_params
+                or batches is not None
+                or not isinstance(rule, SGD)
+                or isinstance(rule.lr, dict)
+            ):
+                raise ConfigError(
+                    "algorithm.engine",
+                    engine,
+                    "learn2learn runs plain MAML (SGD, one learning rate) only",
+                )
+            return self._learn2learn(
+                support_x, support_y, query_x, steps, rule.lr, mode, protocol
+            ), None
         if engine == "vmap":
             # torch.func.grad differentiates under no_grad too: nothing recorded when detached
-            with torch.no_grad() if mode is Mode.DETACHED else torch.enable_grad(), \
-                    CompositeBatchNorm() if mode is Mode.SECOND_ORDER else nullcontext():
-                preds, adapted = self._vmap(params, support_x, support_y, query_x, steps, rule,
-                                            mode, batches, protocol)
+            with (
+                torch.no_grad() if mode is Mode.DETACHED else torch.enable_grad(),
+                CompositeBatchNorm() if mode is Mode.SECOND_ORDER else nullcontext(),
+            ):
+                preds, adapted = self._vmap(
+                    params, support_x, support_y, query_x, steps, rule, mode, batches, protocol
+                )
             return preds, (adapted if return_params else None)
         first = None
         if engine == "fused" and mode is not Mode.DETACHED and isinstance(rule, SGD):
-            step = partial(self._first_step, x=support_x, y=support_y, rule=rule, mode=mode,
-                           batches=batches)
+            step = partial(
+                self._first_step, x=support_x, y=support_y, rule=rule, mode=mode, batches=batches
+            )
             first = checkpointed(step, params) if checkpoint else step(params)
         with torch.enable_grad():
-            return self._loop(params, support_x, support_y, query_x, steps, rule, mode, batches,
-                              return_params, protocol, first, checkpoint)
+            return self._loop(
+                params,
+                support_x,
+                support_y,
+                query_x,
+                steps,
+                rule,
+                mode,
+                batches,
+                return_params,
+                protocol,
+                first,
+                checkpoint,
+            )
 
     # one task after another ----------------------------------------------------------------
-    def _adapt(self, params: Params, x: Tensor, y: Tensor, steps: int, rule, mode: Mode,
-               batches, start: int = 0) -> Params:
+    def _adapt(
+        self,
+        params: Params,
+        x: Tensor,
+        y: Tensor,
+        steps: int,
+        rule,
+        mode: Mode,
+        batches,
+        start: int = 0,
+    ) -> Params:
         state = rule.init(params)
         for t in range(start, steps):
             xs, ys = (x, y) if batches is None else (x[batches[t]], y[batches[t]])
             if mode is Mode.SECOND_ORDER:
                 loss = self.loss(self.forward(params, xs), ys)
-                grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=True,
-                                            allow_unused=True, materialize_grads=True)
+                grads = torch.autograd.grad(
+                    loss,
+                    tuple(params.values()),
+                    create_graph=True,
+                    allow_unused=True,
+                    materialize_grads=True,
+                )
             else:  # the gradient at detached weights: a constant for the outer graph
                 at = {k: v.detach().requires_grad_() for k, v in params.items()}
                 loss = self.loss(self.forward(at, xs), ys)
-                grads = torch.autograd.grad(loss, tuple(at.values()), allow_unused=True,
-                                            materialize_grads=True)
+                grads = torch.autograd.grad(
+                    loss, tuple(at.values()), allow_unused=True, materialize_grads=True
+                )
             grads = dict(zip(params, grads))
             if mode is Mode.DETACHED:
                 with torch.no_grad():
@@ -265,14 +323,35 @@ class InnerLoop:
                 params, state = rule(params, grads, state, t)
         return params
 
-    def _loop(self, params, support_x, support_y, query_x, steps, rule, mode, batches,
-              return_params, protocol, first=None, checkpoint=False):
+    def _loop(
+        self,
+        params,
+        support_x,
+        support_y,
+        query_x,
+        steps,
+        rule,
+        mode,
+        batches,
+        return_params,
+        protocol,
+        first=None,
+        checkpoint=False,
+    ):
         preds, adapted = [], []
         for i in range(support_x.shape[0]):
             start = params if first is None else {k: v[i] for k, v in first.items()}
             # the fused engine has done the first step: the rest per task
-            adapt = partial(self._adapt, x=support_x[i], y=support_y[i], steps=steps, rule=rule,
-                            mode=mode, batches=batches, start=0 if first is None else 1)
+            adapt = partial(
+                self._adapt,
+                x=support_x[i],
+                y=support_y[i],
+                steps=steps,
+                rule=rule,
+                mode=mode,
+                batches=batches,
+                start=0 if first is None else 1,
+            )
             queries = partial(protocol.queries, support=support_x[i], query=query_x[i])
             if checkpoint and mode is not Mode.DETACHED:
                 fast = checkpointed(adapt, start)
@@ -298,8 +377,9 @@ class InnerLoop:
         second = mode is Mode.SECOND_ORDER
         at = params if second else {k: v.detach().requires_grad_() for k, v in params.items()}
         with torch.enable_grad():
-            grads = per_task_gradients(self.forward, self.loss, at, x if second else x.detach(),
-                                       y, create_graph=second)
+            grads = per_task_gradients(
+                self.forward, self.loss, at, x if second else x.detach(), y, create_graph=second
+            )
         if grads is None:
             return None
         if not second:
@@ -307,8 +387,7 @@ class InnerLoop:
         return rule(params, grads, None, 0)[0]
 
     # all tasks at once ---------------------------------------------------------------------
-    def _vmap(self, params, support_x, support_y, query_x, steps, rule, mode, batches,
-              protocol):
+    def _vmap(self, params, support_x, support_y, query_x, steps, rule, mode, batches, protocol):
         def support_loss(p: Params, x: Tensor, y: Tensor) -> Tensor:
             return self.loss(self.forward(p, x), y)
 
@@ -319,8 +398,11 @@ class InnerLoop:
             for t in range(steps):
                 xs, ys = (x, y) if batches is None else (x[batches[t]], y[batches[t]])
                 # first order: a constant, also when the inputs carry a graph (ANIL's features)
-                g = inner_grad(p, xs, ys) if mode is Mode.SECOND_ORDER \
+                g = (
+                    inner_grad(p, xs, ys)
+                    if mode is Mode.SECOND_ORDER
                     else inner_grad(detach(p), xs.detach(), ys)
+                )
                 p, state = rule(p, g, state, t)
             return protocol.queries(partial(self.forward, p), x, qx), p
 

@@ -17,8 +17,14 @@ from metalab.errors import ConfigError
 
 
 class MAML(GradientMetaLearner):
-    def __init__(self, backbone, first_order: bool = False, learn_inner_lr: bool = False,
-                 checkpoint: bool = False, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        first_order: bool = False,
+        learn_inner_lr: bool = False,
+        checkpoint: bool = False,
+        **kwargs,
+    ):
         super().__init__(backbone, **kwargs)
         self.first_order, self.learn_inner_lr = bool(first_order), bool(learn_inner_lr)
         if not isinstance(checkpoint, bool):
@@ -26,19 +32,29 @@ class MAML(GradientMetaLearner):
         self.checkpoint = checkpoint
         resolve_engine(self.engine, torch.device("cpu"), checkpoint)  # a per-task engine?
         if learn_inner_lr and self.engine == "learn2learn":
-            raise ConfigError("algorithm.engine", self.engine,
-                              "learn_inner_lr=true needs engine loop, fused, vmap or auto")
+            raise ConfigError(
+                "algorithm.engine",
+                self.engine,
+                "learn_inner_lr=true needs engine loop, fused, vmap or auto",
+            )
         # Meta-SGD: a learned learning rate per parameter entry, initialised to inner_lr
-        self.inner_lrs = nn.ParameterDict({
-            _key(name): nn.Parameter(torch.full_like(p, self.inner_lr))
-            for name, p in self.adapted().named_parameters()
-        }) if learn_inner_lr else None
+        self.inner_lrs = (
+            nn.ParameterDict(
+                {
+                    _key(name): nn.Parameter(torch.full_like(p, self.inner_lr))
+                    for name, p in self.adapted().named_parameters()
+                }
+            )
+            if learn_inner_lr
+            else None
+        )
 
     def rule(self) -> SGD:
         if self.inner_lrs is None:
             return SGD(self.inner_lr)
-        return SGD({name: self.inner_lrs[_key(name)]
-                    for name, _ in self.adapted().named_parameters()})
+        return SGD(
+            {name: self.inner_lrs[_key(name)] for name, _ in self.adapted().named_parameters()}
+        )
 
     def mode_and_steps(self, episodes: Episodes, training: bool) -> tuple[Mode, int]:
         if training:
@@ -48,11 +64,8 @@ class MAML(GradientMetaLearner):
 
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         mode, steps = self.mode_and_steps(episodes, training)
-        preds, _ = self.inner.run(self.inner.params(), episodes.support_x, episodes.support_y,
-                                  episodes.query_x, steps, self.rule(), mode, self.engine,
-                                  protocol=self.protocol_for(training),
-                                  checkpoint=self.checkpoint and training)
-        return preds
+        checkpoint = self.checkpoint and training
+        return self.adapt_and_predict(episodes, steps, mode, training, checkpoint=checkpoint)[0]
 
 
 def _key(name: str) -> str:

@@ -47,8 +47,9 @@ def check_protocol(protocol, inductive_stats="support") -> None:
     if protocol not in PROTOCOLS:
         raise ConfigError("protocol", protocol, f"allowed: {', '.join(PROTOCOLS)}")
     if inductive_stats not in INDUCTIVE_STATS:
-        raise ConfigError("inductive_stats", inductive_stats,
-                          f"allowed: {', '.join(INDUCTIVE_STATS)}")
+        raise ConfigError(
+            "inductive_stats", inductive_stats, f"allowed: {', '.join(INDUCTIVE_STATS)}"
+        )
 
 
 class Protocol:
@@ -104,11 +105,13 @@ class ReferenceBatchNorm(TorchFunctionMode):
             return self._batch_norm(func, *args, **kwargs)
         return func(*args, **kwargs)
 
+    # F.batch_norm's arguments on two lines (taken over in inner_loop.py and first_step.py too)
+    # fmt: off
     def _batch_norm(self, native, input, running_mean, running_var, weight=None, bias=None,
                     training=False, momentum=0.1, eps=1e-5):
+    # fmt: on
         if running_mean is not None:  # running statistics involve no batch: nothing to restrict
-            return native(input, running_mean, running_var, weight, bias, training, momentum,
-                          eps)
+            return native(input, running_mean, running_var, weight, bias, training, momentum, eps)
         low = input.dtype in (torch.float16, torch.bfloat16)  # statistics in float32
         x = (input.float() if low else input).unflatten(0, (-1, self.group or len(input)))
         ref = x[:, : self.reference]

@@ -22,12 +22,24 @@ from metalab.errors import ConfigError, require_positive
 class Reptile(GradientMetaLearner):
     engines = ("auto", "loop", "vmap")
 
-    def __init__(self, backbone, inner_optimizer: str = "adam", inner_lr: float = 0.001,
-                 inner_steps: int = 5, eval_inner_steps: int = 50,
-                 inner_betas: Sequence[float] = (0.0, 0.999), inner_batch: int | None = None,
-                 **kwargs):
-        super().__init__(backbone, inner_lr=inner_lr, inner_steps=inner_steps,
-                         eval_inner_steps=eval_inner_steps, **kwargs)
+    def __init__(
+        self,
+        backbone,
+        inner_optimizer: str = "adam",
+        inner_lr: float = 0.001,
+        inner_steps: int = 5,
+        eval_inner_steps: int = 50,
+        inner_betas: Sequence[float] = (0.0, 0.999),
+        inner_batch: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(
+            backbone,
+            inner_lr=inner_lr,
+            inner_steps=inner_steps,
+            eval_inner_steps=eval_inner_steps,
+            **kwargs,
+        )
         if inner_optimizer not in ("sgd", "adam"):
             raise ConfigError("algorithm.inner_optimizer", inner_optimizer, "allowed: sgd, adam")
         if inner_batch is not None:
@@ -51,10 +63,9 @@ class Reptile(GradientMetaLearner):
     def adapt(self, episodes: Episodes, training: bool) -> tuple[torch.Tensor, dict | None]:
         steps = self.inner_steps if training else self.eval_inner_steps
         batches = self.minibatches(episodes.support_x.shape[1], steps) if training else None
-        return self.inner.run(self.inner.params(), episodes.support_x, episodes.support_y,
-                              episodes.query_x, steps, self.rule(), Mode.DETACHED, self.engine,
-                              batches=batches, return_params=training,
-                              protocol=self.protocol_for(training))
+        return self.adapt_and_predict(
+            episodes, steps, Mode.DETACHED, training, batches=batches, return_params=training
+        )
 
     def predict(self, episodes: Episodes, training: bool) -> torch.Tensor:
         if not training:
@@ -66,6 +77,8 @@ class Reptile(GradientMetaLearner):
         and accuracy (MSE) of the adapted weights."""
         preds, adapted = self.adapt(episodes, training=True)
         metrics = self.task_metrics(preds, episodes.query_y)
-        surrogate = sum((p * (p - adapted[name].mean(0)).detach()).sum()
-                        for name, p in self.net.named_parameters())
+        surrogate = sum(
+            (p * (p - adapted[name].mean(0)).detach()).sum()
+            for name, p in self.net.named_parameters()
+        )
         return surrogate, metrics

@@ -57,8 +57,13 @@ def _row(item, where: str) -> Row:
     else:
         raise ConfigError("dataset.root", where, f"bad row {str(item)[:80]!r}: {ROW}")
     text, label, domain = fields
-    if not isinstance(text, str) or not text.strip() or label in (None, "") \
-            or not isinstance(label, (str, int)) or not isinstance(domain, (str, int, type(None))):
+    if (
+        not isinstance(text, str)
+        or not text.strip()
+        or label in (None, "")
+        or not isinstance(label, (str, int))
+        or not isinstance(domain, (str, int, type(None)))
+    ):
         raise ConfigError("dataset.root", where, f"bad row {str(item)[:80]!r}: {ROW}")
     label = str(label)
     return Row(text, label, label if domain in (None, "") else str(domain), where)
@@ -85,9 +90,12 @@ def _json_items(text: str, path: Path) -> list[tuple[str | None, int, object]]:
     def expect(i: int, char: str) -> int:
         if not text.startswith(char, i):
             line = line_at(i)
-            raise ConfigError("dataset.root", f"{path}:{line}",
-                              f"expected {char!r}: a JSON file holds an array of rows or an "
-                              f"object of arrays of rows; {ROW}")
+            raise ConfigError(
+                "dataset.root",
+                f"{path}:{line}",
+                f"expected {char!r}: a JSON file holds an array of rows or an "
+                f"object of arrays of rows; {ROW}",
+            )
         return skip(i + 1)
 
     def array(i: int, key: str | None, out: list) -> int:
@@ -114,8 +122,9 @@ def _json_items(text: str, path: Path) -> list[tuple[str | None, int, object]]:
             if not text.startswith("}", i):
                 i = expect(i, ",")
     except json.JSONDecodeError as err:
-        raise ConfigError("dataset.root", f"{path}:{err.lineno}", f"not valid JSON ({err.msg})") \
-            from err
+        raise ConfigError(
+            "dataset.root", f"{path}:{err.lineno}", f"not valid JSON ({err.msg})"
+        ) from err
     return out
 
 
@@ -126,15 +135,22 @@ def read_rows(path: str | Path, keys=None) -> list[Row]:
     if path.suffix not in FORMATS:
         raise ConfigError("dataset.root", path, f"must be a {', '.join(FORMATS)} file; {ROW}")
     if not path.is_file():
-        raise ConfigError("dataset.root", path, f"no such file; expected a {', '.join(FORMATS)} "
-                                                f"file of rows: {ROW}")
+        raise ConfigError(
+            "dataset.root",
+            path,
+            f"no such file; expected a {', '.join(FORMATS)} file of rows: {ROW}",
+        )
     if path.suffix == ".csv":
         with open(path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             if not {"text", "label"} <= set(reader.fieldnames or ()):
-                raise ConfigError("dataset.root", f"{path}:1", "the CSV header must name the "
-                                  f"columns text, label (and optionally domain); found "
-                                  f"{reader.fieldnames}")
+                raise ConfigError(
+                    "dataset.root",
+                    f"{path}:1",
+                    "the CSV header must name the "
+                    f"columns text, label (and optionally domain); found "
+                    f"{reader.fieldnames}",
+                )
             return [_row(dict(r), f"{path}:{reader.line_num}") for r in reader]
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
@@ -144,12 +160,16 @@ def read_rows(path: str | Path, keys=None) -> list[Row]:
                 try:
                     item = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise ConfigError("dataset.root", f"{path}:{n}",
-                                      f"not valid JSON ({err.msg}); {ROW}") from err
+                    raise ConfigError(
+                        "dataset.root", f"{path}:{n}", f"not valid JSON ({err.msg}); {ROW}"
+                    ) from err
                 rows.append(_row(item, f"{path}:{n}"))
         return rows
-    return [_row(item, f"{path}:{line}") for key, line, item in _json_items(text, path)
-            if keys is None or key in keys]
+    return [
+        _row(item, f"{path}:{line}")
+        for key, line, item in _json_items(text, path)
+        if keys is None or key in keys
+    ]
 
 
 def read_clinc150(root: str | Path) -> tuple[list[Row], list[str]]:
@@ -159,18 +179,25 @@ def read_clinc150(root: str | Path) -> tuple[list[Row], list[str]]:
     files = [root / "data_full.json", root / "domains.json"]
     for file in files:
         if not file.is_file():
-            raise ConfigError("dataset.root", root, f"no {file.name} there; CLINC150's files "
-                                                    f"come from {CLINC_URL}")
-    domain_of = {intent: domain for domain, intents in json.loads(files[1].read_text()).items()
-                 for intent in intents}
+            raise ConfigError(
+                "dataset.root",
+                root,
+                f"no {file.name} there; CLINC150's files come from {CLINC_URL}",
+            )
+    domain_of = {
+        intent: domain
+        for domain, intents in json.loads(files[1].read_text()).items()
+        for intent in intents
+    }
     rows, oos = [], []
     for key, line, item in _json_items(files[0].read_text(encoding="utf-8"), files[0]):
         row = _row(item, f"{files[0]}:{line}")
         if key.startswith("oos"):
             oos.append(row.text)
         elif row.label not in domain_of:
-            raise ConfigError("dataset.root", row.where, f"intent {row.label!r} is in no domain "
-                                                         f"of {files[1]}")
+            raise ConfigError(
+                "dataset.root", row.where, f"intent {row.label!r} is in no domain of {files[1]}"
+            )
         else:
             rows.append(Row(row.text, row.label, domain_of[row.label], row.where))
     return rows, oos
@@ -190,8 +217,11 @@ def split_domains(domains: list[str], val, test, seed: int) -> dict[str, list[st
         if isinstance(spec, (list, tuple, ListConfig)):
             unknown = [d for d in map(str, spec) if d not in domains]
             if unknown:
-                raise ConfigError(f"dataset.{split}_domains", list(spec),
-                                  f"unknown domain(s) {unknown}; the data has {domains}")
+                raise ConfigError(
+                    f"dataset.{split}_domains",
+                    list(spec),
+                    f"unknown domain(s) {unknown}; the data has {domains}",
+                )
             named[split] = [str(d) for d in spec]
     free = [d for d in domains if not any(d in names for names in named.values())]
     order = random.Random(seed).sample(free, len(free))
@@ -202,14 +232,20 @@ def split_domains(domains: list[str], val, test, seed: int) -> dict[str, list[st
         if isinstance(spec, float) and 0 < spec < 1:
             spec = max(1, round(spec * len(domains)))
         if isinstance(spec, bool) or not isinstance(spec, int) or spec < 1:
-            raise ConfigError(f"dataset.{split}_domains", spec,
-                              "must be a positive count, a fraction in (0, 1) or a list of "
-                              f"domain names from {domains}")
+            raise ConfigError(
+                f"dataset.{split}_domains",
+                spec,
+                "must be a positive count, a fraction in (0, 1) or a list of "
+                f"domain names from {domains}",
+            )
         parts[split], order = order[:spec], order[spec:]
     if set(parts["val"]) & set(parts["test"]) or not order:
-        raise ConfigError("dataset.test_domains", test,
-                          f"with val_domains={val}: val and test must be disjoint and leave at "
-                          f"least one of the {len(domains)} domains for meta-training")
+        raise ConfigError(
+            "dataset.test_domains",
+            test,
+            f"with val_domains={val}: val and test must be disjoint and leave at "
+            f"least one of the {len(domains)} domains for meta-training",
+        )
     parts["train"] = order
     return {s: sorted(parts[s]) for s in SPLITS}
 
@@ -224,12 +260,14 @@ def train_tokenizer(texts: list[str], kind: str, vocab_size: int):
 
     if kind == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"],
-                                            show_progress=False)
+        trainer = trainers.WordPieceTrainer(
+            vocab_size=vocab_size, special_tokens=["[UNK]"], show_progress=False
+        )
     else:
         tokenizer = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-        trainer = trainers.WordLevelTrainer(vocab_size=vocab_size, special_tokens=["[UNK]"],
-                                            show_progress=False)
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=vocab_size, special_tokens=["[UNK]"], show_progress=False
+        )
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.train_from_iterator(texts, trainer)
@@ -242,8 +280,9 @@ def pretrained_tokenizer(path):
 
     from metalab.backbones.text import require_model_folder
 
-    return AutoTokenizer.from_pretrained(str(require_model_folder("dataset.tokenizer", path)),
-                                         local_files_only=True)
+    return AutoTokenizer.from_pretrained(
+        str(require_model_folder("dataset.tokenizer", path)), local_files_only=True
+    )
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
@@ -255,12 +294,22 @@ def encode(tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
     else:  # a transformers tokenizer (adds the model's own special tokens)
         ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
     width = max(1, max(map(len, ids), default=1))
-    return torch.tensor([row + [-1] * (width - len(row)) for row in ids],
-                        dtype=torch.int64).reshape(len(ids), width) + 1
+    return (
+        torch.tensor([row + [-1] * (width - len(row)) for row in ids], dtype=torch.int64).reshape(
+            len(ids), width
+        )
+        + 1
+    )
 
 
-def _build(rows: list[Row], oos: list[str], parts: dict[str, list[str]], tokenizer: str,
-           vocab_size: int, max_length: int) -> dict:
+def _build(
+    rows: list[Row],
+    oos: list[str],
+    parts: dict[str, list[str]],
+    tokenizer: str,
+    vocab_size: int,
+    max_length: int,
+) -> dict:
     """Token ids, labels and class names of each split; the tokenizer sees train rows only."""
     split_of = {d: s for s, names in parts.items() for d in names}
     by_split = {s: [r for r in rows if split_of[r.domain] == s] for s in SPLITS}
@@ -274,11 +323,14 @@ def _build(rows: list[Row], oos: list[str], parts: dict[str, list[str]], tokeniz
     for s, split_rows in by_split.items():
         classes = sorted({(r.domain, r.label) for r in split_rows})
         index = {c: i for i, c in enumerate(classes)}
-        out[s] = {"tokens": encode(tok, [r.text for r in split_rows], max_length),
-                  "labels": torch.tensor([index[(r.domain, r.label)] for r in split_rows],
-                                         dtype=torch.int64),
-                  "class_names": [label for _, label in classes],
-                  "class_domains": [domain for domain, _ in classes]}
+        out[s] = {
+            "tokens": encode(tok, [r.text for r in split_rows], max_length),
+            "labels": torch.tensor(
+                [index[(r.domain, r.label)] for r in split_rows], dtype=torch.int64
+            ),
+            "class_names": [label for _, label in classes],
+            "class_domains": [domain for domain, _ in classes],
+        }
     return out
 
 
@@ -289,16 +341,23 @@ class TextEpisodes:
     """Draws classification episodes of token ids from one split held on the training device.
     ``within_domain``: all classes of an episode come from one domain."""
 
-    def __init__(self, data: dict, name: str, within_domain: bool = False, where: str = "",
-                 tokenizer: str = ""):
+    def __init__(
+        self,
+        data: dict,
+        name: str,
+        within_domain: bool = False,
+        where: str = "",
+        tokenizer: str = "",
+    ):
         self.name, self.where, self.within_domain = name, where, bool(within_domain)
         self.tokenizer = tokenizer  # the trained tokenizer's JSON, or the pretrained model folder
         self.tokens, self.labels = data["tokens"], data["labels"]
         self.class_names = data["class_names"]
         self.index = ClassIndex(self.labels, len(self.class_names))
         self.domain_names = sorted(set(data["class_domains"]))
-        self.class_domain = torch.tensor([self.domain_names.index(d)
-                                          for d in data["class_domains"]], dtype=torch.int64)
+        self.class_domain = torch.tensor(
+            [self.domain_names.index(d) for d in data["class_domains"]], dtype=torch.int64
+        )
         self.out_of_scope: torch.Tensor | None = None  # kept for a later open-set option
 
     def to(self, device) -> TextEpisodes:
@@ -310,18 +369,24 @@ class TextEpisodes:
         ways, counts, need = shape.ways, self.index.counts, shape.shots + shape.queries
         fewest = int(counts.argmin()) if len(counts) else 0
         if len(counts) and counts[fewest] < need:
-            raise ConfigError(f"{shape.key('shots')} + {shape.key('queries')}", need,
-                              f"label {self.class_names[fewest]!r} of the {self.name} split has "
-                              f"only {int(counts[fewest])} utterances{self.where}")
+            raise ConfigError(
+                f"{shape.key('shots')} + {shape.key('queries')}",
+                need,
+                f"label {self.class_names[fewest]!r} of the {self.name} split has "
+                f"only {int(counts[fewest])} utterances{self.where}",
+            )
         self.index.check(self.name, shape)
         if self.within_domain:
             per_domain = torch.bincount(self.class_domain, minlength=len(self.domain_names))
             small = int(per_domain.argmin())
             if per_domain[small] < ways:
-                raise ConfigError(shape.key("ways"), ways,
-                                  f"with within_domain=true: domain "
-                                  f"{self.domain_names[small]!r} of the {self.name} split has "
-                                  f"only {int(per_domain[small])} labels")
+                raise ConfigError(
+                    shape.key("ways"),
+                    ways,
+                    f"with within_domain=true: domain "
+                    f"{self.domain_names[small]!r} of the {self.name} split has "
+                    f"only {int(per_domain[small])} labels",
+                )
 
     def plan(self, gen: torch.Generator, num_tasks: int, ways: int, shots: int, queries: int):
         """Sentence indices ``[T, W, S+Q]``, as for images."""
@@ -339,52 +404,93 @@ class TextEpisodes:
 # ----------------------------------------------------------------------------- entry points
 
 
-def _sources(rows, oos, files, cache_dir, name, val_domains, test_domains, split_seed,
-             within_domain, tokenizer, vocab_size, max_length, where="") -> dict:
+def _sources(
+    rows,
+    oos,
+    files,
+    where="",
+    *,
+    cache_dir,
+    name,
+    val_domains,
+    test_domains,
+    split_seed: int = 0,
+    within_domain: bool = False,
+    tokenizer: str = "wordpiece",
+    vocab_size: int = 8000,
+    max_length: int = 32,
+) -> dict:
     require_positive("dataset.vocab_size", vocab_size)
     require_positive("dataset.max_length", max_length)
     tokenizer = str(tokenizer)
     if tokenizer not in TRAINED and not Path(tokenizer).expanduser().is_dir():
-        raise ConfigError("dataset.tokenizer", tokenizer,
-                          f"allowed: {', '.join(TRAINED)} (trained on the meta-train split), or "
-                          "a local folder of a pretrained model (backbone=text_pretrained)")
-    parts = split_domains(sorted({r.domain for r in rows}), val_domains, test_domains,
-                          int(split_seed))
-    sig = signature([*files, *(Path(tokenizer).expanduser().glob("*")
-                               if tokenizer not in TRAINED else ())])
+        raise ConfigError(
+            "dataset.tokenizer",
+            tokenizer,
+            f"allowed: {', '.join(TRAINED)} (trained on the meta-train split), or "
+            "a local folder of a pretrained model (backbone=text_pretrained)",
+        )
+    parts = split_domains(
+        sorted({r.domain for r in rows}), val_domains, test_domains, int(split_seed)
+    )
+    sig = signature(
+        [*files, *(Path(tokenizer).expanduser().glob("*") if tokenizer not in TRAINED else ())]
+    )
     key = cache_key(_RECIPE, name, sig, parts, tokenizer, vocab_size, max_length)
-    data = cached(Path(cache_dir) / f"text_{name}_{key}.pt",
-                  lambda: _build(rows, oos, parts, tokenizer, vocab_size, max_length))
-    sources = {s: TextEpisodes(data[s], s, within_domain, where, data["tokenizer"])
-               for s in SPLITS}
+    data = cached(
+        Path(cache_dir) / f"text_{name}_{key}.pt",
+        lambda: _build(rows, oos, parts, tokenizer, vocab_size, max_length),
+    )
+    sources = {s: TextEpisodes(data[s], s, within_domain, where, data["tokenizer"]) for s in SPLITS}
     sources["test"].out_of_scope = data["oos"] if len(oos) else None
-    counts = ", ".join(f"{s} {len(parts[s])} domains / {len(data[s]['class_names'])} labels"
-                       for s in SPLITS)
-    log.info(f"{name}: {counts}; {len(rows)} sentences, vocabulary {data['vocab']} "
-             f"({tokenizer}), {len(oos)} out-of-scope sentences kept aside")
+    counts = ", ".join(
+        f"{s} {len(parts[s])} domains / {len(data[s]['class_names'])} labels" for s in SPLITS
+    )
+    log.info(
+        f"{name}: {counts}; {len(rows)} sentences, vocabulary {data['vocab']} "
+        f"({tokenizer}), {len(oos)} out-of-scope sentences kept aside"
+    )
     return sources
 
 
-def load_text(root, cache_dir, name: str = "text", val_domains=0.1, test_domains=0.3,
-              split_seed: int = 0, within_domain: bool = False, tokenizer: str = "wordpiece",
-              vocab_size: int = 8000, max_length: int = 32) -> dict[str, TextEpisodes]:
+def load_text(
+    root,
+    cache_dir,
+    name: str = "text",
+    val_domains=0.1,
+    test_domains=0.3,
+    split_seed: int = 0,
+    within_domain: bool = False,
+    tokenizer: str = "wordpiece",
+    vocab_size: int = 8000,
+    max_length: int = 32,
+) -> dict[str, TextEpisodes]:
     """A user's few-shot text set: one ``.json`` / ``.jsonl`` / ``.csv`` file of rows."""
+    knobs = {key: value for key, value in locals().items() if key != "root"}
     if root is None:
         raise ConfigError("dataset.root", root, f"set it to a {', '.join(FORMATS)} file; {ROW}")
     path = Path(str(root)).expanduser()
     rows = read_rows(path)
     if not rows:
         raise ConfigError("dataset.root", path, f"holds no rows; {ROW}")
-    return _sources(rows, [], [path], cache_dir, name, val_domains, test_domains, split_seed,
-                    within_domain, tokenizer, vocab_size, max_length, where=f" in {path}")
+    return _sources(rows, [], [path], f" in {path}", **knobs)
 
 
-def load_clinc150(root, cache_dir, val_domains=1, test_domains=3, split_seed: int = 0,
-                  within_domain: bool = False, tokenizer: str = "wordpiece",
-                  vocab_size: int = 8000, max_length: int = 32) -> dict[str, TextEpisodes]:
-    """CLINC150 (Larson et al., EMNLP 2019): 150 intents in 10 domains, split by domain."""
+def load_clinc150(
+    root, cache_dir, val_domains=1, test_domains=3, **knobs
+) -> dict[str, TextEpisodes]:
+    """CLINC150 (Larson et al., EMNLP 2019): 150 intents in 10 domains, split by domain. The
+    other knobs (split_seed, within_domain, tokenizer, vocab_size, max_length) as load_text's."""
     rows, oos = read_clinc150(root)
     root = Path(str(root)).expanduser()
-    return _sources(rows, oos, [root / "data_full.json", root / "domains.json"], cache_dir,
-                    "clinc150", val_domains, test_domains, split_seed, within_domain, tokenizer,
-                    vocab_size, max_length)
+    files = [root / "data_full.json", root / "domains.json"]
+    return _sources(
+        rows,
+        oos,
+        files,
+        cache_dir=cache_dir,
+        name="clinc150",
+        val_domains=val_domains,
+        test_domains=test_domains,
+        **knobs,
+    )

@@ -51,8 +51,13 @@ def quiet_known_warnings() -> None:
     """Warnings that do not apply here: evaluation metrics are gathered by hand before logging
     (so no sync_dist), the CSV logger shares the run folder with Hydra's files, a local run on a
     machine with SLURM installed is meant to be local (launcher=slurm runs under srun)."""
-    for pattern in (".*sync_dist=True.*", ".*exists and is not empty.*", ".*LeafSpec.*",
-                    ".*does not have many workers.*", ".*`srun` command is available.*"):
+    for pattern in (
+        ".*sync_dist=True.*",
+        ".*exists and is not empty.*",
+        ".*LeafSpec.*",
+        ".*does not have many workers.*",
+        ".*`srun` command is available.*",
+    ):
         warnings.filterwarnings("ignore", message=pattern)
     logging.getLogger("pytorch_lightning.utilities.rank_zero").addFilter(_NO_TIPS)
 
@@ -63,19 +68,26 @@ def build_datamodule(cfg: DictConfig) -> EpisodeDataModule:
     kind, extra = EpisodeDataModule, {}
     if getattr(get_class(cfg.algorithm._target_), "batches", False):  # pretraining
         kind, extra = BatchDataModule, {"batch_size": cfg.algorithm.batch_size}
+    # the run's schedule, kept together
+    # fmt: off
     return kind(
         cfg.dataset, meta_batch=cfg.algorithm.meta_batch, seed=cfg.seed, eval_seed=cfg.eval_seed,
         steps_per_epoch=cfg.val_every, val_episodes=cfg.val_episodes,
         test_episodes=cfg.test_episodes, eval_batch=cfg.eval_batch, **extra,
     )
+    # fmt: on
 
 
 def build_model(cfg: DictConfig) -> pl.LightningModule:
     spec = {k: v for k, v in cfg.backbone.items() if k != "name"}  # name is for people
     backbone = hydra.utils.instantiate(spec, in_shape=input_shape(cfg.dataset), _partial_=True)
     algorithm = get_class(cfg.algorithm._target_)
-    given = {"backbone": backbone, "task": cfg.dataset.task, "pixel_baseline": cfg.pixel_baseline,
-             **protocol_config(cfg)}
+    given = {
+        "backbone": backbone,
+        "task": cfg.dataset.task,
+        "pixel_baseline": cfg.pixel_baseline,
+        **protocol_config(cfg),
+    }
     if "ways" in algorithm.config_keys():  # a classifier head: as wide as a training episode
         has_classes = task_kind(cfg.dataset.task).has_classes
         given["ways"] = cfg.dataset.get("train_ways", 1) if has_classes else 1
@@ -96,9 +108,12 @@ def check_algorithm_keys(algorithm: type, spec: DictConfig, given: set[str]) -> 
     allowed = algorithm.config_keys() - given
     for key in spec:
         if key not in ("_target_", *RUN_KEYS) and key not in allowed:
-            raise ConfigError(f"algorithm.{key}", spec[key],
-                              f"algorithm={spec.get('name', algorithm.__name__)} has no such "
-                              f"key; allowed: {', '.join(sorted(allowed))}")
+            raise ConfigError(
+                f"algorithm.{key}",
+                spec[key],
+                f"algorithm={spec.get('name', algorithm.__name__)} has no such "
+                f"key; allowed: {', '.join(sorted(allowed))}",
+            )
 
 
 def protocol_config(cfg: DictConfig) -> dict[str, str]:
@@ -128,26 +143,50 @@ def build_trainer(cfg: DictConfig, run_dir: Path, loggers: list) -> pl.Trainer:
     metric, mode = monitor(cfg)
     ckpt_dir = run_dir / "checkpoints"
     # pretraining steps are batches of images, meta-training steps batches of tasks
-    speed = SpeedMonitor(cfg.algorithm.batch_size, "images") if "batch_size" in cfg.algorithm \
+    speed = (
+        SpeedMonitor(cfg.algorithm.batch_size, "images")
+        if "batch_size" in cfg.algorithm
         else SpeedMonitor(cfg.algorithm.meta_batch)
-    callbacks = [StepProgressBar(leave=True), speed,
-                 StopOnNonFiniteLoss(), ResumedLogSteps(),
-                 *trial_callbacks(metric)]  # Optuna pruning, in a search's runs
+    )
+    callbacks = [
+        StepProgressBar(leave=True),
+        speed,
+        StopOnNonFiniteLoss(),
+        ResumedLogSteps(),
+        *trial_callbacks(metric),
+    ]  # Optuna pruning, in a search's runs
     if cfg.val_episodes > 0:  # first: Trainer.checkpoint_callback, which test("best") reads
-        callbacks.append(RunCheckpoint(dirpath=ckpt_dir, filename="best", monitor=metric,
-                                       mode=mode, enable_version_counter=False))
+        callbacks.append(
+            RunCheckpoint(
+                dirpath=ckpt_dir,
+                filename="best",
+                monitor=metric,
+                mode=mode,
+                enable_version_counter=False,
+            )
+        )
     # "last" after every validation (Lightning's save_last only follows a new best)
-    callbacks.append(RunCheckpoint(dirpath=ckpt_dir, filename="last",
-                                   enable_version_counter=False))
+    callbacks.append(RunCheckpoint(dirpath=ckpt_dir, filename="last", enable_version_counter=False))
     hw = cfg.hardware
     return pl.Trainer(
-        accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes,
-        strategy=hw.strategy, precision=hw.precision, max_steps=cfg.steps,
-        max_epochs=-1, logger=loggers or False, callbacks=callbacks,
-        num_sanity_val_steps=0, limit_val_batches=1.0 if cfg.val_episodes > 0 else 0,
-        use_distributed_sampler=False, inference_mode=False, deterministic=cfg.deterministic,
-        log_every_n_steps=cfg.log_every, default_root_dir=str(run_dir),
-        enable_model_summary=False, plugins=[AtomicCheckpointIO(), *launch.cluster_plugins()],
+        accelerator=hw.accelerator,
+        devices=hw.devices,
+        num_nodes=hw.num_nodes,
+        strategy=hw.strategy,
+        precision=hw.precision,
+        max_steps=cfg.steps,
+        max_epochs=-1,
+        logger=loggers or False,
+        callbacks=callbacks,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if cfg.val_episodes > 0 else 0,
+        use_distributed_sampler=False,
+        inference_mode=False,
+        deterministic=cfg.deterministic,
+        log_every_n_steps=cfg.log_every,
+        default_root_dir=str(run_dir),
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO(), *launch.cluster_plugins()],
     )
 
 
@@ -177,9 +216,12 @@ def _run(cfg: DictConfig, run_dir: Path) -> dict:
     resume = resume_checkpoint(cfg, run_dir)
     results_file = run_dir / "results.json"
     if resume is not None and resume[1] >= cfg.steps and results_file.is_file():
-        print(f"metalab: {run_dir} is a finished run (step {resume[1]} of steps={cfg.steps}, "
-              "results.json): nothing to do; a larger steps= continues it, resume=never starts "
-              "it over", file=sys.stderr)
+        print(
+            f"metalab: {run_dir} is a finished run (step {resume[1]} of steps={cfg.steps}, "
+            "results.json): nothing to do; a larger steps= continues it, resume=never starts "
+            "it over",
+            file=sys.stderr,
+        )
         return json.loads(results_file.read_text())
     datamodule = prepare(cfg, run_dir, resume[1] if resume else 0)
     children = []
@@ -209,8 +251,9 @@ def prepare(cfg: DictConfig, run_dir: Path, resume_step: int = 0) -> EpisodeData
     return datamodule
 
 
-def build_run(cfg: DictConfig, run_dir: Path,
-              resumed: bool = False) -> tuple[pl.LightningModule, list, pl.Trainer]:
+def build_run(
+    cfg: DictConfig, run_dir: Path, resumed: bool = False
+) -> tuple[pl.LightningModule, list, pl.Trainer]:
     """The model (with the pretrained backbone of ``init_from``, unless ``resumed``: then the
     checkpoint has the weights), the loggers and the trainer of a run (also
     benchmarks/throughput.py)."""
@@ -233,8 +276,9 @@ def own_checkpoint(run_dir: Path, path: str) -> str | None:
     return path
 
 
-def _fit_and_test(cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule,
-                  resume: Path | None) -> dict:
+def _fit_and_test(
+    cfg: DictConfig, run_dir: Path, datamodule: EpisodeDataModule, resume: Path | None
+) -> dict:
     model, loggers, trainer = build_run(cfg, run_dir, resumed=resume is not None)
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume, weights_only=True)
     # best by validation, else the last

@@ -46,17 +46,25 @@ def _prepare(root: Path, download: bool, fetch) -> None:
 
 
 def _convert(data, root: Path, split: str, files: list[Needed], image_size: int, what: str):
-    images = from_images(len(data.samples), lambda i: data[i][0], lambda i: data.samples[i][0],
-                         image_size, what, _raw(root)[0].how)
+    images = from_images(
+        len(data.samples),
+        lambda i: data[i][0],
+        lambda i: data.samples[i][0],
+        image_size,
+        what,
+        _raw(root)[0].how,
+    )
     return split_dict(images, data.targets, data.classes.__getitem__)
 
 
+# CIFAR-100 training-set pixel statistics (MetaOptNet's CIFAR-FS and FC100 recipe)
+MEAN, STD = (0.50736203, 0.48668956, 0.44108857), (0.26748815, 0.2565931, 0.27630851)
 CIFAR_FS = Benchmark(
-    "cifar_fs", "CIFAR-FS", "CIFARFS", _files, _convert, prepare=_prepare,
-    # CIFAR-100 training-set pixel statistics (MetaOptNet's CIFAR-FS and FC100 recipe)
-    mean=(0.50736203, 0.48668956, 0.44108857), std=(0.26748815, 0.2565931, 0.27630851))
+    "cifar_fs", "CIFAR-FS", "CIFARFS", _files, _convert, MEAN, STD, prepare=_prepare
+)
 
 
-def load_cifar_fs(root: str, cache_dir: str, download: bool = False, image_size: int = 32,
-                  mean=None, std=None) -> ImageDataset:
+def load_cifar_fs(
+    root: str, cache_dir: str, download: bool = False, image_size: int = 32, mean=None, std=None
+) -> ImageDataset:
     return load_benchmark(CIFAR_FS, root, cache_dir, download, image_size, mean, std)

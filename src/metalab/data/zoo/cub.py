@@ -30,22 +30,42 @@ def _files(root: Path, bounding_box_crop: bool = False, **options) -> dict[str, 
 def _convert(data, root: Path, split: str, files: list[Needed], image_size: int, what: str):
     # learn2learn lists files in directory order: sort, so the tensor is the same everywhere
     order = sorted(range(len(data.data)), key=lambda i: data.data[i][0])
-    images = from_images(len(order), lambda i: data[order[i]][0],
-                         lambda i: data.data[order[i]][0], image_size, what, files[0].how)
+    images = from_images(
+        len(order),
+        lambda i: data[order[i]][0],
+        lambda i: data.data[order[i]][0],
+        image_size,
+        what,
+        files[0].how,
+    )
     names = learn2learn_datasets().cu_birds200.SPLITS[SPLITS[split]]
     return split_dict(images, [data.data[i][1] for i in order], names.__getitem__)
 
 
-CUB = Benchmark(
-    "cub", "CUB-200-2011", "CUBirds200", _files, _convert,
-    options=("include_imagenet_duplicates", "bounding_box_crop"),
-    # ImageNet statistics: the usual choice for CUB few-shot recipes
-    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+# ImageNet statistics: the usual choice for CUB few-shot recipes
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+OPTIONS = ("include_imagenet_duplicates", "bounding_box_crop")
+CUB = Benchmark("cub", "CUB-200-2011", "CUBirds200", _files, _convert, MEAN, STD, options=OPTIONS)
 
 
-def load_cub(root: str, cache_dir: str, download: bool = False, image_size: int = 84,
-             mean=None, std=None, include_imagenet_duplicates: bool = False,
-             bounding_box_crop: bool = False) -> ImageDataset:
-    return load_benchmark(CUB, root, cache_dir, download, image_size, mean, std,
-                          include_imagenet_duplicates=include_imagenet_duplicates,
-                          bounding_box_crop=bounding_box_crop)
+def load_cub(
+    root: str,
+    cache_dir: str,
+    download: bool = False,
+    image_size: int = 84,
+    mean=None,
+    std=None,
+    include_imagenet_duplicates: bool = False,
+    bounding_box_crop: bool = False,
+) -> ImageDataset:
+    return load_benchmark(
+        CUB,
+        root,
+        cache_dir,
+        download,
+        image_size,
+        mean,
+        std,
+        include_imagenet_duplicates=include_imagenet_duplicates,
+        bounding_box_crop=bounding_box_crop,
+    )

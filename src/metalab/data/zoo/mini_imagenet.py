@@ -16,9 +16,15 @@ from metalab.data.zoo.common import SPLITS, ZENODO, Needed, from_arrays, split_d
 
 
 def _files(root: Path) -> dict[str, list[Needed]]:
-    return {split: [Needed(root / f"mini-imagenet-cache-{mode}.pkl",
-                           f"download it from {ZENODO}/mini-imagenet-cache-{mode}.pkl")]
-            for split, mode in SPLITS.items()}
+    return {
+        split: [
+            Needed(
+                root / f"mini-imagenet-cache-{mode}.pkl",
+                f"download it from {ZENODO}/mini-imagenet-cache-{mode}.pkl",
+            )
+        ]
+        for split, mode in SPLITS.items()
+    }
 
 
 def _convert(data, root: Path, split: str, files: list[Needed], image_size: int, what: str):
@@ -28,13 +34,22 @@ def _convert(data, root: Path, split: str, files: list[Needed], image_size: int,
     return split_dict(images, data.y, names.__getitem__)
 
 
+# the pixel statistics of the training split (as used by MetaOptNet and most ResNet-12 work)
+MEAN, STD = (0.47214064, 0.45330829, 0.40996128), (0.27718385, 0.26775041, 0.28449041)
 MINI_IMAGENET = Benchmark(
-    "mini_imagenet", "mini-ImageNet", "MiniImagenet", _files, _convert, pickles=True,
+    "mini_imagenet",
+    "mini-ImageNet",
+    "MiniImagenet",
+    _files,
+    _convert,
+    MEAN,
+    STD,
+    pickles=True,
     download_per_split=True,
-    # the pixel statistics of the training split (as used by MetaOptNet and most ResNet-12 work)
-    mean=(0.47214064, 0.45330829, 0.40996128), std=(0.27718385, 0.26775041, 0.28449041))
+)
 
 
-def load_mini_imagenet(root: str, cache_dir: str, download: bool = False, image_size: int = 84,
-                       mean=None, std=None) -> ImageDataset:
+def load_mini_imagenet(
+    root: str, cache_dir: str, download: bool = False, image_size: int = 84, mean=None, std=None
+) -> ImageDataset:
     return load_benchmark(MINI_IMAGENET, root, cache_dir, download, image_size, mean, std)

@@ -20,10 +20,16 @@ from metalab.data.zoo.mini_imagenet import MINI_IMAGENET
 
 def _files(root: Path) -> dict[str, list[Needed]]:
     folder = root / "tiered-imagenet"
-    return {split: [Needed(folder / f"{split}_{part}.pkl",
-                           f"download it from {ZENODO}/tiered-imagenet-{split}_{part}.pkl")
-                    for part in ("images_png", "labels")]
-            for split in SPLITS}
+    return {
+        split: [
+            Needed(
+                folder / f"{split}_{part}.pkl",
+                f"download it from {ZENODO}/tiered-imagenet-{split}_{part}.pkl",
+            )
+            for part in ("images_png", "labels")
+        ]
+        for split in SPLITS
+    }
 
 
 def _class_names(labels_file: Path) -> list[str] | None:
@@ -34,17 +40,32 @@ def _class_names(labels_file: Path) -> list[str] | None:
 
 def _convert(data, root: Path, split: str, files: list[Needed], image_size: int, what: str):
     images_file, labels_file = files
-    images = from_images(len(data), lambda i: data[i][0], lambda i: f"{images_file.path}[{i}]",
-                         image_size, what, images_file.how)
+    images = from_images(
+        len(data),
+        lambda i: data[i][0],
+        lambda i: f"{images_file.path}[{i}]",
+        image_size,
+        what,
+        images_file.how,
+    )
     names = _class_names(labels_file.path)
     return split_dict(images, data.labels, names.__getitem__ if names else str)
 
 
 # learn2learn downloads all eight files at once; mini-ImageNet's statistics (ImageNet images)
-TIERED_IMAGENET = Benchmark("tiered_imagenet", "tiered-ImageNet", "TieredImagenet", _files,
-                            _convert, pickles=True, mean=MINI_IMAGENET.mean, std=MINI_IMAGENET.std)
+TIERED_IMAGENET = Benchmark(
+    "tiered_imagenet",
+    "tiered-ImageNet",
+    "TieredImagenet",
+    _files,
+    _convert,
+    MINI_IMAGENET.mean,
+    MINI_IMAGENET.std,
+    pickles=True,
+)
 
 
-def load_tiered_imagenet(root: str, cache_dir: str, download: bool = False,
-                         image_size: int = 84, mean=None, std=None) -> ImageDataset:
+def load_tiered_imagenet(
+    root: str, cache_dir: str, download: bool = False, image_size: int = 84, mean=None, std=None
+) -> ImageDataset:
     return load_benchmark(TIERED_IMAGENET, root, cache_dir, download, image_size, mean, std)
