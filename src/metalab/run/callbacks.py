@@ -43,7 +43,7 @@ class SpeedMonitor(pl.Callback):
         self.step_times.append(time.perf_counter() - self._start)
 
     def summary(self) -> dict[str, float]:
-        timed = self.step_times[self.warmup:] or self.step_times
+        timed = self.step_times[self.warmup :] or self.step_times
         if not timed:
             return {}
         out = {f"perf/{self.unit}_per_sec": self.meta_batch / statistics.median(timed)}
@@ -66,10 +66,12 @@ class StopOnNonFiniteLoss(pl.Callback):
         if trainer.strategy.reduce_boolean_decision(bad, all=False):
             value = f"{float(loss):g}" if bad else "not finite on another process"
             lrs = [g["lr"] for opt in trainer.optimizers for g in opt.param_groups][:1]
-            raise RunError(f"the training loss is {value} at step {trainer.global_step - 1}: "
-                           f"the run diverged (learning rate {', '.join(map(str, lrs))}); "
-                           "lower algorithm.optimizer.lr, or resume from an earlier checkpoint "
-                           "with ckpt_path=")
+            raise RunError(
+                f"the training loss is {value} at step {trainer.global_step - 1}: "
+                f"the run diverged (learning rate {', '.join(map(str, lrs))}); "
+                "lower algorithm.optimizer.lr, or resume from an earlier checkpoint "
+                "with ckpt_path="
+            )
 
 
 class ResumedLogSteps(pl.Callback):
@@ -83,17 +85,28 @@ class ResumedLogSteps(pl.Callback):
 
 
 class StepProgressBar(RichProgressBar):
-    """Counts meta-training steps out of ``steps``, with the validation metric so far beside it.
-    Lightning's bar counts the batches of an epoch, which here is only the stretch between two
-    validations, under "Epoch 0/-2" (the run is bounded by steps, not epochs)."""
+    """Counts training steps (meta-training's batches of tasks, pretraining's batches of
+    images) out of ``steps``, with the validation metric so far beside it. Lightning's bar counts
+    the batches of an epoch, which here is only the stretch between two validations, under
+    "Epoch 0/-2" (the run is bounded by steps, not epochs)."""
 
     @property
     def total_train_batches(self) -> int:
         return self.trainer.max_steps
 
     def _get_train_description(self, current_epoch: int) -> str:
-        return f"{'Meta-training':{len(self.validation_description)}}"
+        return f"{'Training steps':{len(self.validation_description)}}"
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        super().on_train_epoch_start(trainer, pl_module)  # a new bar, from 0
+        if self.progress is not None and self.train_progress_bar_id is not None:
+            # from the step reached, so that the rate counts only this stretch's steps
+            self.progress.reset(self.train_progress_bar_id, completed=trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # RichProgressBar's, with the global step where it puts the batch's number in the epoch
+        if not self.is_disabled and self.train_progress_bar_id is None:
+            self._initialize_train_progress_bar_id()  # a run resumed in the middle of an epoch
         self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
