@@ -53,17 +53,34 @@ COMMON = ["logger=csv", "resume=never"]
 
 # MAML, the paper's Omniglot 5-way inner loop (alpha 0.4, 1 step, 3 at test), second order, on the
 # strided conv4 without max-pooling; meta-batch 8 instead of 32 (0.2-0.5 s a step here).
-MAML = ["algorithm=maml", "backbone.max_pool=false", "algorithm.meta_batch=8", "steps=600",
-        "val_every=200", "val_episodes=100", "test_episodes=600"]
+MAML = [
+    "algorithm=maml",
+    "backbone.max_pool=false",
+    "algorithm.meta_batch=8",
+    "steps=600",
+    "val_every=200",
+    "val_episodes=100",
+    "test_episodes=600",
+]
 MAML_BUDGET = "meta-batch 8, 2nd order, inner 1 step a=0.4 (test 3), strided conv4-64"
 # Reptile, the paper's Omniglot settings (10 shots, inner batch 10, 5 Adam steps lr 1e-3,
 # meta-batch 5, eps 1 -> 0, 50 test steps), last weights as the paper; 200 test episodes (50
 # inner steps each are the slow part).
-REPTILE = ["algorithm=reptile", "backbone.max_pool=false", "dataset.train_shots=10",
-           "dataset.train_queries=1", "algorithm.inner_batch=10", "steps=1000", "val_every=500",
-           "val_episodes=0", "test_episodes=200"]
-REPTILE_BUDGET = ("meta-batch 5, 10 shots/class, 5 Adam steps (batch 10, lr 1e-3), eps 1->0, "
-                  "test 50 steps, strided conv4-64")
+REPTILE = [
+    "algorithm=reptile",
+    "backbone.max_pool=false",
+    "dataset.train_shots=10",
+    "dataset.train_queries=1",
+    "algorithm.inner_batch=10",
+    "steps=1000",
+    "val_every=500",
+    "val_episodes=0",
+    "test_episodes=200",
+]
+REPTILE_BUDGET = (
+    "meta-batch 5, 10 shots/class, 5 Adam steps (batch 10, lr 1e-3), eps 1->0, "
+    "test 50 steps, strided conv4-64"
+)
 
 
 @dataclass
@@ -91,25 +108,48 @@ class Setting:
 CLINC = (ROOT / "../shared/data/clinc150").resolve()
 TEXT = ["dataset=clinc150", f"dataset.root={CLINC}", "val_episodes=100", "test_episodes=600"]
 TEXT_RUNS = {  # algorithm: (overrides, budget)
-    "protonet": (["algorithm=protonet", "dataset.train_ways=20", "dataset.train_queries=5",
-                  "steps=600", "val_every=200"],
-                 "20-way 1-shot 5-query episodes, Adam 1e-3"),
+    "protonet": (
+        [
+            "algorithm=protonet",
+            "dataset.train_ways=20",
+            "dataset.train_queries=5",
+            "steps=600",
+            "val_every=200",
+        ],
+        "20-way 1-shot 5-query episodes, Adam 1e-3",
+    ),
     # 600 steps diverged (a NaN loss at step 222) with text_cnn's bag and embed_std=0.1
-    "maml": (["algorithm=maml", "algorithm.meta_batch=4", "steps=200", "val_every=100"],
-             "meta-batch 4, 2nd order, inner 1 step a=0.4 (test 3)"),
+    "maml": (
+        ["algorithm=maml", "algorithm.meta_batch=4", "steps=200", "val_every=100"],
+        "meta-batch 4, 2nd order, inner 1 step a=0.4 (test 3)",
+    ),
     # the 50-step test is the slow part: a 5-shot test of 100 episodes costs about as much as
     # the 150 training steps
-    "reptile": (["algorithm=reptile", "dataset.train_shots=5", "dataset.train_queries=1",
-                 "steps=150", "val_every=150", "val_episodes=0", "test_episodes=100"],
-                "meta-batch 5, 5 shots/class, 5 Adam steps lr 1e-3, eps 1->0, test 50 steps"),
+    "reptile": (
+        [
+            "algorithm=reptile",
+            "dataset.train_shots=5",
+            "dataset.train_queries=1",
+            "steps=150",
+            "val_every=150",
+            "val_episodes=0",
+            "test_episodes=100",
+        ],
+        "meta-batch 5, 5 shots/class, 5 Adam steps lr 1e-3, eps 1->0, test 50 steps",
+    ),
 }
 # config.yaml is resolved: the loader's copy of within_domain is edited too; a domain holds 15
 # intents, so the (unused) training shape of the evaluation must fit in one
-WITHIN = {"dataset.within_domain": True, "dataset.load.within_domain": True,
-          "dataset.train_ways": 5}
-TEXT_TESTS = [Derived("5s", "5-shot, across domains", {"dataset.shots": 5}),
-              Derived("within", "1-shot, within a domain", WITHIN),
-              Derived("within-5s", "5-shot, within a domain", {"dataset.shots": 5, **WITHIN})]
+WITHIN = {
+    "dataset.within_domain": True,
+    "dataset.load.within_domain": True,
+    "dataset.train_ways": 5,
+}
+TEXT_TESTS = [
+    Derived("5s", "5-shot, across domains", {"dataset.shots": 5}),
+    Derived("within", "1-shot, within a domain", WITHIN),
+    Derived("within-5s", "5-shot, within a domain", {"dataset.shots": 5, **WITHIN}),
+]
 NAMES = {"protonet": "ProtoNet", "maml": "MAML", "reptile": "Reptile"}
 
 
@@ -119,36 +159,85 @@ def text_settings() -> list[Setting]:
         for algorithm, (overrides, budget) in TEXT_RUNS.items():
             label = f"{NAMES[algorithm]} {backbone} 5-way, CLINC150"
             derived = [Derived(d.suffix, f"{label} {d.label}", d.set) for d in TEXT_TESTS]
-            settings.append(Setting(f"{algorithm}-clinc150-{backbone}",
-                                    f"{label} 1-shot, across domains",
-                                    [*TEXT, f"backbone={backbone}", *overrides],
-                                    f"{budget}, {backbone}", derived))
+            settings.append(
+                Setting(
+                    f"{algorithm}-clinc150-{backbone}",
+                    f"{label} 1-shot, across domains",
+                    [*TEXT, f"backbone={backbone}", *overrides],
+                    f"{budget}, {backbone}",
+                    derived,
+                )
+            )
     return settings
 
 
 SETTINGS = [
-    Setting("maml-omniglot-5w1s", "MAML 5-way 1-shot, Omniglot small", [*OMNIGLOT, *MAML],
-            MAML_BUDGET),
-    Setting("maml-glyphs-5w1s", "MAML 5-way 1-shot, glyphs", ["dataset=glyphs", *MAML],
-            MAML_BUDGET),
-    Setting("reptile-omniglot-5w1s", "Reptile 5-way 1-shot, Omniglot small",
-            [*OMNIGLOT, *REPTILE], REPTILE_BUDGET),
-    Setting("reptile-glyphs-5w1s", "Reptile 5-way 1-shot, glyphs", ["dataset=glyphs", *REPTILE],
-            REPTILE_BUDGET),
-    Setting("sinusoid-maml", "MAML sinusoid K=10, test MSE after 10 steps",
-            ["dataset=sinusoid", "algorithm=maml", "backbone=mlp", "algorithm.meta_batch=25",
-             "algorithm.inner_lr=0.01", "algorithm.inner_steps=1",
-             "algorithm.eval_inner_steps=10", "steps=3000", "val_every=500", "val_episodes=0",
-             "test_episodes=600"],
-            "meta-batch 25, 1 inner step a=0.01, MLP 40-40",
-            [Derived("1step", "MAML sinusoid K=10, test MSE after 1 step",
-                     {"algorithm.eval_inner_steps": 1})]),
-    Setting("protonet-omniglot-5w1s", "ProtoNet 5-way 1-shot (60-way training), Omniglot small",
-            [*OMNIGLOT, "algorithm=protonet", "dataset.train_ways=60", "dataset.train_queries=5",
-             "steps=150", "val_every=50", "val_episodes=100", "test_episodes=400"],
-            "60-way 1-shot 5-query episodes, Adam 1e-3, conv4-64",
-            [Derived("20w", "ProtoNet 20-way 1-shot (same weights), Omniglot small",
-                     {"dataset.ways": 20}, test_episodes=200)]),
+    Setting(
+        "maml-omniglot-5w1s", "MAML 5-way 1-shot, Omniglot small", [*OMNIGLOT, *MAML], MAML_BUDGET
+    ),
+    Setting(
+        "maml-glyphs-5w1s", "MAML 5-way 1-shot, glyphs", ["dataset=glyphs", *MAML], MAML_BUDGET
+    ),
+    Setting(
+        "reptile-omniglot-5w1s",
+        "Reptile 5-way 1-shot, Omniglot small",
+        [*OMNIGLOT, *REPTILE],
+        REPTILE_BUDGET,
+    ),
+    Setting(
+        "reptile-glyphs-5w1s",
+        "Reptile 5-way 1-shot, glyphs",
+        ["dataset=glyphs", *REPTILE],
+        REPTILE_BUDGET,
+    ),
+    Setting(
+        "sinusoid-maml",
+        "MAML sinusoid K=10, test MSE after 10 steps",
+        [
+            "dataset=sinusoid",
+            "algorithm=maml",
+            "backbone=mlp",
+            "algorithm.meta_batch=25",
+            "algorithm.inner_lr=0.01",
+            "algorithm.inner_steps=1",
+            "algorithm.eval_inner_steps=10",
+            "steps=3000",
+            "val_every=500",
+            "val_episodes=0",
+            "test_episodes=600",
+        ],
+        "meta-batch 25, 1 inner step a=0.01, MLP 40-40",
+        [
+            Derived(
+                "1step",
+                "MAML sinusoid K=10, test MSE after 1 step",
+                {"algorithm.eval_inner_steps": 1},
+            )
+        ],
+    ),
+    Setting(
+        "protonet-omniglot-5w1s",
+        "ProtoNet 5-way 1-shot (60-way training), Omniglot small",
+        [
+            *OMNIGLOT,
+            "algorithm=protonet",
+            "dataset.train_ways=60",
+            "dataset.train_queries=5",
+            "steps=150",
+            "val_every=50",
+            "val_episodes=100",
+            "test_episodes=400",
+        ],
+        "60-way 1-shot 5-query episodes, Adam 1e-3, conv4-64",
+        [
+            Derived(
+                "20w",
+                "ProtoNet 20-way 1-shot (same weights), Omniglot small",
+                {"dataset.ways": 20},
+                test_episodes=200,
+            )
+        ],
+    ),
     *text_settings(),
 ]
 
@@ -158,36 +247,69 @@ SETTINGS = [
 # machine: 100 outer steps of one 5-way 1-shot 5-query episode, conv4-64, the best of 2
 # validations on 40 episodes; tested on 200 5-way 1-shot 15-query episodes.
 METHODS = ("protonet", "anil", "r2d2", "metaoptnet", "matching", "relation")
-METHODS_BUDGET = ("100 steps of one 5-way 1-shot 5-query episode, Adam 1e-3, conv4-64, "
-                  "1 thread")
-METHODS_RUN = ["algorithm.meta_batch=1", "algorithm.optimizer.lr=0.001",
-               "algorithm.scheduler=null", "dataset.train_queries=5", "steps=100",
-               "val_every=50", "val_episodes=40", "test_episodes=200"]
+METHODS_BUDGET = "100 steps of one 5-way 1-shot 5-query episode, Adam 1e-3, conv4-64, 1 thread"
+METHODS_RUN = [
+    "algorithm.meta_batch=1",
+    "algorithm.optimizer.lr=0.001",
+    "algorithm.scheduler=null",
+    "dataset.train_queries=5",
+    "steps=100",
+    "val_every=50",
+    "val_episodes=40",
+    "test_episodes=200",
+]
 METHODS_DATA = {"glyphs": ["dataset=glyphs"], "omniglot": OMNIGLOT}
 
-SETTINGS += [Setting(f"methods-{method}-{data}", f"{method}, {data}",
-                     [*overrides, f"algorithm={method}", *METHODS_RUN], METHODS_BUDGET)
-             for data, overrides in METHODS_DATA.items() for method in METHODS]
+SETTINGS += [
+    Setting(
+        f"methods-{method}-{data}",
+        f"{method}, {data}",
+        [*overrides, f"algorithm={method}", *METHODS_RUN],
+        METHODS_BUDGET,
+    )
+    for data, overrides in METHODS_DATA.items()
+    for method in METHODS
+]
 
 # Pretrain-then-fine-tune rows: 300 shuffled mini-batches of 64 meta-train images (19,200
 # images, each method's own optimizer), the best of 2 validations on 40 episodes, then the same
 # 200 test episodes. Meta-Baseline: cosine ProtoNet started from the Baseline run above it,
 # then trained as the episodic rows (100 steps of one episode, SGD 1e-3, momentum 0.9).
 PRETRAIN = ("baseline", "baseline_pp", "rfs")
-PRETRAIN_BUDGET = ("300 batches of 64 images, baseline(_pp) Adam 1e-3, rfs SGD 0.05, conv4-64, "
-                   "1 thread")
-PRETRAIN_RUN = ["algorithm.batch_size=64", "steps=300", "val_every=150", "val_episodes=40",
-                "test_episodes=200"]
+PRETRAIN_BUDGET = (
+    "300 batches of 64 images, baseline(_pp) Adam 1e-3, rfs SGD 0.05, conv4-64, 1 thread"
+)
+PRETRAIN_RUN = [
+    "algorithm.batch_size=64",
+    "steps=300",
+    "val_every=150",
+    "val_episodes=40",
+    "test_episodes=200",
+]
 META_BASELINE_BUDGET = f"the baseline row's weights, then {METHODS_BUDGET} (SGD 1e-3)"
 for data, overrides in METHODS_DATA.items():
-    SETTINGS += [Setting(f"methods-{method}-{data}", f"{method}, {data}",
-                         [*overrides, f"algorithm={method}", *PRETRAIN_RUN], PRETRAIN_BUDGET)
-                 for method in PRETRAIN]
-    SETTINGS.append(Setting(
-        f"methods-meta_baseline-{data}", f"meta_baseline, {data}",
-        [*overrides, "algorithm=meta_baseline", f"init_from={{out}}/methods-baseline-{data}",
-         *[o for o in METHODS_RUN if not o.startswith("algorithm.optimizer.lr")]],
-        META_BASELINE_BUDGET))
+    SETTINGS += [
+        Setting(
+            f"methods-{method}-{data}",
+            f"{method}, {data}",
+            [*overrides, f"algorithm={method}", *PRETRAIN_RUN],
+            PRETRAIN_BUDGET,
+        )
+        for method in PRETRAIN
+    ]
+    SETTINGS.append(
+        Setting(
+            f"methods-meta_baseline-{data}",
+            f"meta_baseline, {data}",
+            [
+                *overrides,
+                "algorithm=meta_baseline",
+                f"init_from={{out}}/methods-baseline-{data}",
+                *[o for o in METHODS_RUN if not o.startswith("algorithm.optimizer.lr")],
+            ],
+            META_BASELINE_BUDGET,
+        )
+    )
 
 
 @dataclass
@@ -201,8 +323,12 @@ class Row:
 
 
 def _env(threads: int) -> dict:
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": str(threads),
-           "MKL_NUM_THREADS": str(threads)}
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
     return env
 
 
@@ -251,8 +377,14 @@ def _copy_for(run_dir: Path, derived: Derived) -> Path:
 def run_setting(setting: Setting, out: Path, threads: int, dry_run: bool) -> list[Row]:
     run_dir = out / setting.name
     overrides = [o.replace("{out}", str(out)) for o in setting.overrides]  # earlier runs
-    cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}", *overrides,
-           *COMMON]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metalab.run.train",
+        f"hydra.run.dir={run_dir}",
+        *overrides,
+        *COMMON,
+    ]
     if dry_run:
         print("$ " + " ".join(_quote(c) for c in cmd))
         return []
@@ -262,15 +394,27 @@ def run_setting(setting: Setting, out: Path, threads: int, dry_run: bool) -> lis
     rows = [Row(setting.name, setting.label, steps, setting.budget, _results(run_dir), wall)]
     for derived in setting.derived:
         copy = _copy_for(run_dir, derived)
-        cmd = [sys.executable, "-m", "metalab.run.evaluate",
-               f"ckpt_path={copy / 'checkpoints' / 'tested.ckpt'}",
-               f"hydra.run.dir={copy / 'eval'}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "metalab.run.evaluate",
+            f"ckpt_path={copy / 'checkpoints' / 'tested.ckpt'}",
+            f"hydra.run.dir={copy / 'eval'}",
+        ]
         if derived.test_episodes:
             cmd.append(f"test_episodes={derived.test_episodes}")
         wall = _run(cmd, _env(threads), out / f"{setting.name}-{derived.suffix}.log")
         edits = ", ".join(f"{k}={v}" for k, v in derived.set.items())
-        rows.append(Row(setting.name, derived.label, steps, f"{setting.budget}; eval: {edits}",
-                        _results(copy / "eval"), wall))
+        rows.append(
+            Row(
+                setting.name,
+                derived.label,
+                steps,
+                f"{setting.budget}; eval: {edits}",
+                _results(copy / "eval"),
+                wall,
+            )
+        )
     return rows
 
 
@@ -300,12 +444,16 @@ def _baseline(results: dict) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| setting | steps | budget | test ± 95% CI | 1-NN baseline | episodes | wall |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| setting | steps | budget | test ± 95% CI | 1-NN baseline | episodes | wall |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
-        lines.append(f"| {r.label} | {r.steps} | {r.budget} | {_metric(r.results)} | "
-                     f"{_baseline(r.results)} | {int(r.results['test/episodes'])} | "
-                     f"{r.wall:.0f} s |")
+        lines.append(
+            f"| {r.label} | {r.steps} | {r.budget} | {_metric(r.results)} | "
+            f"{_baseline(r.results)} | {int(r.results['test/episodes'])} | "
+            f"{r.wall:.0f} s |"
+        )
     return "\n".join(lines)
 
 
@@ -317,8 +465,10 @@ def methods_table(rows: list[Row], out: Path) -> str:
     from metalab.compare.records import read_episodes
     from metalab.compare.statistics import mean_ci95
 
-    lines = ["| method | dataset | test acc ± 95% CI | Δ vs ProtoNet (paired) ± 95% CI | wall |",
-             "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| method | dataset | test acc ± 95% CI | Δ vs ProtoNet (paired) ± 95% CI | wall |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         if not r.setting.startswith("methods-"):
             continue
@@ -334,8 +484,12 @@ def methods_table(rows: list[Row], out: Path) -> str:
     return "\n".join(lines)
 
 
-TEXT_COLUMNS = {"": "5w1s across domains", "5s": "5w5s across", "within": "5w1s within a domain",
-                "within-5s": "5w5s within"}
+TEXT_COLUMNS = {
+    "": "5w1s across domains",
+    "5s": "5w5s across",
+    "within": "5w1s within a domain",
+    "within-5s": "5w5s within",
+}
 
 
 def text_table(out: Path) -> str:
@@ -351,8 +505,10 @@ def text_table(out: Path) -> str:
         mean, ci = mean_ci95(values)
         return f"{100 * mean:{sign}.1f} ± {100 * ci:.1f}"
 
-    lines = ["| run | " + " | ".join(TEXT_COLUMNS.values()) + " |",
-             "| --- |" + " --- |" * len(TEXT_COLUMNS)]
+    lines = [
+        "| run | " + " | ".join(TEXT_COLUMNS.values()) + " |",
+        "| --- |" + " --- |" * len(TEXT_COLUMNS),
+    ]
     for name in (s.name for s in SETTINGS if "-clinc150-" in s.name):
         if not (out / name / "test_episodes.csv").is_file():  # not run into this folder
             continue
@@ -367,10 +523,13 @@ def text_table(out: Path) -> str:
             acc, bow = torch.tensor(episodes["acc"]), torch.tensor(episodes["bow_1nn_acc"])
             delta, ci = mean_ci95(acc - bow)
             n = max(n, len(acc))
-            cells.append(f"{pct(acc)} (BoW {pct(bow)}; Δ {pct(acc - bow, '+')}"
-                         f"{' *' if abs(delta) > ci else ''})")
-        lines.append(f"| {NAMES[algorithm]}, {backbone} ({n} episodes) | " + " | ".join(cells)
-                     + " |")
+            cells.append(
+                f"{pct(acc)} (BoW {pct(bow)}; Δ {pct(acc - bow, '+')}"
+                f"{' *' if abs(delta) > ci else ''})"
+            )
+        lines.append(
+            f"| {NAMES[algorithm]}, {backbone} ({n} episodes) | " + " | ".join(cells) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -378,14 +537,26 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     names = [s.name for s in SETTINGS]
     parser.add_argument("--only", action="append", choices=names, help="run only these")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder of the runs (default outputs/accuracy/<date>_<time>)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder of the runs (default outputs/accuracy/<date>_<time>)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="threads per run (default 1)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-    parser.add_argument("--methods", action="store_true",
-                        help="run the methods table only (every method on glyphs and Omniglot)")
-    parser.add_argument("--table", type=Path, default=None, metavar="OUT",
-                        help="reprint the table of an earlier --out folder (its rows.json)")
+    parser.add_argument(
+        "--methods",
+        action="store_true",
+        help="run the methods table only (every method on glyphs and Omniglot)",
+    )
+    parser.add_argument(
+        "--table",
+        type=Path,
+        default=None,
+        metavar="OUT",
+        help="reprint the table of an earlier --out folder (its rows.json)",
+    )
     args = parser.parse_args(argv)
 
     if args.table is not None:
@@ -394,11 +565,12 @@ def main(argv: list[str] | None = None) -> None:
         print("\n" + text_table(args.table.resolve()))
         return
     chosen = [s for s in SETTINGS if not args.only or s.name in args.only]
-    for folder in {d for s in chosen for d in (OMNIGLOT_SMALL, CLINC) if
-                   any(str(d) in o for o in s.overrides)}:
+    for folder in {
+        d for s in chosen for d in (OMNIGLOT_SMALL, CLINC) if any(str(d) in o for o in s.overrides)
+    }:
         if not folder.is_dir() and not args.dry_run:
             raise SystemExit(f"the data of these settings are not at {folder}")
-    out = (args.out or ROOT / "outputs" / "accuracy" / time.strftime("%Y-%m-%d_%H-%M-%S"))
+    out = args.out or ROOT / "outputs" / "accuracy" / time.strftime("%Y-%m-%d_%H-%M-%S")
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     rows = _saved(out)  # an earlier invocation's rows in the same folder are kept

@@ -50,8 +50,17 @@ def maml_step(device, size: int, meta_batch: int, checkpoint: bool, engine: str)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        preds, _ = inner.run(inner.params(), sx, sy, qx, 1, SGD(INNER_LR), Mode.SECOND_ORDER,
-                             engine, checkpoint=checkpoint)
+        preds, _ = inner.run(
+            inner.params(),
+            sx,
+            sy,
+            qx,
+            1,
+            SGD(INNER_LR),
+            Mode.SECOND_ORDER,
+            engine,
+            checkpoint=checkpoint,
+        )
         torch.nn.functional.cross_entropy(preds.flatten(0, 1), qy.flatten()).backward()
         opt.step()
 
@@ -86,20 +95,33 @@ def bench_memory(args, device, memory_cls, sync) -> list[dict]:
         per_task = (peaks[batches[1]] - peaks[batches[0]]) / (batches[1] - batches[0])
         fixed = max(peaks[batches[0]] - per_task * batches[0], 0.0)
         scale = (FULL_SIZE / size) ** 2
-        fits = int((BUDGET_GIB * 1024 - fixed * scale) // (per_task * scale)) if per_task > 0 \
-            else None
+        fits = (
+            int((BUDGET_GIB * 1024 - fixed * scale) // (per_task * scale)) if per_task > 0 else None
+        )
         median = statistics.median(times)
-        rows.append({
-            "name": f"memory/{'checkpoint' if checkpoint else 'plain'}", "engine": engine,
-            "tasks_per_s": batches[1] / median, "ms_per_step": 1000 * median,
-            "ms_per_step_min": 1000 * min(times), "ms_in_step": None,
-            "peak_mem_mib": peaks[batches[1]], "mem_per_task_mib": per_task,
-            "mem_per_task_mib_at_84": per_task * scale, "max_meta_batch_80gb": fits,
-            "image_size": size, "meta_batches": list(batches), "step_ms_all": [
-                1000 * t for t in times]})
-        print(f"{rows[-1]['name']}: {per_task:.1f} MiB/task at {size}x{size} "
-              f"(~{per_task * scale:.0f} MiB at 84x84, meta-batch <= {fits} in 80 GB), "
-              f"{1000 * median:.0f} ms/step at meta-batch {batches[1]}", flush=True)
+        rows.append(
+            {
+                "name": f"memory/{'checkpoint' if checkpoint else 'plain'}",
+                "engine": engine,
+                "tasks_per_s": batches[1] / median,
+                "ms_per_step": 1000 * median,
+                "ms_per_step_min": 1000 * min(times),
+                "ms_in_step": None,
+                "peak_mem_mib": peaks[batches[1]],
+                "mem_per_task_mib": per_task,
+                "mem_per_task_mib_at_84": per_task * scale,
+                "max_meta_batch_80gb": fits,
+                "image_size": size,
+                "meta_batches": list(batches),
+                "step_ms_all": [1000 * t for t in times],
+            }
+        )
+        print(
+            f"{rows[-1]['name']}: {per_task:.1f} MiB/task at {size}x{size} "
+            f"(~{per_task * scale:.0f} MiB at 84x84, meta-batch <= {fits} in 80 GB), "
+            f"{1000 * median:.0f} ms/step at meta-batch {batches[1]}",
+            flush=True,
+        )
     return rows
 
 
@@ -108,8 +130,13 @@ def bench_protonet(args, device, run_pipeline, compose) -> list[dict]:
     """Rows ``protonet/pipeline``, ``protonet/bare`` and ``protonet/sampler``."""
     from metalab import run as pipeline
 
-    overrides = ["backbone=resnet12", f"dataset.image_size={args.protonet_size}",
-                 f"dataset.shots={SHOTS}", f"dataset.queries={QUERIES}", "algorithm.meta_batch=1"]
+    overrides = [
+        "backbone=resnet12",
+        f"dataset.image_size={args.protonet_size}",
+        f"dataset.shots={SHOTS}",
+        f"dataset.queries={QUERIES}",
+        "algorithm.meta_batch=1",
+    ]
     piped = run_pipeline("protonet", overrides)
     piped["name"] = "protonet/pipeline"
     piped["tasks_per_s"] = 1000 / piped["ms_per_step"]  # its clock counted --meta-batch tasks
@@ -139,8 +166,21 @@ def bench_protonet(args, device, run_pipeline, compose) -> list[dict]:
             times.append(time.perf_counter() - t)
     bare = statistics.median(times)
     common = {"engine": "-", "ms_in_step": None, "peak_mem_mib": float("nan")}
-    return [piped, {"name": "protonet/bare", "tasks_per_s": 1 / bare, "ms_per_step": 1000 * bare,
-                    "ms_per_step_min": 1000 * min(times), "step_ms_all": [1000 * x for x in times],
-                    **common},
-            {"name": "protonet/sampler", "tasks_per_s": 1000 / sampler_ms,
-             "ms_per_step": sampler_ms, "ms_per_step_min": sampler_ms, **common}]
+    return [
+        piped,
+        {
+            "name": "protonet/bare",
+            "tasks_per_s": 1 / bare,
+            "ms_per_step": 1000 * bare,
+            "ms_per_step_min": 1000 * min(times),
+            "step_ms_all": [1000 * x for x in times],
+            **common,
+        },
+        {
+            "name": "protonet/sampler",
+            "tasks_per_s": 1000 / sampler_ms,
+            "ms_per_step": sampler_ms,
+            "ms_per_step_min": sampler_ms,
+            **common,
+        },
+    ]

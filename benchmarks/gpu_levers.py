@@ -25,8 +25,9 @@ import torch.nn.functional as F
 WAYS, SHOTS, QUERIES, INNER_LR = 5, 1, 15, 0.4
 
 
-def make_step(device, meta_batch, engine="vmap", bf16=False, channels_last=False,
-              compile_mode=None):
+def make_step(
+    device, meta_batch, engine="vmap", bf16=False, channels_last=False, compile_mode=None
+):
     from metalab.algorithms.inner_loop import SGD, InnerLoop, Mode
     from metalab.backbones.conv4 import Conv4
 
@@ -47,8 +48,9 @@ def make_step(device, meta_batch, engine="vmap", bf16=False, channels_last=False
 
     def loss():
         with autocast:
-            preds, _ = inner.run(inner.params(), sx, sy, qx, 1, SGD(INNER_LR),
-                                 Mode.SECOND_ORDER, engine)
+            preds, _ = inner.run(
+                inner.params(), sx, sy, qx, 1, SGD(INNER_LR), Mode.SECOND_ORDER, engine
+            )
             return F.cross_entropy(preds.flatten(0, 1).float(), qy.flatten())
 
     forward = torch.compile(loss, mode=compile_mode) if compile_mode else loss
@@ -98,8 +100,11 @@ def main(argv=None) -> None:
     torch.set_float32_matmul_precision("high")
     name = torch.cuda.get_device_name(device) if cuda else "CPU (a check only)"
     variants = {
-        "vmap": {}, "loop": {"engine": "loop"}, "fused": {"engine": "fused"},
-        "vmap+bf16": {"bf16": True}, "vmap+channels_last": {"channels_last": True},
+        "vmap": {},
+        "loop": {"engine": "loop"},
+        "fused": {"engine": "fused"},
+        "vmap+bf16": {"bf16": True},
+        "vmap+channels_last": {"channels_last": True},
         "vmap+bf16+channels_last": {"bf16": True, "channels_last": True},
         "fused+bf16": {"engine": "fused", "bf16": True},
         "vmap+compile": {"compile_mode": "default"},
@@ -108,8 +113,9 @@ def main(argv=None) -> None:
         f"vmap+bf16 mb={4 * mb}": {"meta_batch": 4 * mb, "bf16": True},
     }
     if not cuda:  # the CPU check: no compile (minutes of inductor), no large batches
-        variants = {k: v for k, v in variants.items() if "compile_mode" not in v
-                    and "meta_batch" not in v}
+        variants = {
+            k: v for k, v in variants.items() if "compile_mode" not in v and "meta_batch" not in v
+        }
     per_task = flops_per_task(device, mb)
     print(f"{name}: {per_task / 1e9:.2f} GFLOP per task (fp32 step, flop_counter)")
     print(f"{'variant':<28}{'tasks/s':>10}{'ms/step':>10}{'TFLOP/s':>10}")
@@ -117,8 +123,10 @@ def main(argv=None) -> None:
         b = kw.pop("meta_batch", mb)
         try:
             s = measure(make_step(device, b, **kw), device, warmup, steps)
-            print(f"{label:<28}{b / s:>10.1f}{1000 * s:>10.1f}{per_task * b / s / 1e12:>10.2f}",
-                  flush=True)
+            print(
+                f"{label:<28}{b / s:>10.1f}{1000 * s:>10.1f}{per_task * b / s / 1e12:>10.2f}",
+                flush=True,
+            )
         except Exception as exc:  # a lever that does not work here is a result too
             traceback.print_exc(limit=2)
             print(f"{label:<28}failed: {type(exc).__name__}: {str(exc).splitlines()[0][:80]}")

@@ -31,8 +31,14 @@ if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 from metalab.compare.statistics import mean_ci95  # noqa: E402
 
-COMMON = ["logger=csv", "resume=never", "backbone=policy", "val_episodes=0", "eval_batch=25",
-          "log_every=5"]
+COMMON = [
+    "logger=csv",
+    "resume=never",
+    "backbone=policy",
+    "val_episodes=0",
+    "eval_batch=25",
+    "log_every=5",
+]
 # nav2d: the paper's task, policy (100-100), inner step (alpha 0.1, K = 20 rollouts) and
 # meta-batch (20 tasks); 3 clipped-surrogate steps per meta-batch, 50 meta-steps (~10 CPU min).
 SETTINGS = {
@@ -44,8 +50,14 @@ SETTINGS = {
     },
     # HalfCheetah goal velocity: a short CPU budget (the paper: 40 tasks, K = 20, ~500 steps)
     "halfcheetah_vel": {
-        "common": ["dataset=halfcheetah_vel", "test_episodes=20", "algorithm.meta_batch=10",
-                   "dataset.shots=10", "dataset.queries=10", "algorithm.outer_steps=3"],
+        "common": [
+            "dataset=halfcheetah_vel",
+            "test_episodes=20",
+            "algorithm.meta_batch=10",
+            "dataset.shots=10",
+            "dataset.queries=10",
+            "algorithm.outer_steps=3",
+        ],
         "maml_rl": ["steps=25"],
         "pretrained_rl": ["steps=25"],
         "random_rl": ["steps=1"],
@@ -57,13 +69,22 @@ STEPS = 4  # before adaptation, then after 1, 2, 3 steps
 
 def train(out: Path, setting: dict, algorithm: str) -> dict:
     run_dir = out / algorithm
-    cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}",
-           f"algorithm={algorithm}", *COMMON, *setting["common"], *setting[algorithm]]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metalab.run.train",
+        f"hydra.run.dir={run_dir}",
+        f"algorithm={algorithm}",
+        *COMMON,
+        *setting["common"],
+        *setting[algorithm],
+    ]
     print(" ".join(cmd[1:]), flush=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                          env={**os.environ, "WANDB_MODE": "offline"})
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "WANDB_MODE": "offline"}
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -85,15 +106,22 @@ def table(out: Path) -> None:
     head = "| algorithm | " + " | ".join(f"{s} steps" for s in range(STEPS)) + " | wall / CPU |"
     print(head + "\n|" + "---|" * (STEPS + 2))
     for name, episodes in runs.items():
-        cells = [f"{m:.1f} ± {ci:.1f}" for m, ci in
-                 (mean_ci95(episodes[f"return_step{s}"]) for s in range(STEPS))]
+        cells = [
+            f"{m:.1f} ± {ci:.1f}"
+            for m, ci in (mean_ci95(episodes[f"return_step{s}"]) for s in range(STEPS))
+        ]
         timing = json.loads((out / name / "timing.json").read_text())
-        print(f"| {name} | " + " | ".join(cells)
-              + f" | {timing['wall_s'] / 60:.1f} / {timing['cpu_s'] / 60:.1f} min |")
+        print(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {timing['wall_s'] / 60:.1f} / {timing['cpu_s'] / 60:.1f} min |"
+        )
     if "maml_rl" not in runs:
         return
-    print(f"\npaired over {len(runs['maml_rl']['return'])} test tasks, MAML minus baseline "
-          "(mean, 95% CI):\n")
+    print(
+        f"\npaired over {len(runs['maml_rl']['return'])} test tasks, MAML minus baseline "
+        "(mean, 95% CI):\n"
+    )
     print("| baseline | " + " | ".join(f"{s} steps" for s in range(STEPS)) + " |")
     print("|" + "---|" * (STEPS + 1))
     for name in (n for n in runs if n != "maml_rl"):

@@ -56,16 +56,28 @@ class StepClock(pl.Callback):
 
 def median_step(starts: list[tuple[float, float]], warmup: int) -> tuple[float, float]:
     """Median seconds per step: wall time, CPU time."""
-    return tuple(statistics.median([b[k] - a[k] for a, b in zip(starts, starts[1:])][warmup:])
-                 for k in (0, 1))
+    return tuple(
+        statistics.median([b[k] - a[k] for a, b in zip(starts, starts[1:])][warmup:])
+        for k in (0, 1)
+    )
 
 
 def pipeline(overrides: list[str], steps: int, warmup: int, out: Path) -> tuple[float, float]:
     from metalab.run.config import compose
     from metalab.run.training import build_datamodule, build_model, build_trainer
 
-    cfg = compose(["algorithm=baseline", f"steps={steps + 1}", f"val_every={steps + 1}",
-                         "val_episodes=0", "test_episodes=1", "logger=csv", *overrides], out)
+    cfg = compose(
+        [
+            "algorithm=baseline",
+            f"steps={steps + 1}",
+            f"val_every={steps + 1}",
+            "val_episodes=0",
+            "test_episodes=1",
+            "logger=csv",
+            *overrides,
+        ],
+        out,
+    )
     datamodule = build_datamodule(cfg)
     datamodule.load()
     model = build_model(cfg)
@@ -88,8 +100,9 @@ def plain(overrides: list[str], batch: int, steps: int, warmup: int) -> tuple[fl
     datamodule.load()
     train = datamodule.sources["train"]
     x = (train.images.float() / 255 - train.mean) / train.std
-    loader = DataLoader(TensorDataset(x, split_labels(train)), batch_size=batch, shuffle=True,
-                        drop_last=True)
+    loader = DataLoader(
+        TensorDataset(x, split_labels(train)), batch_size=batch, shuffle=True, drop_last=True
+    )
     net = build_model(cfg).net
     head = torch.nn.Linear(net.feature_dim, len(train.index.counts))
     opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-3)
@@ -124,15 +137,20 @@ def main(argv: list[str] | None = None) -> None:
         rates["pipeline"].append([args.batch / s for s in step])
         step = plain(overrides, args.batch, args.steps, args.warmup)
         rates["plain"].append([args.batch / s for s in step])
-        print({k: [[round(r, 1) for r in pair] for pair in v] for k, v in rates.items()},
-              flush=True)
+        print(
+            {k: [[round(r, 1) for r in pair] for pair in v] for k, v in rates.items()}, flush=True
+        )
     best = {k: [max(pair[i] for pair in v) for i in (0, 1)] for k, v in rates.items()}
-    print(f"images/s, best of {args.repeats} (wall / CPU time): pipeline "
-          f"{best['pipeline'][0]:.1f} / {best['pipeline'][1]:.1f}, plain {best['plain'][0]:.1f} "
-          f"/ {best['plain'][1]:.1f}; batch {args.batch}, {args.threads} thread(s), "
-          f"{' '.join(args.overrides) or 'dataset=glyphs'}")
-    print(f"pipeline_over_plain={best['pipeline'][0] / best['plain'][0]:.3f} "
-          f"cpu={best['pipeline'][1] / best['plain'][1]:.3f}")
+    print(
+        f"images/s, best of {args.repeats} (wall / CPU time): pipeline "
+        f"{best['pipeline'][0]:.1f} / {best['pipeline'][1]:.1f}, plain {best['plain'][0]:.1f} "
+        f"/ {best['plain'][1]:.1f}; batch {args.batch}, {args.threads} thread(s), "
+        f"{' '.join(args.overrides) or 'dataset=glyphs'}"
+    )
+    print(
+        f"pipeline_over_plain={best['pipeline'][0] / best['plain'][0]:.3f} "
+        f"cpu={best['pipeline'][1] / best['plain'][1]:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -42,9 +42,17 @@ def compose_model(env_name: str, rollouts: int, extra: list[str]):
     from metalab.run.config import compose
     from metalab.run.training import build_model
 
-    cfg = compose([f"dataset={env_name}", "algorithm=maml_rl", "backbone=policy",
-                   f"dataset.shots={rollouts}", f"dataset.queries={rollouts}",
-                   "algorithm.outer_steps=1", *extra])
+    cfg = compose(
+        [
+            f"dataset={env_name}",
+            "algorithm=maml_rl",
+            "backbone=policy",
+            f"dataset.shots={rollouts}",
+            f"dataset.queries={rollouts}",
+            "algorithm.outer_steps=1",
+            *extra,
+        ]
+    )
     model = build_model(cfg)
     model.configure_optimizers = lambda: None
     return model
@@ -58,14 +66,17 @@ class LoopEnvs:
         if env_name == "nav2d":
             from learn2learn.gym.envs.particles import Particles2DEnv
 
-            self.envs = [[Particles2DEnv(task={"goal": g.numpy()}) for _ in range(rollouts)]
-                         for g in tasks]
+            self.envs = [
+                [Particles2DEnv(task={"goal": g.numpy()}) for _ in range(rollouts)] for g in tasks
+            ]
             self.cheetah = None
         else:
             import gymnasium
 
-            self.envs = [[gymnasium.make("HalfCheetah-v5", ctrl_cost_weight=0.05)
-                          for _ in range(rollouts)] for _ in tasks]
+            self.envs = [
+                [gymnasium.make("HalfCheetah-v5", ctrl_cost_weight=0.05) for _ in range(rollouts)]
+                for _ in tasks
+            ]
             self.cheetah = env_name.removeprefix("halfcheetah_")
 
     def rollout(self, policy_mean, log_std, b: int, k: int, gen: torch.Generator):
@@ -88,8 +99,9 @@ class LoopEnvs:
                 obs_next, _, term, trunc, info = env.step(np.clip(a, -1, 1))
                 goal = float(self.tasks[b, 0])
                 v = info["x_velocity"]
-                reward = (-abs(v - goal) if self.cheetah == "vel" else goal * v) \
-                    + info["reward_ctrl"]
+                reward = (-abs(v - goal) if self.cheetah == "vel" else goal * v) + info[
+                    "reward_ctrl"
+                ]
                 done = term or trunc
             trace.append((x, action, float(reward)))
             obs = obs_next
@@ -99,16 +111,19 @@ class LoopEnvs:
 
 
 def loop_sample(loop: LoopEnvs, net, log_std, gens):
-    return [[loop.rollout(net, log_std, b, k, gens[b]) for k in range(loop.rollouts)]
-            for b in range(len(loop.tasks))]
+    return [
+        [loop.rollout(net, log_std, b, k, gens[b]) for k in range(loop.rollouts)]
+        for b in range(len(loop.tasks))
+    ]
 
 
 def loop_task_loss(policy_mean, log_std, rollouts, gamma, kind, clip=0.2, old=None):
     """Per-task loss from a list of rollouts: reward-to-go minus the linear feature baseline
     (least squares per task), normalised, and the log-likelihoods of one policy."""
     obs = torch.stack([x for r in rollouts for x, _, _ in r])
-    features = torch.cat([pg.baseline_features(torch.stack([x for x, _, _ in r])[None])[0]
-                          for r in rollouts]).double()
+    features = torch.cat(
+        [pg.baseline_features(torch.stack([x for x, _, _ in r])[None])[0] for r in rollouts]
+    ).double()
     actions = torch.stack([a for r in rollouts for _, a, _ in r])
     returns = []
     for r in rollouts:
@@ -189,35 +204,48 @@ def main() -> None:
         optimizer.zero_grad()
         for b in range(args.tasks):
             learner = maml.clone()
-            pre = [loop.rollout(learner, learner.log_std.detach(), b, k, gens[b])
-                   for k in range(args.rollouts)]
+            pre = [
+                loop.rollout(learner, learner.log_std.detach(), b, k, gens[b])
+                for k in range(args.rollouts)
+            ]
             learner.adapt(loop_task_loss(learner, learner.log_std, pre, model.gamma, "inner"))
-            post = [loop.rollout(learner, learner.log_std.detach(), b, k, gens[b])
-                    for k in range(args.rollouts)]
+            post = [
+                loop.rollout(learner, learner.log_std.detach(), b, k, gens[b])
+                for k in range(args.rollouts)
+            ]
             obs = torch.stack([x for r in post for x, _, _ in r])
             actions = torch.stack([a for r in post for _, a, _ in r])
             with torch.no_grad():
-                old = torch.distributions.Normal(learner(obs), learner.log_std.exp()) \
-                    .log_prob(actions).sum(-1)
+                old = (
+                    torch.distributions.Normal(learner(obs), learner.log_std.exp())
+                    .log_prob(actions)
+                    .sum(-1)
+                )
             loss = loop_task_loss(learner, learner.log_std, post, model.gamma, "outer", old=old)
             (loss / args.tasks).backward()
         optimizer.step()
 
     rows = []
-    for name, fn, env_steps in (("sample/metalab", metalab_sample, steps),
-                                ("sample/loop", loop_sample_once, steps),
-                                ("meta-step/metalab", metalab_meta_step, 2 * steps),
-                                ("meta-step/loop", loop_meta_step, 2 * steps)):
+    for name, fn, env_steps in (
+        ("sample/metalab", metalab_sample, steps),
+        ("sample/loop", loop_sample_once, steps),
+        ("meta-step/metalab", metalab_meta_step, 2 * steps),
+        ("meta-step/loop", loop_meta_step, 2 * steps),
+    ):
         seconds = timed(fn, args.repeats)
         rows.append((name, seconds, env_steps / seconds))
-        print(f"{name:20s} {seconds:8.3f} s  {env_steps / seconds:10.0f} env steps/s"
-              + (f"  {1 / seconds:.3f} meta-steps/s" if name.startswith("meta") else ""),
-              flush=True)
+        print(
+            f"{name:20s} {seconds:8.3f} s  {env_steps / seconds:10.0f} env steps/s"
+            + (f"  {1 / seconds:.3f} meta-steps/s" if name.startswith("meta") else ""),
+            flush=True,
+        )
     sample_ratio = rows[1][1] / rows[0][1]
     meta_ratio = rows[3][1] / rows[2][1]
-    print(f"\n{args.env}: {args.tasks} tasks x {args.rollouts} rollouts x {horizon} steps; "
-          f"speedup of metalab over the plain loop: sampling {sample_ratio:.1f}x, "
-          f"meta-step {meta_ratio:.1f}x")
+    print(
+        f"\n{args.env}: {args.tasks} tasks x {args.rollouts} rollouts x {horizon} steps; "
+        f"speedup of metalab over the plain loop: sampling {sample_ratio:.1f}x, "
+        f"meta-step {meta_ratio:.1f}x"
+    )
     env_close = getattr(env, "close", None)
     if env_close:
         env_close()

@@ -38,8 +38,10 @@ def main(overrides: list[str]) -> None:
         return time.perf_counter() - start
 
     sampler = statistics.median(sample(i) for i in range(50))
-    print(f"step {step * 1e3:.2f} ms, sampler {sampler * 1e3:.3f} ms, "
-          f"sampler share {sampler / step:.1%} ({' '.join(overrides) or 'defaults'})")
+    print(
+        f"step {step * 1e3:.2f} ms, sampler {sampler * 1e3:.3f} ms, "
+        f"sampler share {sampler / step:.1%} ({' '.join(overrides) or 'defaults'})"
+    )
 
 
 if __name__ == "__main__":

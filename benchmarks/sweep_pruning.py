@@ -26,18 +26,38 @@ import optuna
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-BUDGET = ["steps=12", "val_every=3", "val_episodes=10", "test_episodes=20", "eval_batch=10",
-          "logger=csv", "pixel_baseline=false"]
+BUDGET = [
+    "steps=12",
+    "val_every=3",
+    "val_episodes=10",
+    "test_episodes=20",
+    "eval_batch=10",
+    "logger=csv",
+    "pixel_baseline=false",
+]
 
 
-def search(name: str, sweep_dir: Path, trials: int, pruner: str | None,
-           overrides: list[str]) -> tuple[float, int]:
-    cmd = [sys.executable, "-m", "metalab.run.train", "-m", f"search={name}",
-           f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.n_trials={trials}",
-           "hydra.sweeper.seed=0", f"hydra.sweeper.pruner={pruner or 'null'}", *BUDGET,
-           *overrides]
-    env = {**os.environ, "WANDB_MODE": "offline",
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+def search(
+    name: str, sweep_dir: Path, trials: int, pruner: str | None, overrides: list[str]
+) -> tuple[float, int]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "metalab.run.train",
+        "-m",
+        f"search={name}",
+        f"hydra.sweep.dir={sweep_dir}",
+        f"hydra.sweeper.n_trials={trials}",
+        "hydra.sweeper.seed=0",
+        f"hydra.sweeper.pruner={pruner or 'null'}",
+        *BUDGET,
+        *overrides,
+    ]
+    env = {
+        **os.environ,
+        "WANDB_MODE": "offline",
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+    }
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -45,11 +65,17 @@ def search(name: str, sweep_dir: Path, trials: int, pruner: str | None,
         sys.exit(f"search failed ({' '.join(cmd)}):\n{proc.stderr[-3000:]}")
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db")
     states = Counter(t.state.name.lower() for t in study.trials)
-    steps = sum(max(t.intermediate_values, default=0) if t.state.name == "PRUNED" else
-                int(OmegaConf.load(Path(t.user_attrs["output_dir"], "config.yaml")).steps)
-                for t in study.trials)
-    print(f"{name} pruner={pruner or 'none'}: {wall:.1f} s, {steps} steps, {dict(states)}, "
-          f"best {study.best_value:.4f} (trial {study.best_trial.number})", flush=True)
+    steps = sum(
+        max(t.intermediate_values, default=0)
+        if t.state.name == "PRUNED"
+        else int(OmegaConf.load(Path(t.user_attrs["output_dir"], "config.yaml")).steps)
+        for t in study.trials
+    )
+    print(
+        f"{name} pruner={pruner or 'none'}: {wall:.1f} s, {steps} steps, {dict(states)}, "
+        f"best {study.best_value:.4f} (trial {study.best_trial.number})",
+        flush=True,
+    )
     return wall, steps
 
 
@@ -62,10 +88,13 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="sweep-pruning-"))
     plain, plain_steps = search(args.search, out / "unpruned", args.trials, None, overrides)
-    pruned, pruned_steps = search(args.search, out / args.pruner, args.trials, args.pruner,
-                                  overrides)
-    print(f"pruned_over_unpruned={pruned / plain:.3f} steps_ratio="
-          f"{pruned_steps / plain_steps:.3f} (sweeps in {out})")
+    pruned, pruned_steps = search(
+        args.search, out / args.pruner, args.trials, args.pruner, overrides
+    )
+    print(
+        f"pruned_over_unpruned={pruned / plain:.3f} steps_ratio="
+        f"{pruned_steps / plain_steps:.3f} (sweeps in {out})"
+    )
 
 
 if __name__ == "__main__":

@@ -166,14 +166,18 @@ class Clock:
 
     def result(self, name: str, meta_batch: int) -> dict:
         gaps = [b - a for a, b in zip(self.ends[:-1], self.ends[1:], strict=True)]
-        steps = gaps[self.warmup - 1:]  # gap i-1 is step i: the timed ones start at `warmup`
-        inside = self.inside[self.warmup:]
+        steps = gaps[self.warmup - 1 :]  # gap i-1 is step i: the timed ones start at `warmup`
+        inside = self.inside[self.warmup :]
         median = statistics.median(steps)
         return {
-            "name": name, "timed_steps": len(steps), "tasks_per_s": meta_batch / median,
-            "ms_per_step": 1000 * median, "ms_per_step_min": 1000 * min(steps),
+            "name": name,
+            "timed_steps": len(steps),
+            "tasks_per_s": meta_batch / median,
+            "ms_per_step": 1000 * median,
+            "ms_per_step_min": 1000 * min(steps),
             "ms_in_step": 1000 * statistics.median(inside) if inside else None,
-            "peak_mem_mib": self.peak, "step_ms_all": [1000 * s for s in steps],
+            "peak_mem_mib": self.peak,
+            "step_ms_all": [1000 * s for s in steps],
         }
 
 
@@ -214,20 +218,31 @@ def compose(args, engine: str, run_dir: Path, algorithm: str = "maml", extra=())
 
     steps = args.warmup + args.steps
     overrides = [
-        f"algorithm={algorithm}", "backbone=conv4", "dataset=glyphs",
+        f"algorithm={algorithm}",
+        "backbone=conv4",
+        "dataset=glyphs",
         f"algorithm.engine={engine}",
-        f"algorithm.meta_batch={args.meta_batch}", f"algorithm.inner_lr={INNER_LR}",
-        f"algorithm.optimizer.lr={OUTER_LR}", f"algorithm.inner_steps={args.inner_steps}",
-        f"dataset.ways={WAYS}", f"dataset.shots={SHOTS}",
+        f"algorithm.meta_batch={args.meta_batch}",
+        f"algorithm.inner_lr={INNER_LR}",
+        f"algorithm.optimizer.lr={OUTER_LR}",
+        f"algorithm.inner_steps={args.inner_steps}",
+        f"dataset.ways={WAYS}",
+        f"dataset.shots={SHOTS}",
         f"dataset.queries={QUERIES}",
         # one epoch, no validation; the test split is loaded but never run (test_episodes > 0)
-        f"steps={steps}", f"val_every={steps}", "val_episodes=0", "test_episodes=1",
+        f"steps={steps}",
+        f"val_every={steps}",
+        "val_episodes=0",
+        "test_episodes=1",
         f"hardware={'gpu' if args.device == 'cuda' else 'cpu'}",
         f"hardware.precision={args.precision}",
     ]
     if algorithm not in ("maml", "anil"):  # the inner-loop keys are MAML's
-        overrides = [o for o in overrides if not o.startswith(
-            ("algorithm.engine", "algorithm.inner_", "algorithm.optimizer"))]
+        overrides = [
+            o
+            for o in overrides
+            if not o.startswith(("algorithm.engine", "algorithm.inner_", "algorithm.optimizer"))
+        ]
     keys = {o.split("=")[0] for o in extra}
     overrides = [o for o in overrides if o.split("=")[0] not in keys] + list(extra)
     # W&B offline when installed (the default logger), else the CSV logger alone
@@ -249,8 +264,9 @@ def conv4(device: torch.device) -> torch.nn.Module:
 
 
 # -- 1. metalab's pipeline ----------------------------------------------------------------------
-def bench_pipeline(engine: str, args, device: torch.device, out_dir: Path,
-                   algorithm: str = "maml", extra=()) -> dict:
+def bench_pipeline(
+    engine: str, args, device: torch.device, out_dir: Path, algorithm: str = "maml", extra=()
+) -> dict:
     """metalab.run.training.run without its test phase, with a clock on the training steps."""
     from metalab.algorithms.inner_loop import resolve_engine
     from metalab.run import training as pipeline
@@ -353,17 +369,25 @@ def floor_step(args, device: torch.device, images, engine: str | None = None):
 
     def losses():
         if engine is not None:
-            preds, _ = inner.run(params, ep.support_x, ep.support_y, ep.query_x, 1,
-                                 SGD(INNER_LR), Mode.SECOND_ORDER, engine)
+            preds, _ = inner.run(
+                params,
+                ep.support_x,
+                ep.support_y,
+                ep.query_x,
+                1,
+                SGD(INNER_LR),
+                Mode.SECOND_ORDER,
+                engine,
+            )
             return F.cross_entropy(preds.flatten(0, 1), ep.query_y.flatten())
         out = []
         for i in range(args.meta_batch):
-            inner_loss = F.cross_entropy(functional_call(net, params, (ep.support_x[i],)),
-                                         ep.support_y[i])
+            inner_loss = F.cross_entropy(
+                functional_call(net, params, (ep.support_x[i],)), ep.support_y[i]
+            )
             grads = torch.autograd.grad(inner_loss, tuple(params.values()), create_graph=True)
             fast = {k: p - INNER_LR * g for (k, p), g in zip(params.items(), grads, strict=True)}
-            out.append(F.cross_entropy(functional_call(net, fast, (ep.query_x[i],)),
-                                       ep.query_y[i]))
+            out.append(F.cross_entropy(functional_call(net, fast, (ep.query_x[i],)), ep.query_y[i]))
         return torch.stack(out).mean()
 
     def step():
@@ -377,8 +401,10 @@ def floor_step(args, device: torch.device, images, engine: str | None = None):
 def bench_interleaved(args, device: torch.device, images) -> list[dict]:
     """The floor and the ``auto`` engine's bare step, taking turns (one step each per round,
     ``--steps`` rounds after ``--warmup``): on a loaded machine both see the same load."""
-    steps = {"interleaved/floor": floor_step(args, device, images),
-             "interleaved/auto": floor_step(args, device, images, "auto")}
+    steps = {
+        "interleaved/floor": floor_step(args, device, images),
+        "interleaved/auto": floor_step(args, device, images, "auto"),
+    }
     times = {name: [] for name in steps}
     for round_ in range(args.warmup + args.steps):
         for name, step in steps.items():
@@ -390,20 +416,32 @@ def bench_interleaved(args, device: torch.device, images) -> list[dict]:
                 times[name].append(time.perf_counter() - t)
     from metalab.algorithms.inner_loop import resolve_engine
 
-    return [{"name": name, "engine": resolve_engine("auto", device) if "auto" in name else "-",
-             "tasks_per_s": args.meta_batch / statistics.median(ts),
-             "ms_per_step": 1000 * statistics.median(ts), "ms_per_step_min": 1000 * min(ts),
-             "ms_in_step": None, "peak_mem_mib": math.nan, "step_ms_all": [1000 * t for t in ts]}
-            for name, ts in times.items()]
+    return [
+        {
+            "name": name,
+            "engine": resolve_engine("auto", device) if "auto" in name else "-",
+            "tasks_per_s": args.meta_batch / statistics.median(ts),
+            "ms_per_step": 1000 * statistics.median(ts),
+            "ms_per_step_min": 1000 * min(ts),
+            "ms_in_step": None,
+            "peak_mem_mib": math.nan,
+            "step_ms_all": [1000 * t for t in ts],
+        }
+        for name, ts in times.items()
+    ]
 
 
 # -- report -------------------------------------------------------------------------------------
 def environment(device: torch.device) -> dict:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
     return {
-        "python": platform.python_version(), "torch": torch.__version__,
-        "lightning": pl.__version__, "device": str(device), "device_name": name,
-        "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": pl.__version__,
+        "device": str(device),
+        "device_name": name,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
     }
 
 
@@ -418,8 +456,10 @@ def cpu_model() -> str:
 
 
 def print_table(results: list[dict], memory_label: str, device_name: str) -> None:
-    head = (f"{'benchmark':<22}{'engine':<9}{'tasks/s':>10}{'ms/step':>11}{'min ms':>11}"
-            f"{'in-step ms':>12}{'peak MiB':>11}{'GFLOP/s':>10}")
+    head = (
+        f"{'benchmark':<22}{'engine':<9}{'tasks/s':>10}{'ms/step':>11}{'min ms':>11}"
+        f"{'in-step ms':>12}{'peak MiB':>11}{'GFLOP/s':>10}"
+    )
     print(f"\n{device_name}\n" + head + "\n" + "-" * len(head))
     for r in results:
         if "error" in r:
@@ -427,16 +467,22 @@ def print_table(results: list[dict], memory_label: str, device_name: str) -> Non
             continue
         inside = "-" if r.get("ms_in_step") is None else f"{r['ms_in_step']:.1f}"
         flops = "-" if r.get("gflop_per_s") is None else f"{r['gflop_per_s']:.1f}"
-        print(f"{r['name']:<22}{r.get('engine', '-'):<9}{r['tasks_per_s']:>10.2f}"
-              f"{r['ms_per_step']:>11.1f}{r['ms_per_step_min']:>11.1f}{inside:>12}"
-              f"{r['peak_mem_mib']:>11.1f}{flops:>10}")
+        print(
+            f"{r['name']:<22}{r.get('engine', '-'):<9}{r['tasks_per_s']:>10.2f}"
+            f"{r['ms_per_step']:>11.1f}{r['ms_per_step_min']:>11.1f}{inside:>12}"
+            f"{r['peak_mem_mib']:>11.1f}{flops:>10}"
+        )
         if "mem_per_task_mib" in r:
-            print(f"{'':<22}per task {r['mem_per_task_mib']:.1f} MiB at {r['image_size']}px, "
-                  f"~{r['mem_per_task_mib_at_84']:.0f} MiB at 84px: meta-batch <= "
-                  f"{r['max_meta_batch_80gb']} in 80 GB (extrapolated)")
-    print(f"(median over timed steps; step = end of one outer step to the end of the next; "
-          f"in-step = Lightning's batch start -> end; peak MiB: {memory_label}; GFLOP/s: "
-          f"torch.utils.flop_counter's count of the floor's step times tasks/s)")
+            print(
+                f"{'':<22}per task {r['mem_per_task_mib']:.1f} MiB at {r['image_size']}px, "
+                f"~{r['mem_per_task_mib_at_84']:.0f} MiB at 84px: meta-batch <= "
+                f"{r['max_meta_batch_80gb']} in 80 GB (extrapolated)"
+            )
+    print(
+        f"(median over timed steps; step = end of one outer step to the end of the next; "
+        f"in-step = Lightning's batch start -> end; peak MiB: {memory_label}; GFLOP/s: "
+        f"torch.utils.flop_counter's count of the floor's step times tasks/s)"
+    )
 
 
 def add_flops(results: list[dict]) -> None:
@@ -444,7 +490,8 @@ def add_flops(results: list[dict]) -> None:
     per_task = next((r["flops_per_task"] for r in results if "flops_per_task" in r), None)
     for r in results:
         maml = r["name"] in ("floor", "learn2learn") or r["name"].startswith(
-            ("pipeline/", "interleaved/"))
+            ("pipeline/", "interleaved/")
+        )
         if per_task and maml and "error" not in r:
             r["gflop_per_s"] = per_task * r["tasks_per_s"] / 1e9
 
@@ -467,16 +514,21 @@ def goal_figures(results: list[dict], device: torch.device) -> dict[str, float]:
     return {
         "gpu_tasks_per_s": auto["tasks_per_s"] if cuda and auto else math.nan,
         "cpu_step_vs_loop": auto["ms_per_step"] / floor["ms_per_step"]
-        if not cuda and auto and floor else math.nan,
+        if not cuda and auto and floor
+        else math.nan,
         "cpu_step_vs_loop_interleaved": by_name["interleaved/auto"]["ms_per_step"]
         / by_name["interleaved/floor"]["ms_per_step"]
-        if not cuda and "interleaved/auto" in by_name else math.nan,
+        if not cuda and "interleaved/auto" in by_name
+        else math.nan,
         "mem_per_task_ckpt_vs_plain": ckpt["mem_per_task_mib"] / plain["mem_per_task_mib"]
-        if plain and ckpt and plain["mem_per_task_mib"] > 0 else math.nan,
+        if plain and ckpt and plain["mem_per_task_mib"] > 0
+        else math.nan,
         "ckpt_step_vs_plain": ckpt["ms_per_step"] / plain["ms_per_step"]
-        if plain and ckpt else math.nan,
+        if plain and ckpt
+        else math.nan,
         "protonet_vs_bare": proto["ms_per_step"] / bare["ms_per_step"]
-        if proto and bare else math.nan,
+        if proto and bare
+        else math.nan,
     }
 
 
@@ -495,37 +547,74 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="timed outer steps (default: 5 CPU, 30 CUDA)")
     p.add_argument("--warmup", type=int, help="untimed first steps (default: 1 CPU, 5 CUDA)")
     p.add_argument("--meta-batch", type=int, default=32, help="tasks per outer step")
-    p.add_argument("--engines", default=",".join(ENGINES),
-                   help="metalab engines to run in the pipeline (comma-separated)")
-    p.add_argument("--precision", default="32-true",
-                   help="pipeline trainer precision; 32-true matches the other benchmarks "
-                        "(conf/hardware/gpu.yaml uses bf16-mixed)")
-    p.add_argument("--inner-steps", type=int, default=1,
-                   help="inner steps of the pipelines (floor and learn2learn take 1)")
-    p.add_argument("--pipelines-only", action="store_true",
-                   help="leave out the floor and learn2learn benchmarks")
-    p.add_argument("--anil", action="store_true",
-                   help="also run the pipeline with algorithm=anil (same settings, same engines) "
-                        "and print ANIL's tasks/s over MAML's")
-    p.add_argument("--no-learn2learn", action="store_true",
-                   help="leave out learn2learn's recipe (slow on CPU)")
-    p.add_argument("--interleaved", action="store_true",
-                   help="also time the floor and the auto engine's bare step taking turns, "
-                        "for a ratio that a varying machine load does not skew")
-    p.add_argument("--memory", action="store_true",
-                   help="also run the memory goal: ResNet-12 second-order MAML, 5-way 5-shot, "
-                        "with and without algorithm.checkpoint (benchmarks/goals.py)")
+    p.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help="metalab engines to run in the pipeline (comma-separated)",
+    )
+    p.add_argument(
+        "--precision",
+        default="32-true",
+        help="pipeline trainer precision; 32-true matches the other benchmarks "
+        "(conf/hardware/gpu.yaml uses bf16-mixed)",
+    )
+    p.add_argument(
+        "--inner-steps",
+        type=int,
+        default=1,
+        help="inner steps of the pipelines (floor and learn2learn take 1)",
+    )
+    p.add_argument(
+        "--pipelines-only",
+        action="store_true",
+        help="leave out the floor and learn2learn benchmarks",
+    )
+    p.add_argument(
+        "--anil",
+        action="store_true",
+        help="also run the pipeline with algorithm=anil (same settings, same engines) "
+        "and print ANIL's tasks/s over MAML's",
+    )
+    p.add_argument(
+        "--no-learn2learn", action="store_true", help="leave out learn2learn's recipe (slow on CPU)"
+    )
+    p.add_argument(
+        "--interleaved",
+        action="store_true",
+        help="also time the floor and the auto engine's bare step taking turns, "
+        "for a ratio that a varying machine load does not skew",
+    )
+    p.add_argument(
+        "--memory",
+        action="store_true",
+        help="also run the memory goal: ResNet-12 second-order MAML, 5-way 5-shot, "
+        "with and without algorithm.checkpoint (benchmarks/goals.py)",
+    )
     p.add_argument("--memory-size", type=int, help="its image size (default: 84 CUDA, 32 CPU)")
-    p.add_argument("--memory-batch", type=int,
-                   help="its smaller meta-batch; the larger is twice it (default: 2 CUDA, 1 CPU)")
-    p.add_argument("--memory-engine", default="auto", choices=("auto", "loop", "fused"),
-                   help="its engine (auto: the one checkpointing picks, loop)")
-    p.add_argument("--protonet", action="store_true",
-                   help="also run the ProtoNet goal: ResNet-12 5-way 5-shot, meta-batch 1, "
-                        "the pipeline against a bare loop over the same batches")
+    p.add_argument(
+        "--memory-batch",
+        type=int,
+        help="its smaller meta-batch; the larger is twice it (default: 2 CUDA, 1 CPU)",
+    )
+    p.add_argument(
+        "--memory-engine",
+        default="auto",
+        choices=("auto", "loop", "fused"),
+        help="its engine (auto: the one checkpointing picks, loop)",
+    )
+    p.add_argument(
+        "--protonet",
+        action="store_true",
+        help="also run the ProtoNet goal: ResNet-12 5-way 5-shot, meta-batch 1, "
+        "the pipeline against a bare loop over the same batches",
+    )
     p.add_argument("--protonet-size", type=int, help="its image size (default: 84 CUDA, 32 CPU)")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="repeats of each memory measurement (the median is reported)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="repeats of each memory measurement (the median is reported)",
+    )
     p.add_argument("--out", type=Path, help="also write every number to this JSON file")
     args = p.parse_args(argv)
     full = args.device == "cuda"
@@ -570,35 +659,54 @@ def main(argv=None) -> None:
     torch.set_float32_matmul_precision("high")  # what metalab.run.training sets: the same for all
     env = environment(device)
     print(" ".join(f"{k}={v}" for k, v in env.items()))
-    print(f"workload: MAML second order, conv4, {WAYS}-way {SHOTS}-shot {QUERIES} queries, "
-          f"28x28, meta-batch {args.meta_batch}, 1 inner step; {args.warmup} warm-up + "
-          f"{args.steps} timed steps; pipeline precision {args.precision}", flush=True)
+    print(
+        f"workload: MAML second order, conv4, {WAYS}-way {SHOTS}-shot {QUERIES} queries, "
+        f"28x28, meta-batch {args.meta_batch}, 1 inner step; {args.warmup} warm-up + "
+        f"{args.steps} timed steps; pipeline precision {args.precision}",
+        flush=True,
+    )
 
     with tempfile.TemporaryDirectory(prefix="metalab-throughput-") as tmp:
         images = load_images(compose(args, "auto", Path(tmp) / "data"))
-        results = [] if args.pipelines_only else [
-            run_guarded("floor", bench_floor, args, device, images)]
+        results = (
+            [] if args.pipelines_only else [run_guarded("floor", bench_floor, args, device, images)]
+        )
         if not (args.pipelines_only or args.no_learn2learn):
             results.append(run_guarded("learn2learn", bench_learn2learn, args, device, images))
         for engine in args.engines:
-            results.append(run_guarded(f"pipeline/{engine}", bench_pipeline, engine, args,
-                                       device, Path(tmp)))
+            results.append(
+                run_guarded(f"pipeline/{engine}", bench_pipeline, engine, args, device, Path(tmp))
+            )
         for engine in args.engines if args.anil else ():
-            results.append(run_guarded(pipeline_name("anil", engine), bench_pipeline, engine,
-                                       args, device, Path(tmp), "anil"))
+            results.append(
+                run_guarded(
+                    pipeline_name("anil", engine),
+                    bench_pipeline,
+                    engine,
+                    args,
+                    device,
+                    Path(tmp),
+                    "anil",
+                )
+            )
 
         if args.interleaved:
-            results += listed(run_guarded("interleaved", bench_interleaved, args, device,
-                                          images))
+            results += listed(run_guarded("interleaved", bench_interleaved, args, device, images))
         if args.memory:
-            results += listed(run_guarded("memory", goals.bench_memory, args, device, Memory,
-                                          sync))
+            results += listed(run_guarded("memory", goals.bench_memory, args, device, Memory, sync))
         if args.protonet:
-            results += listed(run_guarded(
-                "protonet", goals.bench_protonet, args, device,
-                partial(bench_pipeline, "auto", args, device, Path(tmp)),
-                lambda algorithm, extra: compose(args, "auto", Path(tmp) / "protonet", algorithm,
-                                                 extra)))
+            results += listed(
+                run_guarded(
+                    "protonet",
+                    goals.bench_protonet,
+                    args,
+                    device,
+                    partial(bench_pipeline, "auto", args, device, Path(tmp)),
+                    lambda algorithm, extra: compose(
+                        args, "auto", Path(tmp) / "protonet", algorithm, extra
+                    ),
+                )
+            )
 
     memory_label = Memory(device).label
     add_flops(results)
@@ -606,13 +714,22 @@ def main(argv=None) -> None:
     speedup, overhead = headline(results)
     figures = goal_figures(results, device)
     if args.out:
-        args.out.write_text(json.dumps({
-            "environment": env, "memory": memory_label,
-            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-            "results": results, "speedup_vs_learn2learn": finite(speedup),
-            "overhead_vs_floor": finite(overhead),
-            "goals": {k: finite(v) for k, v in figures.items()},
-        }, indent=2))
+        args.out.write_text(
+            json.dumps(
+                {
+                    "environment": env,
+                    "memory": memory_label,
+                    "settings": {
+                        k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                    },
+                    "results": results,
+                    "speedup_vs_learn2learn": finite(speedup),
+                    "overhead_vs_floor": finite(overhead),
+                    "goals": {k: finite(v) for k, v in figures.items()},
+                },
+                indent=2,
+            )
+        )
         print(f"wrote {args.out}")
     print(f"speedup_vs_learn2learn={speedup:.2f} overhead_vs_floor={overhead:.2f}")
     by_name = {r["name"]: r for r in results if "error" not in r}

@@ -83,7 +83,13 @@ def grid_sweep(tmp_path_factory):
     """A 2x2 grid on glyphs with the default loggers (W&B offline and CSV), run once per test
     session: test_sweeps checks its jobs, test_compare compares it."""
     sweep_dir = tmp_path_factory.mktemp("grid") / "lr-shots"
-    proc = run_cli("run.train", "-m", f"hydra.sweep.dir={sweep_dir}",
-                   "algorithm.optimizer.lr=0.001,0.002", "dataset.shots=1,2", *TINY)
+    proc = run_cli(
+        "run.train",
+        "-m",
+        f"hydra.sweep.dir={sweep_dir}",
+        "algorithm.optimizer.lr=0.001,0.002",
+        "dataset.shots=1,2",
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep_dir

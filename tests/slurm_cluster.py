@@ -36,9 +36,17 @@ def cluster_env() -> dict[str, str]:
 
 def cluster_answers() -> bool:
     conf = STATE_DIR / "slurm.conf"
-    return conf.is_file() and subprocess.run(
-        ["scontrol", "ping"], env={**os.environ, **cluster_env()}, capture_output=True,
-        text=True, timeout=30).stdout.count("UP") > 0
+    return (
+        conf.is_file()
+        and subprocess.run(
+            ["scontrol", "ping"],
+            env={**os.environ, **cluster_env()},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.count("UP")
+        > 0
+    )
 
 
 @pytest.fixture(scope="session")
@@ -49,8 +57,13 @@ def slurm_cluster() -> dict[str, str]:
         pytest.skip(reason)
     env = {**os.environ, **cluster_env()}
     was_up = cluster_answers()
-    proc = subprocess.run([str(SCRIPTS / "start-local-cluster.sh")], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(SCRIPTS / "start-local-cluster.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     yield cluster_env()
     if not was_up:

@@ -48,10 +48,13 @@ def test_timm_model_by_name_equals_timm_with_local_weights(tmp_path, one_thread)
     torch.testing.assert_close(ours(x), reference.train()(x))
 
 
-@pytest.mark.parametrize("make", [
-    lambda w: TorchvisionResNet((3, 32, 32), weights=w),
-    lambda w: TimmBackbone((3, 32, 32), model="test_resnet", weights=w),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda w: TorchvisionResNet((3, 32, 32), weights=w),
+        lambda w: TimmBackbone((3, 32, 32), model="test_resnet", weights=w),
+    ],
+)
 def test_missing_or_mismatched_weights_file_is_a_config_error(tmp_path, make):
     missing = tmp_path / "nowhere.pt"
     with pytest.raises(ConfigError, match=f"backbone.weights={missing}: no such file"):

@@ -38,9 +38,11 @@ def test_classification_metrics_per_task_equal_sklearn():
     for t in range(3):
         probs = logits[t].softmax(-1).numpy()
         assert metrics["loss"][t].item() == pytest.approx(
-            log_loss(labels[t], probs, labels=range(4)), rel=1e-5)
+            log_loss(labels[t], probs, labels=range(4)), rel=1e-5
+        )
         assert metrics["acc"][t].item() == pytest.approx(
-            accuracy_score(labels[t], logits[t].argmax(-1)))
+            accuracy_score(labels[t], logits[t].argmax(-1))
+        )
 
 
 def test_regression_metrics_per_task_equal_sklearn():
@@ -50,7 +52,8 @@ def test_regression_metrics_per_task_equal_sklearn():
     assert set(metrics) == {"loss", "mse"}
     for t in range(2):
         assert metrics["mse"][t].item() == pytest.approx(
-            mean_squared_error(targets[t], preds[t]), rel=1e-6)
+            mean_squared_error(targets[t], preds[t]), rel=1e-6
+        )
     assert torch.equal(metrics["loss"], metrics["mse"])
 
 
@@ -87,8 +90,7 @@ def evaluated(model, batches, world_size=1):
     model.log = log
     model._trainer = SimpleNamespace(world_size=world_size)
     for ids, metrics in batches:
-        model._outputs.append((torch.tensor(ids), {k: torch.tensor(v) for k, v in
-                                                   metrics.items()}))
+        model._outputs.append((torch.tensor(ids), {k: torch.tensor(v) for k, v in metrics.items()}))
     model._eval_epoch_end("test")
     return logged
 
@@ -113,12 +115,17 @@ def test_episodes_gathered_from_two_ranks_come_back_in_order(short):
     dropped again), seen from each rank in turn."""
     mine, other = ([0, 2, 4], [1, 3]) if short == "other rank" else ([1, 3], [0, 2, 4])
     pad = 3 - len(other)
-    gathered = iter([torch.tensor(len(other)), torch.tensor(other + [-1] * pad),
-                     torch.tensor([e / 10 for e in other] + [0.0] * pad)])
+    gathered = iter(
+        [
+            torch.tensor(len(other)),
+            torch.tensor(other + [-1] * pad),
+            torch.tensor([e / 10 for e in other] + [0.0] * pad),
+        ]
+    )
     model = Fixed(torch.zeros(1))
     model.all_gather = lambda t: torch.stack([t, next(gathered).to(t.dtype)])
     evaluated(model, [(mine, {"loss": [e / 10 for e in mine]})], world_size=2)
-    assert model.episode_metrics["test"]["loss"].tolist() == pytest.approx([0, .1, .2, .3, .4])
+    assert model.episode_metrics["test"]["loss"].tolist() == pytest.approx([0, 0.1, 0.2, 0.3, 0.4])
     assert model.summary["test"]["test/episodes"] == 5
 
 
@@ -137,7 +144,8 @@ def image_episodes(tasks=3, ways=3, shots=2, queries=4, seed=0):
     def draw(n):
         noise = torch.randn(tasks, ways, n, 1, 4, 4, generator=g)
         return (centres[:, :, None] + noise).flatten(1, 2), y.repeat_interleave(n).expand(
-            tasks, -1).contiguous()
+            tasks, -1
+        ).contiguous()
 
     (sx, sy), (qx, qy) = draw(shots), draw(queries)
     return Episodes(sx, sy, qx, qy)
@@ -163,8 +171,11 @@ def test_evaluation_steps_score_each_episode_and_the_pixel_baseline(split):
     model.log = lambda name, value, **kwargs: logged.__setitem__(name, value)
     model._trainer = SimpleNamespace(world_size=1)
     eps = image_episodes()
-    step, end = ((model.validation_step, model.on_validation_epoch_end) if split == "val" else
-                 (model.test_step, model.on_test_epoch_end))
+    step, end = (
+        (model.validation_step, model.on_validation_epoch_end)
+        if split == "val"
+        else (model.test_step, model.on_test_epoch_end)
+    )
     end()  # nothing evaluated yet: nothing summarised
     assert model.summary == {}
     step((torch.tensor([1, 0, 2]), eps), 0)
@@ -179,8 +190,7 @@ def test_evaluation_steps_score_each_episode_and_the_pixel_baseline(split):
     if split == "test":
         for t, got in zip(order.tolist(), model.episode_metrics["test"]["pixel_1nn_acc"]):
             knn = KNeighborsClassifier(1).fit(eps.support_x[t].flatten(1), eps.support_y[t])
-            assert got.item() == pytest.approx(knn.score(eps.query_x[t].flatten(1),
-                                                         eps.query_y[t]))
+            assert got.item() == pytest.approx(knn.score(eps.query_x[t].flatten(1), eps.query_y[t]))
         assert not ProtoNet(backbone=Flat, optimizer=None, pixel_baseline=False).pixel_baseline
 
 

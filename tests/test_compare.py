@@ -18,8 +18,9 @@ from metalab.compare.figures import CURVES
 from metalab.compare.records import from_wandb_run, load_run, scan
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (CI "
-                                    "installs Debian's chromium package)")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (CI installs Debian's chromium package)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,16 @@ def grid(grid_sweep):
 def seed_sweep(tmp_path_factory):
     """ProtoNet and MAML, 3 seeds each, on glyphs: 6 jobs of a tiny budget."""
     sweep = tmp_path_factory.mktemp("seeds") / "algos"
-    proc = run_cli("run.train", "-m", f"hydra.sweep.dir={sweep}", "algorithm=protonet,maml",
-                   "seed=0,1,2", *TINY, "logger=csv", "algorithm.meta_batch=1")
+    proc = run_cli(
+        "run.train",
+        "-m",
+        f"hydra.sweep.dir={sweep}",
+        "algorithm=protonet,maml",
+        "seed=0,1,2",
+        *TINY,
+        "logger=csv",
+        "algorithm.meta_batch=1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return sweep
 
@@ -72,9 +81,22 @@ def test_a_seed_sweep_groups_into_one_row_per_algorithm(seed_sweep, capsys):
 
 def chromium(page, *extra):
     """The page's DOM after its scripts ran, and the console lines, from headless Chromium."""
-    proc = subprocess.run([CHROMIUM, "--headless", "--disable-gpu", "--no-sandbox",
-                           "--enable-logging=stderr", "--v=0", *extra, "--dump-dom",
-                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--enable-logging=stderr",
+            "--v=0",
+            *extra,
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
 
@@ -91,9 +113,13 @@ def test_the_report_works_in_a_browser(seed_sweep, tmp_path):
     page = tmp_path / "compare.html"
     test_acc = Tables(page.read_text()).tables[0][0].index("test/acc")
     clicked = tmp_path / "clicked.html"  # the same page, with a click on the test/acc header
-    clicked.write_text(page.read_text().replace(
-        "</body>", "<script>document.querySelectorAll('table.sortable')[0]"
-                   f".querySelectorAll('th')[{test_acc}].click()</script></body>"))
+    clicked.write_text(
+        page.read_text().replace(
+            "</body>",
+            "<script>document.querySelectorAll('table.sortable')[0]"
+            f".querySelectorAll('th')[{test_acc}].click()</script></body>",
+        )
+    )
     dom, console = chromium(clicked)
     assert console == []  # no JavaScript error, nor any other message
     header, *rows = Tables(dom).tables[0]
@@ -164,10 +190,11 @@ def test_wandb_runs_give_the_records_of_their_folders(grid):
         assert online.config == folder.config
         for metric in ("val/acc", "train/loss"):
             (steps, values), (want_steps, want_values) = (
-                zip(*online.curves[metric]), zip(*folder.curves[metric]))
+                zip(*online.curves[metric]),
+                zip(*folder.curves[metric]),
+            )
             assert steps == want_steps and values == pytest.approx(want_values)
-        assert online.best_val("val/acc", True) == pytest.approx(
-            folder.best_val("val/acc", True))
+        assert online.best_val("val/acc", True) == pytest.approx(folder.best_val("val/acc", True))
         assert online.episodes is None  # W&B keeps no per-episode results
 
 
@@ -201,11 +228,14 @@ def test_classification_and_regression_runs_are_not_ranked_together(grid, tmp_pa
     assert "share no test metric" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    ([], "give run folders, or --wandb ENTITY/PROJECT"),
-    (["--wandb", "metalab"], "--wandb=metalab: expected ENTITY/PROJECT"),
-    (["somewhere", "--group", "g"], "--group=g: only with --wandb"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give run folders, or --wandb ENTITY/PROJECT"),
+        (["--wandb", "metalab"], "--wandb=metalab: expected ENTITY/PROJECT"),
+        (["somewhere", "--group", "g"], "--group=g: only with --wandb"),
+    ],
+)
 def test_bad_arguments_are_one_clear_line(args, message, capsys):
     with pytest.raises(SystemExit):
         cli.main(args)

@@ -21,34 +21,53 @@ from metalab.compare.records import from_wandb_run, load_run
 EPISODES = 30
 
 
-def write_run(folder, algorithm="protonet", seed=0, lr=0.001, accs=None, val=None,
-              val_in_results=False, protocol=None, shots=1, task="classification"):
+def write_run(
+    folder,
+    algorithm="protonet",
+    seed=0,
+    lr=0.001,
+    accs=None,
+    val=None,
+    val_in_results=False,
+    protocol=None,
+    shots=1,
+    task="classification",
+):
     """A finished run folder as metalab-train leaves it: config.yaml, results.json,
     test_episodes.csv and a metrics.csv with a validation curve ``val`` (one value per check)."""
     metric = {"classification": "acc", "regression": "mse", "rl": "return"}[task]
     folder.mkdir(parents=True)
-    config = {"dataset": {"name": "glyphs", "task": task, "ways": 5, "shots": shots,
-                          "queries": 15},
-              "algorithm": {"name": algorithm, "optimizer": {"lr": lr}},
-              "seed": seed, "eval_seed": 2024, "test_episodes": EPISODES,
-              "paths": {"output_dir": str(folder)}}
+    config = {
+        "dataset": {"name": "glyphs", "task": task, "ways": 5, "shots": shots, "queries": 15},
+        "algorithm": {"name": algorithm, "optimizer": {"lr": lr}},
+        "seed": seed,
+        "eval_seed": 2024,
+        "test_episodes": EPISODES,
+        "paths": {"output_dir": str(folder)},
+    }
     if protocol:
         config["protocol"] = protocol
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     accs = [float(a) for a in accs]
-    results = {f"test/{metric}": float(np.mean(accs)), f"test/{metric}_ci95": 0.01,
-               "test/episodes": float(len(accs)), "perf/tasks_per_sec": 12.5}
+    results = {
+        f"test/{metric}": float(np.mean(accs)),
+        f"test/{metric}_ci95": 0.01,
+        "test/episodes": float(len(accs)),
+        "perf/tasks_per_sec": 12.5,
+    }
     if val and val_in_results:
         results[f"val/{metric}_best"] = (min if metric == "mse" else max)(val)
     if protocol:
         results["protocol"] = protocol
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "test_episodes.csv").write_text(
-        f"episode,{metric}\n" + "".join(f"{i},{a!r}\n" for i, a in enumerate(accs)))
+        f"episode,{metric}\n" + "".join(f"{i},{a!r}\n" for i, a in enumerate(accs))
+    )
     rows = [f"0,{step},0.5," for step in range(4)]
     rows += [f"0,{2 * i + 1},,{v!r}" for i, v in enumerate(val or [])]
-    (folder / "metrics.csv").write_text(f"epoch,step,train/loss,val/{metric}\n"
-                                        + "\n".join(rows) + "\n")
+    (folder / "metrics.csv").write_text(
+        f"epoch,step,train/loss,val/{metric}\n" + "\n".join(rows) + "\n"
+    )
     return folder
 
 
@@ -62,11 +81,20 @@ def seeds_sweep(tmp_path):
     validation, protonet best on test."""
     rng = np.random.default_rng(1)
     sweep, job = tmp_path / "sweep", 0
-    for algorithm, test, val in (("maml", 0.70, 0.90), ("protonet", 0.80, 0.70),
-                                 ("reptile", 0.60, 0.50)):
+    for algorithm, test, val in (
+        ("maml", 0.70, 0.90),
+        ("protonet", 0.80, 0.70),
+        ("reptile", 0.60, 0.50),
+    ):
         for seed in range(3):
-            write_run(sweep / str(job), algorithm, seed, accs=episodes(rng, test),
-                      val=[val - 0.1, val + 0.01 * seed], val_in_results=algorithm == "maml")
+            write_run(
+                sweep / str(job),
+                algorithm,
+                seed,
+                accs=episodes(rng, test),
+                val=[val - 0.1, val + 0.01 * seed],
+                val_in_results=algorithm == "maml",
+            )
             job += 1
     return sweep
 
@@ -98,10 +126,12 @@ def test_seed_groups_and_their_statistics_match_scipy(seeds_sweep, capsys):
         low, high = scipy.stats.t.interval(0.95, 2, loc=tests.mean(), scale=scipy.stats.sem(tests))
         assert group.test == pytest.approx(tests.mean())
         assert (group.test - group.test_ci, group.test + group.test_ci) == pytest.approx(
-            (low, high))
+            (low, high)
+        )
         per_episode = np.mean([r.episodes["acc"] for r in group.runs], axis=0)
         assert group.episode_ci == pytest.approx(
-            1.96 * per_episode.std(ddof=1) / math.sqrt(EPISODES))
+            1.96 * per_episode.std(ddof=1) / math.sqrt(EPISODES)
+        )
         assert algorithm in {r.config["algorithm.name"] for r in group.runs}
     # paired t tests of the chosen group (maml) against the others, on seed-averaged episodes
     chosen = np.mean([r.episodes["acc"] for r in groups["maml"].runs], axis=0)
@@ -112,7 +142,8 @@ def test_seed_groups_and_their_statistics_match_scipy(seeds_sweep, capsys):
         want = scipy.stats.ttest_rel(chosen, other)
         assert (pair.t, pair.p) == pytest.approx((want.statistic, want.pvalue))
         assert pair.ci95 == pytest.approx(
-            scipy.stats.t.ppf(0.975, EPISODES - 1) * scipy.stats.sem(chosen - other))
+            scipy.stats.t.ppf(0.975, EPISODES - 1) * scipy.stats.sem(chosen - other)
+        )
         pvalues[pair.other.config["algorithm.name"]] = pair
     # Holm over the two comparisons: the smaller p times 2, the larger at least that
     small, large = sorted(pvalues.values(), key=lambda p: p.p)
@@ -143,19 +174,28 @@ def test_the_chosen_group_is_the_validation_best_not_the_test_best(seeds_sweep, 
 def test_regression_is_chosen_on_the_lowest_validation_mse(tmp_path, capsys):
     rng = np.random.default_rng(2)
     for job, (test, val) in enumerate(((0.2, 0.5), (0.3, 0.1))):
-        write_run(tmp_path / str(job), f"algo{job}", accs=rng.uniform(test, test + 0.1, 30),
-                  val=[val + 0.2, val], task="regression")
+        write_run(
+            tmp_path / str(job),
+            f"algo{job}",
+            accs=rng.uniform(test, test + 0.1, 30),
+            val=[val + 0.2, val],
+            task="regression",
+        )
     cli.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "Chosen: 1 (algorithm.name=algo1)" in out and "best val/mse" in out
 
 
-def test_reinforcement_learning_runs_are_chosen_on_the_highest_validation_return(tmp_path,
-                                                                                capsys):
+def test_reinforcement_learning_runs_are_chosen_on_the_highest_validation_return(tmp_path, capsys):
     rng = np.random.default_rng(4)
     for job, (test, val) in enumerate(((-20.0, -30.0), (-25.0, -10.0))):
-        write_run(tmp_path / str(job), f"algo{job}", accs=rng.normal(test, 2.0, 30),
-                  val=[val - 5, val], task="rl")
+        write_run(
+            tmp_path / str(job),
+            f"algo{job}",
+            accs=rng.normal(test, 2.0, 30),
+            val=[val - 5, val],
+            task="rl",
+        )
     cli.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "Chosen: 1 (algorithm.name=algo1)" in out and "best val/return" in out
@@ -200,8 +240,9 @@ def test_groups_from_wandb_runs(seeds_sweep, tmp_path, monkeypatch, capsys):
             self.config = yaml.safe_load((folder / "config.yaml").read_text())
             self.summary, self.name = dict(run.results), "run"
             self.path = ["me", "metalab", f"id{folder.name}"]
-            self._history = [{"trainer/global_step": s, "val/acc": v}
-                             for s, v in run.curves["val/acc"]]
+            self._history = [
+                {"trainer/global_step": s, "val/acc": v} for s, v in run.curves["val/acc"]
+            ]
 
         def history(self, samples=500, pandas=True):
             return self._history
@@ -222,28 +263,43 @@ def test_groups_from_wandb_runs(seeds_sweep, tmp_path, monkeypatch, capsys):
 
 def test_runs_that_are_not_comparable_are_listed_but_not_paired(tmp_path, capsys):
     rng = np.random.default_rng(5)
-    for job, (algorithm, protocol) in enumerate((("a", None), ("b", "transductive"),
-                                                 ("c", "inductive"))):
-        write_run(tmp_path / str(job), algorithm, accs=episodes(rng, 0.7), protocol=protocol,
-                  val=[0.9 - job / 10])
+    for job, (algorithm, protocol) in enumerate(
+        (("a", None), ("b", "transductive"), ("c", "inductive"))
+    ):
+        write_run(
+            tmp_path / str(job),
+            algorithm,
+            accs=episodes(rng, 0.7),
+            protocol=protocol,
+            val=[0.9 - job / 10],
+        )
     cli.main([str(tmp_path)])
     out = capsys.readouterr().out
     header, *rows = Tables((tmp_path / "compare.html").read_text()).tables[0]
     assert len(rows) == 3  # all listed
     # runs from before the protocol key count as transductive
     assert [row[header.index("protocol")] for row in rows] == [
-        "transductive", "transductive", "inductive"]
+        "transductive",
+        "transductive",
+        "inductive",
+    ]
     pairs = Tables((tmp_path / "compare.html").read_text()).tables[1][1:]
     assert [(p[0], p[1]) for p in pairs] == [("0", "1")]
-    assert ("2: not paired with 0, not comparable: differs in protocol "
-            "(inductive vs transductive)") in out
+    assert (
+        "2: not paired with 0, not comparable: differs in protocol (inductive vs transductive)"
+    ) in out
 
 
 def test_inductive_runs_of_different_batch_norm_statistics_are_not_paired(tmp_path, capsys):
     rng = np.random.default_rng(7)
     for job, stats in enumerate(("support", "support", "support_plus_query")):
-        write_run(tmp_path / str(job), f"a{job}", accs=episodes(rng, 0.7), protocol="inductive",
-                  val=[0.9 - job / 10])
+        write_run(
+            tmp_path / str(job),
+            f"a{job}",
+            accs=episodes(rng, 0.7),
+            protocol="inductive",
+            val=[0.9 - job / 10],
+        )
         config = yaml.safe_load((tmp_path / str(job) / "config.yaml").read_text())
         config["inductive_stats"] = stats
         (tmp_path / str(job) / "config.yaml").write_text(yaml.safe_dump(config))
@@ -265,8 +321,10 @@ def test_groups_that_cannot_be_paired_at_all_are_one_line(tmp_path, capsys):
         cli.main([str(tmp_path)])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1
-    assert ("no two groups were tested on the same episodes the same way (1 and 0 differ in "
-            "protocol (transductive vs inductive), dataset.shots (5 vs 1))") in err
+    assert (
+        "no two groups were tested on the same episodes the same way (1 and 0 differ in "
+        "protocol (transductive vs inductive), dataset.shots (5 vs 1))"
+    ) in err
     assert "--no-paired" in err
     cli.main([str(tmp_path), "--no-paired"])
     assert len(Tables((tmp_path / "compare.html").read_text()).tables[0]) == 3
@@ -274,7 +332,8 @@ def test_groups_that_cannot_be_paired_at_all_are_one_line(tmp_path, capsys):
 
 def test_group_by_and_ignore(seeds_sweep, capsys):
     (seeds_sweep / "0" / "config.yaml").write_text(
-        (seeds_sweep / "0" / "config.yaml").read_text().replace("lr: 0.001", "lr: 0.002"))
+        (seeds_sweep / "0" / "config.yaml").read_text().replace("lr: 0.001", "lr: 0.002")
+    )
     records = [load_run(d, d.name) for d in sorted(seeds_sweep.iterdir())]
     assert len(compare(records).groups) == 4  # job 0 has another learning rate
     assert len(compare(records, ignore=["algorithm.optimizer"]).groups) == 3
@@ -293,24 +352,35 @@ def test_a_key_no_run_has_is_one_line(seeds_sweep, option, capsys):
 
 def test_no_runs_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    for args, message in (([str(tmp_path / "empty")], "no runs (folders with results.json"),
-                          ([str(tmp_path / "missing")], "missing: no such folder")):
+    for args, message in (
+        ([str(tmp_path / "empty")], "no runs (folders with results.json"),
+        ([str(tmp_path / "missing")], "missing: no such folder"),
+    ):
         with pytest.raises(SystemExit) as exit_:
             cli.main(args)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize(("file", "text", "message"), [
-    ("results.json", '{"test/acc": 0.8', "results.json: not valid JSON"),
-    ("results.json", '{"test/acc": "high"}', "results.json: test/acc='high' is not a number"),
-    ("test_episodes.csv", "episode,acc\n0,0.5\n1,abc\n",
-     "test_episodes.csv: line 3, column acc: 'abc' is not a number"),
-    ("config.yaml", "dataset: {name: [glyphs\n", "config.yaml: not valid YAML at line 2"),
-    ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys"),
-    ("results.json", '{"perf/tasks_per_sec": 3}',
-     "results.json: no test/acc, test/mse or test/return"),
-])
+@pytest.mark.parametrize(
+    ("file", "text", "message"),
+    [
+        ("results.json", '{"test/acc": 0.8', "results.json: not valid JSON"),
+        ("results.json", '{"test/acc": "high"}', "results.json: test/acc='high' is not a number"),
+        (
+            "test_episodes.csv",
+            "episode,acc\n0,0.5\n1,abc\n",
+            "test_episodes.csv: line 3, column acc: 'abc' is not a number",
+        ),
+        ("config.yaml", "dataset: {name: [glyphs\n", "config.yaml: not valid YAML at line 2"),
+        ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys"),
+        (
+            "results.json",
+            '{"perf/tasks_per_sec": 3}',
+            "results.json: no test/acc, test/mse or test/return",
+        ),
+    ],
+)
 def test_a_damaged_file_is_one_line_naming_it(tmp_path, capsys, file, text, message):
     rng = np.random.default_rng(7)
     for job in range(2):
@@ -328,9 +398,11 @@ def test_a_damaged_file_ends_without_a_traceback(tmp_path):
     (tmp_path / "0" / "results.json").write_text("{")
     proc = run_cli("compare", str(tmp_path))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip() == (f"metalab-compare: error: {tmp_path / '0' / 'results.json'}: "
-                                   "not valid JSON (Expecting property name enclosed in double "
-                                   "quotes: line 1 column 2 (char 1))")
+    assert proc.stderr.strip() == (
+        f"metalab-compare: error: {tmp_path / '0' / 'results.json'}: "
+        "not valid JSON (Expecting property name enclosed in double "
+        "quotes: line 1 column 2 (char 1))"
+    )
 
 
 def test_a_report_that_cannot_be_written_is_one_line(seeds_sweep, tmp_path, capsys):
@@ -348,16 +420,18 @@ def test_skipped_folders_are_noted(seeds_sweep, capsys):
     (killed / "config.yaml").write_text("seed: 0\n")
     failed = seeds_sweep / "10"
     failed.mkdir()
-    (failed / "error.txt").write_text("Traceback...\nConfigError: dataset.shots=0: must be "
-                                      "a positive integer\n")
+    (failed / "error.txt").write_text(
+        "Traceback...\nConfigError: dataset.shots=0: must be a positive integer\n"
+    )
     pruned = seeds_sweep / "11"
     (pruned / ".hydra").mkdir(parents=True)
     (pruned / "pruned.txt").write_text("pruned at step 3 (val/acc=0.2)\n")
     cli.main([str(seeds_sweep)])
     out = capsys.readouterr().out
     assert "note: skipped sweep/9: no results.json (unfinished, killed or still running)" in out
-    assert ("note: skipped sweep/10: failed: ConfigError: dataset.shots=0: must be a positive "
-            "integer") in out
+    assert (
+        "note: skipped sweep/10: failed: ConfigError: dataset.shots=0: must be a positive integer"
+    ) in out
     assert "note: skipped sweep/11: pruned: pruned at step 3 (val/acc=0.2)" in out
     page = (seeds_sweep / "compare.html").read_text()
     assert "skipped sweep/9" in page and "skipped sweep/10" in page
@@ -367,14 +441,18 @@ def test_optuna_studies_are_plotted_from_sqlite_and_journal_files(seeds_sweep, c
     def objective(trial):
         return trial.suggest_float("algorithm.optimizer.lr", 1e-4, 1e-2, log=True) * 10
 
-    storages = [f"sqlite:///{seeds_sweep}/optuna.db", optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(seeds_sweep / "optuna.journal")))]
+    storages = [
+        f"sqlite:///{seeds_sweep}/optuna.db",
+        optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(seeds_sweep / "optuna.journal"))
+        ),
+    ]
     for storage in storages:
         study = optuna.create_study(study_name="protonet", storage=storage, direction="maximize")
         study.optimize(objective, n_trials=3)
     cli.main([str(seeds_sweep)])
     page = (seeds_sweep / "compare.html").read_text()
-    section = page[page.index("<h2>Optuna study</h2>"):]
+    section = page[page.index("<h2>Optuna study</h2>") :]
     # per study: Optuna's optimisation history and its slice plot (objective per parameter)
     assert section.count("Plotly.newPlot(") == 4
     assert section.count("study protonet: Optimization History Plot") == 2

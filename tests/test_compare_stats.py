@@ -15,8 +15,9 @@ from metalab.compare import statistics as stats
 @pytest.mark.parametrize("df", [1, 2, 4, 9, 29, 99, 1000])
 def test_t_distribution_matches_scipy(df):
     for q in (0.5, 0.6, 0.9, 0.975, 0.995, 0.025):
-        assert stats.t_quantile(q, df) == pytest.approx(scipy.stats.t.ppf(q, df), rel=1e-9,
-                                                        abs=1e-12)
+        assert stats.t_quantile(q, df) == pytest.approx(
+            scipy.stats.t.ppf(q, df), rel=1e-9, abs=1e-12
+        )
     for t in (-4.0, -0.3, 0.0, 0.7, 2.1, 12.0):
         assert stats.t_sf(t, df) == pytest.approx(scipy.stats.t.sf(t, df), rel=1e-9, abs=1e-15)
 
@@ -27,8 +28,9 @@ def test_paired_t_test_and_t_ci_match_scipy(n):
     a, b = rng.uniform(0.4, 0.9, n), rng.uniform(0.4, 0.9, n)
     mean, half, t, p = stats.paired_t_test((a - b).tolist())
     want = scipy.stats.ttest_rel(a, b)
-    low, high = scipy.stats.t.interval(0.95, n - 1, loc=(a - b).mean(),
-                                       scale=scipy.stats.sem(a - b))
+    low, high = scipy.stats.t.interval(
+        0.95, n - 1, loc=(a - b).mean(), scale=scipy.stats.sem(a - b)
+    )
     assert (t, p) == pytest.approx((want.statistic, want.pvalue), rel=1e-9)
     assert (mean - half, mean + half) == pytest.approx((low, high), rel=1e-9)
     mean, half = stats.t_ci95(a.tolist())
@@ -70,28 +72,39 @@ def test_holm_adjusted_p_values_make_the_step_down_decisions():
         pvalues = (rng.uniform(0, 0.1, rng.integers(1, 8)) ** 2).tolist()
         adjusted = stats.holm(pvalues)
         for alpha in (0.01, 0.05, 0.1):
-            assert {i for i, q in enumerate(adjusted) if q <= alpha} == holm_rejects(pvalues,
-                                                                                       alpha)
+            assert {i for i, q in enumerate(adjusted) if q <= alpha} == holm_rejects(pvalues, alpha)
 
 
-@pytest.mark.parametrize(("value", "text"), [
-    (0.0012479065886745896, "0.00125"), (3e-05, "3e-05"), (0.4, "0.4"), (64, "64"),
-    (True, "True"), ("protonet", "protonet"), (None, "–"), (1234567.0, "1.23e+06"),
-])
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (0.0012479065886745896, "0.00125"),
+        (3e-05, "3e-05"),
+        (0.4, "0.4"),
+        (64, "64"),
+        (True, "True"),
+        ("protonet", "protonet"),
+        (None, "–"),
+        (1234567.0, "1.23e+06"),
+    ],
+)
 def test_parameters_have_three_significant_digits(value, text):
     assert fmt.param(value) == text
 
 
-@pytest.mark.parametrize(("value", "ci", "text"), [
-    (0.809333, 0.0335, "0.81 ± 0.03"),  # the CI's first digit sets the precision
-    (0.809333, 0.012, "0.809 ± 0.012"),  # two digits when it is a 1 or a 2
-    (0.809333, 0.0029, "0.8093 ± 0.0029"),
-    (12.3456, 3.4, "12 ± 3"),
-    (123.4, 13.0, "123 ± 13"),
-    (0.75, None, "0.7500"),  # no CI: four significant digits
-    (1275.21, math.nan, "1275"),
-    (math.nan, 0.03, "–"),  # a diverged run's null
-])
+@pytest.mark.parametrize(
+    ("value", "ci", "text"),
+    [
+        (0.809333, 0.0335, "0.81 ± 0.03"),  # the CI's first digit sets the precision
+        (0.809333, 0.012, "0.809 ± 0.012"),  # two digits when it is a 1 or a 2
+        (0.809333, 0.0029, "0.8093 ± 0.0029"),
+        (12.3456, 3.4, "12 ± 3"),
+        (123.4, 13.0, "123 ± 13"),
+        (0.75, None, "0.7500"),  # no CI: four significant digits
+        (1275.21, math.nan, "1275"),
+        (math.nan, 0.03, "–"),  # a diverged run's null
+    ],
+)
 def test_metrics_are_shown_to_the_precision_of_their_ci(value, ci, text):
     assert fmt.metric(value, ci) == text
 
@@ -101,4 +114,8 @@ def test_signed_differences_and_p_values():
     assert fmt.signed(-0.0412, 0.012) == "-0.041"
     assert fmt.signed(-0.001, 0.03) == "0.00"  # no "-0.00"
     assert [fmt.pvalue(p) for p in (0.0004, 0.0123, 0.2345, math.nan)] == [
-        "<0.001", "0.012", "0.23", "–"]
+        "<0.001",
+        "0.012",
+        "0.23",
+        "–",
+    ]

@@ -21,8 +21,7 @@ DATASETS, ALGORITHMS, BACKBONES = options("dataset"), options("algorithm"), opti
 TEXT_BACKBONES = {"text_cnn", "text_transformer", "text_pretrained"}
 RL_ALGORITHMS = ("maml_rl", "pretrained_rl", "random_rl")
 PRETRAIN = ("baseline", "baseline_pp", "rfs")
-CLASSIFIERS = ("protonet", "r2d2", "metaoptnet", "matching", "relation", "meta_baseline",
-               *PRETRAIN)
+CLASSIFIERS = ("protonet", "r2d2", "metaoptnet", "matching", "relation", "meta_baseline", *PRETRAIN)
 #: the default suite builds every backbone on one dataset of each kind and the small backbones
 #: on a dataset of each image size too; the whole grid is marked slow (make test-all)
 KIND_EXAMPLES = {"glyphs", "sinusoid", "nav2d", "clinc150"}
@@ -45,12 +44,15 @@ def refusal(dataset_cfg, algorithm, backbone):
         return "pretrains on image datasets only"
     if algorithm == "meta_baseline":  # no init_from given
         return "trains from a pretrained backbone"
-    if algorithm == "relation" and (backbone in ("mlp", "policy", "timm") or
-                                    backbone in TEXT_BACKBONES):
+    if algorithm == "relation" and (
+        backbone in ("mlp", "policy", "timm") or backbone in TEXT_BACKBONES
+    ):
         return "need a convolutional backbone"
     if dataset_cfg.task in ("regression", "rl") and backbone not in ("mlp", "policy"):
-        return (r"needs (image|text) inputs, and dataset=\w+ is a (regression|rl) dataset; "
-                "use backbone=(mlp|policy)")
+        return (
+            r"needs (image|text) inputs, and dataset=\w+ is a (regression|rl) dataset; "
+            "use backbone=(mlp|policy)"
+        )
     if text and backbone not in TEXT_BACKBONES:
         return "has text inputs"
     if not text and backbone in TEXT_BACKBONES:
@@ -60,12 +62,20 @@ def refusal(dataset_cfg, algorithm, backbone):
     return None
 
 
-@pytest.mark.parametrize(("dataset", "algorithm", "backbone"), [
-    pytest.param(d, a, b, marks=() if in_default_suite(d, b) else pytest.mark.slow)
-    for b in BACKBONES for a in ALGORITHMS for d in DATASETS])
+@pytest.mark.parametrize(
+    ("dataset", "algorithm", "backbone"),
+    [
+        pytest.param(d, a, b, marks=() if in_default_suite(d, b) else pytest.mark.slow)
+        for b in BACKBONES
+        for a in ALGORITHMS
+        for d in DATASETS
+    ],
+)
 def test_combination_builds_or_is_refused(dataset, algorithm, backbone, tmp_path):
-    cfg = compose([f"dataset={dataset}", f"algorithm={algorithm}",
-                         f"backbone={backbone}"], output_dir=tmp_path)
+    cfg = compose(
+        [f"dataset={dataset}", f"algorithm={algorithm}", f"backbone={backbone}"],
+        output_dir=tmp_path,
+    )
     reason = refusal(cfg.dataset, algorithm, backbone)
     if reason:
         with pytest.raises(ConfigError, match=reason):
@@ -90,8 +100,9 @@ def test_episode_shape_is_set_separately_for_training():
     assert (d.ways, d.train_ways, d.shots, d.train_shots, d.train_queries) == (20, 60, 1, 1, 5)
 
 
-@pytest.mark.parametrize(("dataset", "direction"), [("sinusoid", "minimize"),
-                                                    ("glyphs", "maximize")])
+@pytest.mark.parametrize(
+    ("dataset", "direction"), [("sinusoid", "minimize"), ("glyphs", "maximize")]
+)
 def test_search_optimises_val_mse_downwards_for_regression(dataset, direction):
     """conf/search's objective direction, resolved against the run config: an Optuna search
     minimises val/mse on regression and maximises val/acc on classification (the objective
@@ -101,8 +112,7 @@ def test_search_optimises_val_mse_downwards_for_regression(dataset, direction):
     import metalab.run.sweep  # noqa: F401  (registers the resolver conf/search uses)
 
     search = OmegaConf.load(Path(CONF_DIR) / "search" / "_optuna.yaml")
-    cfg = OmegaConf.to_container(compose([f"dataset={dataset}", "backbone=mlp",
-                                                "algorithm=maml"]))
+    cfg = OmegaConf.to_container(compose([f"dataset={dataset}", "backbone=mlp", "algorithm=maml"]))
     cfg["hydra"] = OmegaConf.to_container(search.hydra)  # unresolved: ${dataset.task} etc.
     assert OmegaConf.create(cfg).hydra.sweeper.direction == direction
     searches = [p for p in (Path(CONF_DIR) / "search").glob("*.yaml") if p.stem[0] != "_"]

@@ -45,8 +45,10 @@ def test_evaluation_loaders_serve_every_fixed_episode_in_batches():
     from metalab.data.sampler import generator
 
     dm = datamodule("eval_batch=4", "dataset.queries=2")
-    for split, loader, n, salt in (("test", dm.test_dataloader(), 30, 2),
-                                   ("val", dm.val_dataloader(), 10, 1)):
+    for split, loader, n, salt in (
+        ("test", dm.test_dataloader(), 30, 2),
+        ("val", dm.val_dataloader(), 10, 1),
+    ):
         batches = list(loader)
         assert len(loader) == len(batches) == -(-n // 4)
         assert torch.cat([ids for ids, _ in batches]).tolist() == list(range(n))
@@ -70,5 +72,7 @@ def test_augmentation_applies_to_training_episodes_only():
     assert not torch.equal(augmented, dm.train_episodes(0).support_x)
     assert datamodule().sources["train"].augment is None  # glyphs: none configured
     # training tasks depend on the seed (and only the seed and the step)
-    assert not torch.equal(datamodule("seed=1").train_episodes(0).query_x,
-                           datamodule("seed=2").train_episodes(0).query_x)
+    assert not torch.equal(
+        datamodule("seed=1").train_episodes(0).query_x,
+        datamodule("seed=2").train_episodes(0).query_x,
+    )

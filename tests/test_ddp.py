@@ -35,16 +35,34 @@ def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
         -        return self.sources["train"].episodes(plan[first:last], self.train_shape[1], gens)
         +        return self.sources["train"].episodes(plan, self.train_shape[1], gens)
     """
-    overrides = ["algorithm.meta_batch=4", "val_every=2", "val_episodes=3", "test_episodes=7",
-                 "dataset.queries=2", "logger=none"]
+    overrides = [
+        "algorithm.meta_batch=4",
+        "val_every=2",
+        "val_episodes=3",
+        "test_episodes=7",
+        "dataset.queries=2",
+        "logger=none",
+    ]
     whole = build_datamodule(compose(overrides))
     whole.load()
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    for var, value in {"LOCAL_RANK": "1", "RANK": "1", "WORLD_SIZE": "2", "NODE_RANK": "0",
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400"}.items():
+    for var, value in {
+        "LOCAL_RANK": "1",
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29400",
+    }.items():
         monkeypatch.setenv(var, value)
-    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False,
-                         enable_progress_bar=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
     assert (trainer.global_rank, trainer.world_size) == (1, 2)
     rank1 = build_datamodule(compose(overrides))
     rank1.trainer = trainer

@@ -8,8 +8,10 @@ from helpers import train_cli
 CASES = [
     # overrides, what the message must say
     (["algorithm=foo"], ["algorithm/foo", "Available options in 'algorithm'", "protonet"]),
-    (["dataset=omniglot", "dataset.root=/nonexistent/omniglot"],
-     ["dataset.root=/nonexistent/omniglot", "looked in", "dataset.download=true"]),
+    (
+        ["dataset=omniglot", "dataset.root=/nonexistent/omniglot"],
+        ["dataset.root=/nonexistent/omniglot", "looked in", "dataset.download=true"],
+    ),
     (["dataset.ways=1000"], ["dataset.ways=1000", "only 411 classes"]),
     (["dataset.train_ways=900"], ["dataset.train_ways=900", "the train split has only"]),
     (["dataset.shots=10"], ["dataset.shots + dataset.queries=25", "only 20 samples"]),
@@ -17,13 +19,19 @@ CASES = [
     (["steps=0"], ["steps=0", "positive integer"]),
     (["dataset.queries=-1"], ["dataset.queries=-1", "positive integer"]),
     (["algorithm.meta_batch=0"], ["algorithm.meta_batch=0", "positive integer"]),
-    (["dataset=sinusoid", "backbone=mlp"],
-     ["algorithm=protonet", "classification tasks only", "regression"]),
+    (
+        ["dataset=sinusoid", "backbone=mlp"],
+        ["algorithm=protonet", "classification tasks only", "regression"],
+    ),
     (["resume=sometimes"], ["resume=sometimes", "auto, never"]),
-    (["hardware=multi_node", "hardware.accelerator=cpu", "hardware.devices=1"],
-     ["hardware.num_nodes=2", "launcher=slurm"]),
-    (["hardware=ddp_cpu", "algorithm.meta_batch=3"],
-     ["algorithm.meta_batch=3", "divide by the number of processes (2)"]),
+    (
+        ["hardware=multi_node", "hardware.accelerator=cpu", "hardware.devices=1"],
+        ["hardware.num_nodes=2", "launcher=slurm"],
+    ),
+    (
+        ["hardware=ddp_cpu", "algorithm.meta_batch=3"],
+        ["algorithm.meta_batch=3", "divide by the number of processes (2)"],
+    ),
 ]
 
 

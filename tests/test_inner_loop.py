@@ -51,8 +51,10 @@ def test_second_order_meta_gradient_matches_finite_differences():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(1, 6), nn.Tanh(), nn.Linear(6, 6), nn.Tanh(), nn.Linear(6, 1))
     tasks = sine_tasks(num_tasks=2, shots=5, queries=5)
-    lrs = {k: torch.full_like(p, 0.05).add_(0.01 * torch.rand_like(p)).requires_grad_()
-           for k, p in net.named_parameters()}
+    lrs = {
+        k: torch.full_like(p, 0.05).add_(0.01 * torch.rand_like(p)).requires_grad_()
+        for k, p in net.named_parameters()
+    }
     sx, sy, qx, qy = tasks
     inner = InnerLoop(net, "regression")
 
@@ -91,8 +93,10 @@ def test_meta_sgd_meta_gradient_equals_learn2learn_meta_sgd(engine):
     lrs = {k: (0.2 + 0.2 * torch.rand_like(p)).requires_grad_() for k, p in net.named_parameters()}
     got = meta_grad(net, "classification", tasks, engine, Mode.SECOND_ORDER, 2, lrs=lrs)
     sx, sy, qx, qy = tasks
-    meta = l2l.algorithms.MetaSGD(copy.deepcopy(net), lrs=nn.ParameterList(
-        [nn.Parameter(lr.detach().clone()) for lr in lrs.values()]))
+    meta = l2l.algorithms.MetaSGD(
+        copy.deepcopy(net),
+        lrs=nn.ParameterList([nn.Parameter(lr.detach().clone()) for lr in lrs.values()]),
+    )
     losses = []
     for i in range(sx.shape[0]):
         learner = meta.clone()
@@ -124,8 +128,9 @@ def test_adam_rule_equals_torch_adam_with_fresh_state_per_task(engine, betas):
     net = MLP((1,), out_dim=1, hidden=(8,))
     sx, sy, qx, qy = sine_tasks(num_tasks=3)
     inner = InnerLoop(net, "regression")
-    _, adapted = inner.run(inner.params(), sx, sy, qx, 4, Adam(0.01, betas), Mode.DETACHED,
-                           engine, return_params=True)
+    _, adapted = inner.run(
+        inner.params(), sx, sy, qx, 4, Adam(0.01, betas), Mode.DETACHED, engine, return_params=True
+    )
     for i in range(3):
         clone = copy.deepcopy(net)
         opt = torch.optim.Adam(clone.parameters(), lr=0.01, betas=betas, eps=1e-8)
@@ -143,12 +148,26 @@ def test_minibatches_and_returned_parameters_agree_between_engines():
     sx, sy, qx, _ = sine_tasks()
     batches = [torch.tensor([0, 3, 5]), torch.tensor([1, 2, 9]), torch.tensor([4, 6, 7])]
     inner = InnerLoop(net, "regression")
-    out = {e: inner.run(inner.params(), sx, sy, qx, 3, SGD(0.05), Mode.DETACHED, e,
-                        batches=batches, return_params=True) for e in ENGINES}
+    out = {
+        e: inner.run(
+            inner.params(),
+            sx,
+            sy,
+            qx,
+            3,
+            SGD(0.05),
+            Mode.DETACHED,
+            e,
+            batches=batches,
+            return_params=True,
+        )
+        for e in ENGINES
+    }
     torch.testing.assert_close(out["vmap"][0], out["loop"][0], rtol=1e-10, atol=1e-12)
     for name in out["loop"][1]:
-        torch.testing.assert_close(out["vmap"][1][name], out["loop"][1][name],
-                                   rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            out["vmap"][1][name], out["loop"][1][name], rtol=1e-10, atol=1e-12
+        )
     # by hand, task 0: SGD on the chosen support points only
     clone = copy.deepcopy(net)
     opt = torch.optim.SGD(clone.parameters(), lr=0.05)

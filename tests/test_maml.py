@@ -69,10 +69,11 @@ def learn2learn_learners(model: MAML, eps: Episodes, steps: int, first_order: bo
 
     net = copy.deepcopy(model.net)
     if model.learn_inner_lr:
-        lrs = [torch.nn.Parameter(model.inner_lrs[n.replace(".", "__")].detach().clone())
-               for n, _ in net.named_parameters()]
-        meta = l2l.algorithms.MetaSGD(net, first_order=first_order,
-                                      lrs=torch.nn.ParameterList(lrs))
+        lrs = [
+            torch.nn.Parameter(model.inner_lrs[n.replace(".", "__")].detach().clone())
+            for n, _ in net.named_parameters()
+        ]
+        meta = l2l.algorithms.MetaSGD(net, first_order=first_order, lrs=torch.nn.ParameterList(lrs))
     else:
         meta = l2l.algorithms.MAML(net, lr=model.inner_lr, first_order=first_order)
     learners = []
@@ -106,8 +107,15 @@ def test_maml_and_fomaml_configs_build():
     assert cfg.algorithm.name == "fomaml" and cfg.run_name.startswith("fomaml-")
     fomaml = build_model(cfg)
     assert fomaml.first_order and fomaml.net.head.out_features == 20
-    sine = build_model(config("algorithm=maml", "dataset=sinusoid", "backbone=mlp",
-                              "algorithm.learn_inner_lr=true", "algorithm.engine=vmap"))
+    sine = build_model(
+        config(
+            "algorithm=maml",
+            "dataset=sinusoid",
+            "backbone=mlp",
+            "algorithm.learn_inner_lr=true",
+            "algorithm.engine=vmap",
+        )
+    )
     assert sine.task == "regression" and sine.net.head.out_features == 1
     assert sine.engine == "vmap" and sine.inner_lrs is not None
 
@@ -138,8 +146,11 @@ def test_bad_knobs_are_config_errors():
 
 # -- behaviour ----------------------------------------------------------------------------------
 @pytest.mark.parametrize("engine", ["loop", "vmap"])
-@pytest.mark.parametrize("kwargs", [{}, {"first_order": True}, {"learn_inner_lr": True}],
-                         ids=["maml", "fomaml", "meta_sgd"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"first_order": True}, {"learn_inner_lr": True}],
+    ids=["maml", "fomaml", "meta_sgd"],
+)
 def test_module_meta_gradient_equals_learn2learn(engine, kwargs):
     """The MAML module's own meta-gradient (meta_loss().backward(), as Lightning calls it) equals
     learn2learn's MAML / MetaSGD in float64, and first and second order differ by far more than
@@ -154,15 +165,23 @@ def test_module_meta_gradient_equals_learn2learn(engine, kwargs):
     eps = float64(episodes(num_tasks=3))
     got = meta_gradient(model, eps)
     meta, learners = learn2learn_learners(model, eps, 2, model.first_order)
-    loss = torch.stack([F.cross_entropy(learner(eps.query_x[i]), eps.query_y[i])
-                        for i, learner in enumerate(learners)]).mean()
+    loss = torch.stack(
+        [
+            F.cross_entropy(learner(eps.query_x[i]), eps.query_y[i])
+            for i, learner in enumerate(learners)
+        ]
+    ).mean()
     loss.backward()
     want = torch.cat([p.grad.flatten() for p in meta.parameters()])
     assert want.norm() > 0
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * want.abs().max().item())
     if not model.first_order:  # the second-order term is large here: first order is far off
-        first = meta_gradient(small_maml(engine=engine, inner_lr=0.3, inner_steps=2,
-                                         first_order=True, **kwargs).double(), eps)
+        first = meta_gradient(
+            small_maml(
+                engine=engine, inner_lr=0.3, inner_steps=2, first_order=True, **kwargs
+            ).double(),
+            eps,
+        )
         assert (first - want).norm() / want.norm() > 0.05
 
 
@@ -193,7 +212,8 @@ def test_meta_sgd_learns_the_inner_learning_rates(engine):
     model = small_maml(learn_inner_lr=True, engine=engine, inner_lr=0.1)
     names = {n for n, _ in model.named_parameters()}
     assert {n for n in names if n.startswith("inner_lrs.")} == {
-        "inner_lrs." + n.replace(".", "__") for n, _ in model.net.named_parameters()}
+        "inner_lrs." + n.replace(".", "__") for n, _ in model.net.named_parameters()
+    }
     loss, metrics = model.meta_loss(episodes())
     loss.backward()
     assert set(metrics) == {"loss", "acc"} and metrics["loss"].shape == (4,)
@@ -213,8 +233,10 @@ def test_evaluation_adapts_under_no_grad_without_touching_gradients():
     assert not torch.allclose(preds, unadapted)
 
 
-@pytest.mark.parametrize("kwargs", [{"engine": "loop"}, {"engine": "vmap"},
-                                    {"first_order": True, "learn_inner_lr": True}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"engine": "loop"}, {"engine": "vmap"}, {"first_order": True, "learn_inner_lr": True}],
+)
 def test_training_is_deterministic(kwargs):
     def train() -> dict[str, torch.Tensor]:
         pl.seed_everything(7, verbose=False)
@@ -236,10 +258,21 @@ def test_training_is_deterministic(kwargs):
 @pytest.mark.e2e
 @on_real_data
 def test_short_maml_run_on_real_data_beats_the_untrained_network(tmp_path):
-    cfg = config(*REAL_DATA, "algorithm=maml", "backbone.hidden=16", "steps=150",
-                 "val_every=150", "val_episodes=20", "test_episodes=100", "dataset.queries=5",
-                 "dataset.train_queries=2", "algorithm.meta_batch=4",
-                 "algorithm.optimizer.lr=0.003", "pixel_baseline=false", output_dir=tmp_path)
+    cfg = config(
+        *REAL_DATA,
+        "algorithm=maml",
+        "backbone.hidden=16",
+        "steps=150",
+        "val_every=150",
+        "val_episodes=20",
+        "test_episodes=100",
+        "dataset.queries=5",
+        "dataset.train_queries=2",
+        "algorithm.meta_batch=4",
+        "algorithm.optimizer.lr=0.003",
+        "pixel_baseline=false",
+        output_dir=tmp_path,
+    )
     trained = run(cfg, tmp_path)["test/acc"]
     # the untrained network (same seed, same adaptation) on the same test episodes
     pl.seed_everything(cfg.seed, verbose=False)
@@ -257,17 +290,31 @@ def test_short_maml_run_on_real_data_beats_the_untrained_network(tmp_path):
 
 @pytest.mark.e2e
 def test_short_maml_run_on_sinusoid_adapts(tmp_path):
-    cfg = config("dataset=sinusoid", "backbone=mlp", "algorithm=maml", "steps=300",
-                 "val_every=300", "val_episodes=50", "test_episodes=200",
-                 "algorithm.meta_batch=10", "algorithm.inner_lr=0.01",
-                 "algorithm.eval_inner_steps=10", "algorithm.optimizer.lr=0.003",
-                 output_dir=tmp_path)
+    cfg = config(
+        "dataset=sinusoid",
+        "backbone=mlp",
+        "algorithm=maml",
+        "steps=300",
+        "val_every=300",
+        "val_episodes=50",
+        "test_episodes=200",
+        "algorithm.meta_batch=10",
+        "algorithm.inner_lr=0.01",
+        "algorithm.eval_inner_steps=10",
+        "algorithm.optimizer.lr=0.003",
+        output_dir=tmp_path,
+    )
     results = run(cfg, tmp_path)
     model, datamodule = trained_model(cfg, tmp_path, "best")
     eps = datamodule.eval_episodes("test", torch.arange(200))
     with torch.no_grad():
-        before = model.task_metrics(model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y),
-                                    eps.query_y)["mse"].mean().item()
+        before = (
+            model.task_metrics(
+                model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y), eps.query_y
+            )["mse"]
+            .mean()
+            .item()
+        )
     after = model.task_metrics(model.predict(eps, training=False), eps.query_y)["mse"]
     assert after.mean().item() == pytest.approx(results["test/mse"], rel=1e-4)
     assert results["test/mse"] < 0.5 * before, (results["test/mse"], before)
@@ -298,9 +345,15 @@ def test_vmap_maml_trains_under_bf16_autocast_and_evaluates_in_float32(tmp_path,
 
     monkeypatch.setattr(InnerLoop, "run", spy_run)
     monkeypatch.setattr(InnerLoop, "forward", spy_forward)
-    cfg = config("algorithm=maml", "algorithm.engine=vmap", "backbone.hidden=8",
-                 "hardware.precision=bf16-mixed", "algorithm.meta_batch=2", *TINY,
-                 output_dir=tmp_path)
+    cfg = config(
+        "algorithm=maml",
+        "algorithm.engine=vmap",
+        "backbone.hidden=8",
+        "hardware.precision=bf16-mixed",
+        "algorithm.meta_batch=2",
+        *TINY,
+        output_dir=tmp_path,
+    )
     run(cfg, tmp_path)
     assert entered == {("second_order", True), ("detached", True)}  # Lightning's autocast
     assert ("second_order", True, torch.bfloat16) in seen  # training: under autocast

@@ -48,14 +48,16 @@ def test_matching_networks_equal_easyfsl(fce):
     ours = MatchingNetworks(backbone, fce=fce, optimizer=None)
     dim = ours.net.feature_dim
     if fce:  # the same encoders, the same weights
-        theirs = EasyMatching(nn.Sequential(ours.net.features, nn.Flatten()),
-                              feature_dimension=dim)
+        theirs = EasyMatching(nn.Sequential(ours.net.features, nn.Flatten()), feature_dimension=dim)
         theirs.support_features_encoder.load_state_dict(ours.support_encoder.state_dict())
         theirs.query_features_encoding_cell.load_state_dict(ours.query_encoder.state_dict())
     else:  # encoders that add nothing: easyfsl's contextualisation becomes the identity
-        theirs = EasyMatching(nn.Sequential(ours.net.features, nn.Flatten()),
-                              feature_dimension=dim, support_encoder=Zeros(2 * dim),
-                              query_encoder=ZeroCell())
+        theirs = EasyMatching(
+            nn.Sequential(ours.net.features, nn.Flatten()),
+            feature_dimension=dim,
+            support_encoder=Zeros(2 * dim),
+            query_encoder=ZeroCell(),
+        )
     ep = episode()
     expected = reference(theirs, ep)
     got = ours.predict(ep, training=False)[0]
@@ -113,8 +115,11 @@ def test_relation_networks_need_a_backbone_that_keeps_feature_maps():
         with pytest.raises(ConfigError) as err:
             RelationNetworks.check_backbone(backbone, name)
         assert (err.value.key, err.value.value, err.value.allowed) == (
-            "backbone", name, "Relation Networks compare feature maps: they need a "
-            "convolutional backbone (conv4, resnet12, wrn, resnet18)")
+            "backbone",
+            name,
+            "Relation Networks compare feature maps: they need a "
+            "convolutional backbone (conv4, resnet12, wrn, resnet18)",
+        )
 
 
 def test_relation_networks_need_a_positive_hidden_width():

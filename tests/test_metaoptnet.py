@@ -35,12 +35,17 @@ class Fixed(torch.nn.Module):
 def test_ridge_head_equals_sklearn_ridge(lam, shots):
     support, labels, query = features(shots=shots, dim=8)
     ridge = Ridge(alpha=lam, fit_intercept=False).fit(support.numpy(), np.eye(WAYS)[labels])
-    np.testing.assert_allclose(ridge_weights(support, labels, WAYS, lam).numpy(),
-                               ridge.coef_.T, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        ridge_weights(support, labels, WAYS, lam).numpy(), ridge.coef_.T, rtol=1e-9, atol=1e-12
+    )
     head = R2D2(lambda out_dim: Fixed(), lam=lam, scale=2.0, optimizer=None).double()
     # (lambda is stored as a float32 log before .double(): ~1e-8 relative)
-    np.testing.assert_allclose(head.classify(support, labels, query, WAYS).detach().numpy(),
-                               2.0 * query.numpy() @ ridge.coef_.T, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        head.classify(support, labels, query, WAYS).detach().numpy(),
+        2.0 * query.numpy() @ ridge.coef_.T,
+        rtol=1e-6,
+        atol=1e-9,
+    )
 
 
 def test_ridge_head_gradient_matches_finite_differences():
@@ -49,20 +54,27 @@ def test_ridge_head_gradient_matches_finite_differences():
     for t in (support, query, lam):
         t.requires_grad_()
     assert torch.autograd.gradcheck(
-        lambda s, q, lam: q @ ridge_weights(s, labels, WAYS, lam), (support, query, lam))
+        lambda s, q, lam: q @ ridge_weights(s, labels, WAYS, lam), (support, query, lam)
+    )
 
 
 @pytest.mark.parametrize("c", [0.1, 1.0])
 def test_svm_head_equals_sklearn_crammer_singer_svm(c):
     support, labels, query = features()
-    svm = LinearSVC(C=c, multi_class="crammer_singer", fit_intercept=False, tol=1e-12,
-                    max_iter=1_000_000).fit(support.numpy(), labels.numpy())
+    svm = LinearSVC(
+        C=c, multi_class="crammer_singer", fit_intercept=False, tol=1e-12, max_iter=1_000_000
+    ).fit(support.numpy(), labels.numpy())
     alpha = svm_dual(support, labels, WAYS, c, dual_ridge=0.0, max_iter=50)
     np.testing.assert_allclose((alpha.T @ support).numpy(), svm.coef_, rtol=1e-6, atol=1e-8)
-    head = MetaOptNet(lambda out_dim: Fixed(), c=c, dual_ridge=0.0, max_iter=50,
-                      optimizer=None).double()
-    np.testing.assert_allclose(head.classify(support, labels, query, WAYS).detach().numpy(),
-                               query.numpy() @ svm.coef_.T, rtol=1e-6, atol=1e-8)
+    head = MetaOptNet(
+        lambda out_dim: Fixed(), c=c, dual_ridge=0.0, max_iter=50, optimizer=None
+    ).double()
+    np.testing.assert_allclose(
+        head.classify(support, labels, query, WAYS).detach().numpy(),
+        query.numpy() @ svm.coef_.T,
+        rtol=1e-6,
+        atol=1e-8,
+    )
 
 
 @pytest.mark.parametrize("dual_ridge", [0.0, 1.0])
@@ -86,14 +98,20 @@ def test_svm_head_gradient_matches_finite_differences(dual_ridge, shots):
         vs = torch.randn(s.shape, generator=g, dtype=s.dtype)
         vq = torch.randn(q.shape, generator=g, dtype=q.dtype)
         with torch.no_grad():
-            numeric = (loss(support + eps * vs, query + eps * vq)
-                       - loss(support - eps * vs, query - eps * vq)) / (2 * eps)
+            numeric = (
+                loss(support + eps * vs, query + eps * vq)
+                - loss(support - eps * vs, query - eps * vq)
+            ) / (2 * eps)
         analytic = (grad_s * vs).sum() + (grad_q * vq).sum()
         assert analytic.item() == pytest.approx(numeric.item(), rel=1e-4)
 
 
 def test_bad_head_settings_are_config_errors():
-    for cls, key, value in ((R2D2, "lam", 0.0), (MetaOptNet, "c", -1.0),
-                            (MetaOptNet, "dual_ridge", -1.0), (MetaOptNet, "max_iter", 0)):
+    for cls, key, value in (
+        (R2D2, "lam", 0.0),
+        (MetaOptNet, "c", -1.0),
+        (MetaOptNet, "dual_ridge", -1.0),
+        (MetaOptNet, "max_iter", 0),
+    ):
         with pytest.raises(ConfigError, match=f"algorithm.{key}="):
             cls(lambda out_dim: Fixed(), optimizer=None, **{key: value})

@@ -39,19 +39,37 @@ def test_two_processes_equal_one(tmp_path, algorithm):
 # 28x28 (glyphs, omniglot) and 84x84 (mini_imagenet, tiered_imagenet, cub); the other
 # backbones (small) at 28x28
 SHAPES = {"glyphs": [], "mini_imagenet": ["dataset.root=/nonexistent"]}
-BACKBONES = {"conv4": ["backbone.hidden=8"], "resnet12": ["backbone.channels=[8,8,8,8]"],
-             "wrn": ["backbone.depth=10", "backbone.widen=1"], "resnet18": [],
-             "timm": ["backbone.model=test_resnet"]}
+BACKBONES = {
+    "conv4": ["backbone.hidden=8"],
+    "resnet12": ["backbone.channels=[8,8,8,8]"],
+    "wrn": ["backbone.depth=10", "backbone.widen=1"],
+    "resnet18": [],
+    "timm": ["backbone.model=test_resnet"],
+}
 # (timm's pooled vectors are no feature maps for Relation Networks: a config error, below)
-COMBINATIONS = [(a, b, d) for a in METHODS for b in BACKBONES for d in SHAPES
-                if (b in ("conv4", "resnet12") or d == "glyphs") and (a, b) != ("relation", "timm")]
+COMBINATIONS = [
+    (a, b, d)
+    for a in METHODS
+    for b in BACKBONES
+    for d in SHAPES
+    if (b in ("conv4", "resnet12") or d == "glyphs") and (a, b) != ("relation", "timm")
+]
 
 
 @pytest.mark.parametrize("algorithm, backbone, dataset", COMBINATIONS)
-def test_every_method_runs_on_every_backbone_and_image_size(algorithm, backbone, dataset,
-                                                            one_thread):
-    cfg = compose([f"algorithm={algorithm}", f"backbone={backbone}", f"dataset={dataset}",
-                         *SHAPES[dataset], *BACKBONES[backbone], "dataset.ways=3"])
+def test_every_method_runs_on_every_backbone_and_image_size(
+    algorithm, backbone, dataset, one_thread
+):
+    cfg = compose(
+        [
+            f"algorithm={algorithm}",
+            f"backbone={backbone}",
+            f"dataset={dataset}",
+            *SHAPES[dataset],
+            *BACKBONES[backbone],
+            "dataset.ways=3",
+        ]
+    )
     check_config(cfg)
     model = build_model(cfg)
     shape = input_shape(cfg.dataset)
@@ -66,19 +84,34 @@ def test_every_method_runs_on_every_backbone_and_image_size(algorithm, backbone,
     assert all(p.grad is not None for p in model.net.features.parameters())
 
 
-@pytest.mark.parametrize("overrides, key, allowed", [
-    (["algorithm=r2d2", "dataset=sinusoid", "backbone=mlp"], "algorithm=r2d2",
-     "classification tasks only"),
-    (["algorithm=metaoptnet", "dataset=sinusoid", "backbone=mlp"], "algorithm=metaoptnet",
-     "classification tasks only"),
-    (["algorithm=matching", "dataset=sinusoid", "backbone=mlp"], "algorithm=matching",
-     "classification tasks only"),
-    (["algorithm=relation", "backbone=mlp"], "backbone=mlp", "need a convolutional backbone"),
-    (["algorithm=relation", "backbone=timm"], "backbone=timm", "need a convolutional backbone"),
-    # every backbone a config can build is a metalab Backbone (features + a linear head)
-    (["algorithm=anil", "backbone._target_=torch.nn.Identity"],
-     "backbone._target_=torch.nn.Identity", "not allowed"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, allowed",
+    [
+        (
+            ["algorithm=r2d2", "dataset=sinusoid", "backbone=mlp"],
+            "algorithm=r2d2",
+            "classification tasks only",
+        ),
+        (
+            ["algorithm=metaoptnet", "dataset=sinusoid", "backbone=mlp"],
+            "algorithm=metaoptnet",
+            "classification tasks only",
+        ),
+        (
+            ["algorithm=matching", "dataset=sinusoid", "backbone=mlp"],
+            "algorithm=matching",
+            "classification tasks only",
+        ),
+        (["algorithm=relation", "backbone=mlp"], "backbone=mlp", "need a convolutional backbone"),
+        (["algorithm=relation", "backbone=timm"], "backbone=timm", "need a convolutional backbone"),
+        # every backbone a config can build is a metalab Backbone (features + a linear head)
+        (
+            ["algorithm=anil", "backbone._target_=torch.nn.Identity"],
+            "backbone._target_=torch.nn.Identity",
+            "not allowed",
+        ),
+    ],
+)
 def test_bad_combinations_stop_in_check_config(overrides, key, allowed):
     cfg = compose(overrides)
     with pytest.raises(ConfigError, match=allowed) as error:
@@ -87,8 +120,9 @@ def test_bad_combinations_stop_in_check_config(overrides, key, allowed):
 
 
 def test_bad_combination_is_one_line_before_training(tmp_path):
-    proc = train_cli(tmp_path / "run", "algorithm=metaoptnet", "dataset=sinusoid",
-                     "backbone=mlp", "logger=csv")
+    proc = train_cli(
+        tmp_path / "run", "algorithm=metaoptnet", "dataset=sinusoid", "backbone=mlp", "logger=csv"
+    )
     assert proc.returncode == 2
     assert "algorithm=metaoptnet: learns classification tasks only" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "run" / "checkpoints").exists()

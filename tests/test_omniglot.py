@@ -208,8 +208,15 @@ def test_hydra_config_instantiates(cache_dir):
 
     from metalab.data.datamodule import loader_arguments
 
-    cfg = compose(["dataset=omniglot", f"dataset.root={SMALL}", f"dataset.background=[{SMALL1}]",
-                   f"dataset.evaluation=[{SMALL2}]", f"paths.cache_dir={cache_dir}"])
+    cfg = compose(
+        [
+            "dataset=omniglot",
+            f"dataset.root={SMALL}",
+            f"dataset.background=[{SMALL1}]",
+            f"dataset.evaluation=[{SMALL2}]",
+            f"paths.cache_dir={cache_dir}",
+        ]
+    )
     for key in ("name", "task", "channels", "image_size", "ways", "shots", "queries", "load"):
         assert key in cfg.dataset
     ds = instantiate(cfg.dataset.load, **loader_arguments(cfg.dataset))

@@ -38,11 +38,12 @@ PAPER = {
         "dataset.ways": ("MAML, Omniglot 5-way 1-shot", "5"),
         "dataset.shots": ("the code samples 1 support + 1 query image per class", "1"),
         "dataset.queries": ("the code samples 1 support + 1 query image per class", "1"),
-        "dataset.rotations": ("classes augmented with rotations by multiples of 90 degrees",
-                              True),
+        "dataset.rotations": ("classes augmented with rotations by multiples of 90 degrees", True),
         "dataset.split": ("that is split=classes", "classes"),
-        "algorithm.inner_lr": ("5-way models trained with 1 gradient step of size alpha = 0.4",
-                               "0.4"),
+        "algorithm.inner_lr": (
+            "5-way models trained with 1 gradient step of size alpha = 0.4",
+            "0.4",
+        ),
         "algorithm.inner_steps": ("5-way models trained with 1 gradient step", "1"),
         "algorithm.eval_inner_steps": ("evaluated with 3 gradient steps of the same size", "3"),
         "algorithm.meta_batch": ("a meta-batch of 32 tasks", "32"),
@@ -77,8 +78,10 @@ PAPER = {
         "dataset.ways": ("MAML, mini-ImageNet 5-way 1-shot", "5"),
         "dataset.shots": ("MAML, mini-ImageNet 5-way 1-shot", "1"),
         "dataset.queries": ("the code tests 600 tasks with 1 query per class", "1"),
-        "dataset.train_queries": ("15 examples per class were used for evaluating the "
-                                  "post-update meta-gradient", "15"),
+        "dataset.train_queries": (
+            "15 examples per class were used for evaluating the post-update meta-gradient",
+            "15",
+        ),
         "dataset.augment": ("No data augmentation in the paper", None),
         "algorithm.inner_lr": ("trained using 5 gradient steps of size alpha = 0.01", "0.01"),
         "algorithm.inner_steps": ("trained using 5 gradient steps", "5"),
@@ -106,8 +109,10 @@ PAPER = {
         "algorithm.eval_inner_steps": ("--eval-iters 50", "50"),
         "algorithm.meta_batch": ("--meta-batch 5", "5"),
         "algorithm.optimizer.lr": ("--meta-step 1", "1"),
-        "algorithm.scheduler.start_factor": ("outer step size eps = 1.0 annealed linearly to 0",
-                                             1.0),
+        "algorithm.scheduler.start_factor": (
+            "outer step size eps = 1.0 annealed linearly to 0",
+            1.0,
+        ),
         "algorithm.scheduler.end_factor": ("--meta-step-final 0", "0"),
         "backbone.hidden": ("4 x (3x3 conv, 64 filters, stride 2, batch norm, ReLU)", "64"),
         "backbone.max_pool": ("4 x (3x3 conv, 64 filters, stride 2, batch norm, ReLU)", False),
@@ -126,8 +131,10 @@ PAPER = {
         "dataset.rotations": ("augmented with rotations in multiples of 90 degrees", True),
         "algorithm.meta_batch": ("one episode per step", "one"),
         "algorithm.optimizer.lr": ("initial learning rate of 10^-3", "10^-3"),
-        "algorithm.scheduler.step_size": ("cut the learning rate in half every 2000 episodes",
-                                          "2000"),
+        "algorithm.scheduler.step_size": (
+            "cut the learning rate in half every 2000 episodes",
+            "2000",
+        ),
         "algorithm.scheduler.gamma": ("cut the learning rate in half", "half"),
         "backbone.hidden": ("four blocks of 3x3 conv with 64 filters", "64"),
         "backbone.max_pool": ("2x2 max-pool", True),
@@ -159,8 +166,7 @@ PAPER = {
         "dataset.rotations": ("rotations as extra classes", True),
         "algorithm.inner_lr": ("5 inner SGD steps of size 0.1", "0.1"),
         "algorithm.inner_steps": ("5 inner SGD steps of size 0.1 at training and test", "5"),
-        "algorithm.eval_inner_steps": ("5 inner SGD steps of size 0.1 at training and test",
-                                       "5"),
+        "algorithm.eval_inner_steps": ("5 inner SGD steps of size 0.1 at training and test", "5"),
         "algorithm.meta_batch": ("meta-batch 16", "16"),
         "algorithm.first_order": ("MAML's networks and hyperparameters", False),
         "algorithm.optimizer.lr": ("Adam 1e-3 for the outer loop", 1e-3),
@@ -172,10 +178,11 @@ PAPER = {
     "metaoptnet_mini_imagenet_5w1s": {
         "dataset.name": ("MetaOptNet-SVM, mini-ImageNet 5-way 1-shot", "mini_imagenet"),
         "algorithm.name": ("MetaOptNet-SVM, mini-ImageNet 5-way 1-shot", "metaoptnet"),
-        "backbone.name": ("ResNet-12 embedding (64-160-320-640 filters, DropBlock)",
-                          "resnet12"),
-        "backbone.channels": ("ResNet-12 embedding (64-160-320-640 filters, DropBlock)",
-                              [64, 160, 320, 640]),
+        "backbone.name": ("ResNet-12 embedding (64-160-320-640 filters, DropBlock)", "resnet12"),
+        "backbone.channels": (
+            "ResNet-12 embedding (64-160-320-640 filters, DropBlock)",
+            [64, 160, 320, 640],
+        ),
         "dataset.ways": ("MetaOptNet-SVM, mini-ImageNet 5-way 1-shot", "5"),
         "dataset.shots": ("MetaOptNet-SVM, mini-ImageNet 5-way 1-shot", 1),
         "dataset.queries": ("on 1,000 test episodes with 15 queries per class", "15"),
@@ -197,8 +204,10 @@ PAPER = {
         "dataset.name": ("mini-ImageNet 5-way 1-shot", "mini_imagenet"),
         "algorithm.name": ("R2-D2's ridge-regression head on ResNet-12", "r2d2"),
         "backbone.name": ("R2-D2's ridge-regression head on ResNet-12", "resnet12"),
-        "backbone.channels": ("trained as their SVM (see metaoptnet_mini_imagenet_5w1s",
-                              [64, 160, 320, 640]),
+        "backbone.channels": (
+            "trained as their SVM (see metaoptnet_mini_imagenet_5w1s",
+            [64, 160, 320, 640],
+        ),
         "dataset.ways": ("15-shot 6-query 5-way episodes", "5"),
         "dataset.shots": ("mini-ImageNet 5-way 1-shot", 1),
         "dataset.train_shots": ("15-shot 6-query 5-way episodes", "15"),
@@ -249,8 +258,10 @@ PAPER = {
         "dataset.shots": ("42.11 % (5-way 1-shot)", 1),
         "algorithm.classifier": ("a linear classifier of all base classes", "linear"),
         "algorithm.eval_head": ("fits a new linear classifier to the support features", "linear"),
-        "algorithm.optimizer._target_": ("Adam with its default learning rate 1e-3",
-                                         "torch.optim.Adam"),
+        "algorithm.optimizer._target_": (
+            "Adam with its default learning rate 1e-3",
+            "torch.optim.Adam",
+        ),
         "algorithm.optimizer.lr": ("Adam with its default learning rate 1e-3", 1e-3),
         "algorithm.batch_size": ("batches of 16 images", "16"),
         "algorithm.finetune_lr": ("SGD lr 0.01", "0.01"),
@@ -266,8 +277,10 @@ PAPER = {
         "dataset.ways": ("48.24 % (5-way 1-shot)", "5"),
         "dataset.shots": ("48.24 % (5-way 1-shot)", 1),
         "algorithm.classifier": ("with cosine-similarity classifiers in training", "cosine"),
-        "algorithm.eval_head": ("cosine-similarity classifiers in training and in each test "
-                                "episode", "cosine"),
+        "algorithm.eval_head": (
+            "cosine-similarity classifiers in training and in each test episode",
+            "cosine",
+        ),
         "algorithm.scale": ("the code scales the cosine by 2", "2"),
         "algorithm.finetune_scale": ("the code scales the cosine by 2", "2"),
         "algorithm.batch_size": ("Baseline's training (see baseline_mini_imagenet_5w1s)", 16),
@@ -289,8 +302,10 @@ PAPER = {
         "algorithm.optimizer.momentum": ("momentum 0.9", "0.9"),
         "algorithm.optimizer.weight_decay": ("weight decay 5e-4", 5e-4),
         "algorithm.batch_size": ("batch size 64", "64"),
-        "algorithm.scheduler.milestones": ("the learning rate times 0.1 at epochs 60 and 80",
-                                           [36000, 48000]),
+        "algorithm.scheduler.milestones": (
+            "the learning rate times 0.1 at epochs 60 and 80",
+            [36000, 48000],
+        ),
         "algorithm.scheduler.gamma": ("the learning rate times 0.1", "0.1"),
         "algorithm.kd_temperature": ("distillation: temperature 4", "4"),
         "algorithm.kd_weight": ("0.5 * cross-entropy + 0.5 * KL", 0.5),
@@ -343,8 +358,15 @@ def comments(name: str) -> str:
 
 
 # A few steps, a few fixed episodes: the presets' budgets shrunk for the default suite.
-BUDGET = [*TINY, "steps=2", "val_every=2", "val_episodes=2", "test_episodes=4", "eval_batch=2",
-          "logger=csv"]
+BUDGET = [
+    *TINY,
+    "steps=2",
+    "val_every=2",
+    "val_episodes=2",
+    "test_episodes=4",
+    "eval_batch=2",
+    "logger=csv",
+]
 
 
 def composed(name: str, overrides=()) -> dict:
@@ -376,7 +398,9 @@ def test_preset_is_a_global_diff_that_cites_its_source(name):
     # group choices as `override /group: option`, or another preset it extends
     assert defaults and all(
         (isinstance(d, dict) and all(k.startswith("override /") for k in d))
-        or d in (*PRESETS, "_self_") for d in defaults), defaults
+        or d in (*PRESETS, "_self_")
+        for d in defaults
+    ), defaults
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -410,16 +434,22 @@ def local_data(cfg: dict, root: Path) -> list[str]:
     elif dataset == "mini_imagenet":  # 5 classes of 4 images per split: 1 shot + 3 queries
         if not (root / "mini").is_dir():
             write_mini(root / "mini")
-        data = ["dataset=mini_imagenet", f"dataset.root={root / 'mini'}",
-                f"paths.cache_dir={root / 'cache'}", "dataset.queries=1", "dataset.train_queries=3",
-                "dataset.train_shots=1"]
+        data = [
+            "dataset=mini_imagenet",
+            f"dataset.root={root / 'mini'}",
+            f"paths.cache_dir={root / 'cache'}",
+            "dataset.queries=1",
+            "dataset.train_queries=3",
+            "dataset.train_shots=1",
+        ]
     elif dataset == "sinusoid":
         data = []
     else:
         raise AssertionError(f"dataset={dataset}: no local data for it here; add it")
-    small = {"conv4": ["backbone.hidden=8"],
-             "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
-             }.get(cfg["backbone"]["name"], [])
+    small = {
+        "conv4": ["backbone.hidden=8"],
+        "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
+    }.get(cfg["backbone"]["name"], [])
     if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold (++: the
         small.append("++algorithm.batch_size=4")  # multirun checks it on the default algorithm)
     if cfg["algorithm"].get("needs_init"):  # Meta-Baseline: a pretrained backbone of that size
@@ -458,16 +488,23 @@ def preset_runs(tmp_path_factory) -> dict[str, tuple]:
     runs = {}
     for i, (overrides, names) in enumerate(groups.items()):
         sweep = root / f"group{i}"
-        proc = run_cli("run.train", "-m", f"experiment={','.join(names)}", *overrides, *BUDGET,
-                       f"hydra.sweep.dir={sweep}",
-                       "hydra.sweep.subdir=${hydra.runtime.choices.experiment}",
-                       env={"OMP_NUM_THREADS": "1"})
+        proc = run_cli(
+            "run.train",
+            "-m",
+            f"experiment={','.join(names)}",
+            *overrides,
+            *BUDGET,
+            f"hydra.sweep.dir={sweep}",
+            "hydra.sweep.subdir=${hydra.runtime.choices.experiment}",
+            env={"OMP_NUM_THREADS": "1"},
+        )
         runs.update({name: (proc, sweep / name, list(overrides)) for name in names})
     return runs
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=needs_omniglot) if "omniglot" in n else n for n in PRESETS])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=needs_omniglot) if "omniglot" in n else n for n in PRESETS]
+)
 def test_preset_runs_a_few_steps_on_local_data(name, preset_runs):
     proc, run_dir, overrides = preset_runs[name]
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -48,8 +48,7 @@ def test_logistic_head_equals_scikit_learn(seed, c):
     zs, zq = F.normalize(zs, dim=-1), F.normalize(zq, dim=-1)  # RFS's features
     ref = LogisticRegression(C=c, tol=1e-12, max_iter=10_000).fit(zs.numpy(), ys.numpy())
     logits = episode_logits("logistic", zs, ys, zq, 5, c=c)
-    np.testing.assert_allclose(logits.softmax(-1).numpy(), ref.predict_proba(zq.numpy()),
-                               atol=1e-5)
+    np.testing.assert_allclose(logits.softmax(-1).numpy(), ref.predict_proba(zq.numpy()), atol=1e-5)
     w, b = fit_logistic(zs, ys, 5, c)  # softmax is shift-invariant: compare centred weights
     np.testing.assert_allclose((w - w.mean(0)).numpy(), ref.coef_ - ref.coef_.mean(0), atol=1e-4)
 
@@ -64,17 +63,22 @@ def test_linear_head_reaches_the_minimum_scipy_finds():
     x, y = zs.numpy(), ys.numpy()
 
     def objective(theta):
-        w, b = theta[:ways * dim].reshape(ways, dim), theta[ways * dim:]
+        w, b = theta[: ways * dim].reshape(ways, dim), theta[ways * dim :]
         logits = x @ w.T + b
         logits -= logits.max(1, keepdims=True)
         p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-        loss = -np.log(p[np.arange(n), y]).mean() + wd / 2 * (theta ** 2).sum()
+        loss = -np.log(p[np.arange(n), y]).mean() + wd / 2 * (theta**2).sum()
         p[np.arange(n), y] -= 1
         grad = np.concatenate([(p.T @ x / n).ravel(), p.mean(0)]) + wd * theta
         return loss, grad
 
-    ref = minimize(objective, np.zeros(ways * (dim + 1)), jac=True, method="L-BFGS-B",
-                   options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000}).x
+    ref = minimize(
+        objective,
+        np.zeros(ways * (dim + 1)),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000},
+    ).x
     w, b = fit_sgd(zs, ys, ways, cosine=False, steps=4000, lr=0.5, weight_decay=wd, scale=1)
     np.testing.assert_allclose(torch.cat([w.ravel(), b]).numpy(), ref, atol=1e-5)
 
@@ -84,9 +88,12 @@ def test_cosine_classifier_is_scaled_cosine_similarity():
 
     head = CosineClassifier(6, 4, scale=3.0)
     z = torch.randn(5, 6)
-    np.testing.assert_allclose(head(z).detach().numpy(),
-                               3.0 * cosine_similarity(z.numpy(), head.weight.detach().numpy()),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        head(z).detach().numpy(),
+        3.0 * cosine_similarity(z.numpy(), head.weight.detach().numpy()),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_meta_baseline_scores_queries_by_cosine_to_the_class_means():
@@ -101,11 +108,13 @@ def test_meta_baseline_scores_queries_by_cosine_to_the_class_means():
     sx, qx = torch.randn(1, 6, 1, 28, 28, generator=g), torch.randn(1, 4, 1, 28, 28, generator=g)
     sy = torch.tensor([[0, 1, 2, 0, 1, 2]])
     logits = model.predict(Episodes(sx, sy, qx, torch.zeros(1, 4, dtype=torch.long)), True)
-    zs, zq = (z.detach().numpy() for z in model.net.embed(torch.cat([sx[0], qx[0]])).split(
-        [6, 4]))  # transductive: support and queries share one batch
+    zs, zq = (
+        z.detach().numpy() for z in model.net.embed(torch.cat([sx[0], qx[0]])).split([6, 4])
+    )  # transductive: support and queries share one batch
     means = np.stack([zs[sy[0].numpy() == c].mean(0) for c in range(3)])
-    np.testing.assert_allclose(logits[0].detach().numpy(),
-                               10.0 * cosine_similarity(zq, means), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        logits[0].detach().numpy(), 10.0 * cosine_similarity(zq, means), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_distillation_term_is_scipy_kl_divergence():
@@ -165,27 +174,54 @@ def test_init_from_copies_the_backbone_and_keeps_a_new_head(tmp_path, one_thread
     assert model.net.head.weight.shape[0] == 5  # MAML's own head, not the pretraining one
 
 
-@pytest.mark.parametrize("overrides, key, allowed", [
-    (["algorithm=baseline", "dataset=sinusoid", "backbone=mlp"], "algorithm=baseline",
-     "classification tasks only"),
-    (["algorithm=rfs", "dataset=clinc150", "backbone=text_cnn"], "algorithm=rfs",
-     "image datasets only"),
-    (["algorithm=baseline", "algorithm.batch_size=10", "algorithm.meta_batch=4"],
-     "algorithm.batch_size=10", "equal batch-norm groups"),
-    (["algorithm=baseline", "algorithm.batch_size=0"], "algorithm.batch_size=0",
-     "must be a positive integer"),
-    (["algorithm=baseline", "algorithm.eval_head=svm"], "algorithm.eval_head=svm", "allowed"),
-    (["algorithm=meta_baseline"], "init_from=None", "trains from a pretrained backbone"),
-    (["algorithm=meta_baseline", "init_from=/nonexistent/run"], "init_from=/nonexistent/run",
-     "no such run folder or checkpoint file"),
-    (["algorithm=protonet", "init_from={tmp}"], "init_from={tmp}", "without checkpoints"),
-    (["algorithm=protonet", "init_from={tmp}/wide.ckpt"], "init_from={tmp}/wide.ckpt",
-     "a run of another backbone or size"),
-    (["algorithm=protonet", "backbone=resnet12", "init_from={tmp}/wide.ckpt"],
-     "init_from={tmp}/wide.ckpt", "not a run of this backbone"),
-    (["algorithm=rfs", "algorithm.teacher={tmp}/proto.ckpt"],
-     "algorithm.teacher={tmp}/proto.ckpt", "not a pretraining run"),
-])
+@pytest.mark.parametrize(
+    "overrides, key, allowed",
+    [
+        (
+            ["algorithm=baseline", "dataset=sinusoid", "backbone=mlp"],
+            "algorithm=baseline",
+            "classification tasks only",
+        ),
+        (
+            ["algorithm=rfs", "dataset=clinc150", "backbone=text_cnn"],
+            "algorithm=rfs",
+            "image datasets only",
+        ),
+        (
+            ["algorithm=baseline", "algorithm.batch_size=10", "algorithm.meta_batch=4"],
+            "algorithm.batch_size=10",
+            "equal batch-norm groups",
+        ),
+        (
+            ["algorithm=baseline", "algorithm.batch_size=0"],
+            "algorithm.batch_size=0",
+            "must be a positive integer",
+        ),
+        (["algorithm=baseline", "algorithm.eval_head=svm"], "algorithm.eval_head=svm", "allowed"),
+        (["algorithm=meta_baseline"], "init_from=None", "trains from a pretrained backbone"),
+        (
+            ["algorithm=meta_baseline", "init_from=/nonexistent/run"],
+            "init_from=/nonexistent/run",
+            "no such run folder or checkpoint file",
+        ),
+        (["algorithm=protonet", "init_from={tmp}"], "init_from={tmp}", "without checkpoints"),
+        (
+            ["algorithm=protonet", "init_from={tmp}/wide.ckpt"],
+            "init_from={tmp}/wide.ckpt",
+            "a run of another backbone or size",
+        ),
+        (
+            ["algorithm=protonet", "backbone=resnet12", "init_from={tmp}/wide.ckpt"],
+            "init_from={tmp}/wide.ckpt",
+            "not a run of this backbone",
+        ),
+        (
+            ["algorithm=rfs", "algorithm.teacher={tmp}/proto.ckpt"],
+            "algorithm.teacher={tmp}/proto.ckpt",
+            "not a pretraining run",
+        ),
+    ],
+)
 def test_bad_settings_stop_in_check_config(tmp_path, overrides, key, allowed):
     save_run(tmp_path / "wide.ckpt", ["algorithm=baseline", "backbone.hidden=16"])
     save_run(tmp_path / "proto.ckpt", ["algorithm=protonet"])
@@ -209,13 +245,23 @@ def test_pretrain_then_meta_baseline_from_it(tmp_path):
     fitted with logistic regression), then Meta-Baseline from its folder; a missing init_from
     is one line, before any training."""
     budget = [*TINY, "backbone.hidden=16", "logger=csv"]
-    proc = train_cli(tmp_path / "rfs", "algorithm=rfs", "algorithm.batch_size=32", *budget,
-                     env={"OMP_NUM_THREADS": "1"})
+    proc = train_cli(
+        tmp_path / "rfs",
+        "algorithm=rfs",
+        "algorithm.batch_size=32",
+        *budget,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = assert_results_are_the_episode_means(tmp_path / "rfs")
     assert results["test/acc"] > 0.4 and results["perf/images_per_sec"] > 0  # 5-way: 0.2 chance
-    proc = train_cli(tmp_path / "mb", "algorithm=meta_baseline", f"init_from={tmp_path / 'rfs'}",
-                     *budget, env={"OMP_NUM_THREADS": "1"})
+    proc = train_cli(
+        tmp_path / "mb",
+        "algorithm=meta_baseline",
+        f"init_from={tmp_path / 'rfs'}",
+        *budget,
+        env={"OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert read_results(tmp_path / "mb").keys() >= {"test/acc", "test/acc_ci95", "val/acc_best"}
     proc = train_cli(tmp_path / "bad", "algorithm=meta_baseline", "init_from=/nope", *budget)
@@ -228,24 +274,46 @@ def test_pretrain_then_meta_baseline_from_it(tmp_path):
 def test_two_processes_equal_one(tmp_path, algorithm):
     """Each rank takes its half of every global batch, normalised in the same 4 groups, and
     augments each sample with its own generator."""
-    one_and_two_processes_agree(tmp_path, algorithm, [
-        "backbone.hidden=16", "algorithm.batch_size=16", "+dataset.augment.flip=true",
-        "+dataset.augment.crop_padding=2", *SGD])
+    one_and_two_processes_agree(
+        tmp_path,
+        algorithm,
+        [
+            "backbone.hidden=16",
+            "algorithm.batch_size=16",
+            "+dataset.augment.flip=true",
+            "+dataset.augment.crop_padding=2",
+            *SGD,
+        ],
+    )
 
 
 @pytest.mark.slow  # three training runs: ~40 s on a quiet 2-core machine
 def test_resumed_pretraining_equals_uninterrupted(tmp_path):
     """A run continued from its checkpoint at step 3 draws the batches it would have drawn
     (the order is a function of the step) and ends with the uninterrupted run's weights."""
-    args = ["algorithm=baseline", "backbone.hidden=8", "algorithm.batch_size=16", "val_every=3",
-            "val_episodes=2", "test_episodes=2", "eval_batch=2", "logger=csv",
-            "+dataset.augment.flip=true", *SGD]
-    for run_dir, steps in ((tmp_path / "whole", 6), (tmp_path / "resumed", 3),
-                           (tmp_path / "resumed", 6)):
+    args = [
+        "algorithm=baseline",
+        "backbone.hidden=8",
+        "algorithm.batch_size=16",
+        "val_every=3",
+        "val_episodes=2",
+        "test_episodes=2",
+        "eval_batch=2",
+        "logger=csv",
+        "+dataset.augment.flip=true",
+        *SGD,
+    ]
+    for run_dir, steps in (
+        (tmp_path / "whole", 6),
+        (tmp_path / "resumed", 3),
+        (tmp_path / "resumed", 6),
+    ):
         proc = train_cli(run_dir, *args, f"steps={steps}", env={"OMP_NUM_THREADS": "1"})
         assert proc.returncode == 0, proc.stderr[-3000:]
-    whole, resumed = (torch.load(tmp_path / name / "checkpoints" / "last.ckpt",
-                                 weights_only=False) for name in ("whole", "resumed"))
+    whole, resumed = (
+        torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)
+        for name in ("whole", "resumed")
+    )
     assert whole["global_step"] == resumed["global_step"] == 6
     for key, value in whole["state_dict"].items():
         assert torch.allclose(value, resumed["state_dict"][key], atol=1e-6), key

@@ -48,8 +48,9 @@ INDUCTIVE = ["support", "support_plus_query"]
 def model_for(name: str, *overrides: str):
     """A freshly initialised model in float64 (so "unchanged" can mean ~1e-12)."""
     torch.manual_seed(0)
-    cfg = compose([*MODELS[name], *SMALL_NET, f"dataset.ways={WAYS}",
-                         f"dataset.shots={SHOTS}", *overrides])
+    cfg = compose(
+        [*MODELS[name], *SMALL_NET, f"dataset.ways={WAYS}", f"dataset.shots={SHOTS}", *overrides]
+    )
     return build_model(cfg).double()
 
 
@@ -92,9 +93,12 @@ def test_engines_agree_under_each_inductive_mode(one_thread):
     """MAML's loop and vmap engines against the learn2learn reference, per inductive mode."""
     eps = episodes(1)
     for stats in INDUCTIVE:
-        logits = {engine: query_logits(model_for(f"maml-{engine}", "protocol=inductive",
-                                                 f"inductive_stats={stats}"), eps)
-                  for engine in ("loop", "vmap", "learn2learn")}
+        logits = {
+            engine: query_logits(
+                model_for(f"maml-{engine}", "protocol=inductive", f"inductive_stats={stats}"), eps
+            )
+            for engine in ("loop", "vmap", "learn2learn")
+        }
         for engine in ("loop", "vmap"):
             assert torch.allclose(logits[engine], logits["learn2learn"], atol=1e-9), engine
 
@@ -109,18 +113,23 @@ def support_statistics_reference(net, support, query) -> torch.Tensor:
     torch's running-statistics (eval-mode) batch norm holding those statistics."""
     stats, hooks = {}, []
     for bn in batch_norms(net):
+
         def record(module, args):
             x = args[0]
             stats[module] = (x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False))
+
         hooks.append(bn.register_forward_pre_hook(record))
     net.embed(support)
     for hook in hooks:
         hook.remove()
     for bn in batch_norms(net):
+
         def fixed(module, args, out):
             mean, var = stats[module]
-            return F.batch_norm(args[0], mean, var, module.weight, module.bias, False, 0.0,
-                                module.eps)
+            return F.batch_norm(
+                args[0], mean, var, module.weight, module.bias, False, 0.0, module.eps
+            )
+
         bn.register_forward_hook(fixed)
     return net.embed(query)
 
@@ -137,7 +146,7 @@ def test_inductive_batch_norm_matches_independent_constructions():
     # Reptile's code: each query classified in one batch with the support set
     zs, zq = Protocol("inductive", "support_plus_query").embed(net.embed, s, q)
     for j in range(len(q)):
-        alone = net.embed(torch.cat([s, q[j: j + 1]]))
+        alone = net.embed(torch.cat([s, q[j : j + 1]]))
         assert torch.allclose(zq[j], alone[-1], atol=1e-10)
         assert torch.allclose(zs[j], alone[:-1], atol=1e-10)
 
@@ -154,13 +163,18 @@ def test_bad_protocol_stops_train_in_one_line(tmp_path):
     proc = train_cli(tmp_path, "protocol=inductve")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "metalab-train: error: protocol=inductve: allowed: transductive, inductive"]
+        "metalab-train: error: protocol=inductve: allowed: transductive, inductive"
+    ]
     assert not (tmp_path / "config.yaml").exists()  # stopped before any heavy work
 
 
 # One inductive ProtoNet run on one process (test_ddp's budget), shared by the tests below.
-INDUCTIVE_RUN = ["algorithm=protonet", "algorithm.optimizer._target_=torch.optim.SGD",
-                 "algorithm.optimizer.lr=0.1", "protocol=inductive"]
+INDUCTIVE_RUN = [
+    "algorithm=protonet",
+    "algorithm.optimizer._target_=torch.optim.SGD",
+    "algorithm.optimizer.lr=0.1",
+    "protocol=inductive",
+]
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +213,9 @@ def test_eval_retests_a_checkpoint_under_another_protocol(inductive_run, tmp_pat
 def test_inductive_two_processes_equal_one(inductive_run):
     """No running statistics: the inductive numbers are the same on 1 and 2 DDP processes."""
     run_dir, params, one, one_episodes = inductive_run
-    two_params, two, two_episodes = finish(run_dir.parent / "two", "hardware=ddp_cpu",
-                                           *INDUCTIVE_RUN)
+    two_params, two, two_episodes = finish(
+        run_dir.parent / "two", "hardware=ddp_cpu", *INDUCTIVE_RUN
+    )
     assert max((params[k] - two_params[k]).abs().max().item() for k in params) < 1e-6
     assert two["protocol"] == "inductive"
     assert one["test/acc"] == pytest.approx(two["test/acc"], abs=1e-6)
@@ -208,7 +223,8 @@ def test_inductive_two_processes_equal_one(inductive_run):
     for a, b in zip(one_episodes, two_episodes):  # episode by episode, in order
         assert a.keys() == b.keys() and a["episode"] == b["episode"]
         assert {k: float(v) for k, v in a.items()} == pytest.approx(
-            {k: float(v) for k, v in b.items()}, abs=1e-5)
+            {k: float(v) for k, v in b.items()}, abs=1e-5
+        )
 
 
 # The protocol each paper reports (README "Which protocol do published numbers use?")

@@ -20,22 +20,31 @@ from metalab.compare.records import (
 
 def write_run(folder, acc=0.5, episodes=((0, 0.4, 1.2), (1, 0.6, 0.9))):
     folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(
-        {"seed": 1, "algorithm": {"name": "maml", "optimizer": {"lr": 0.001}}}))
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump({"seed": 1, "algorithm": {"name": "maml", "optimizer": {"lr": 0.001}}})
+    )
     (folder / "results.json").write_text(json.dumps({"test/acc": acc, "test/episodes": 2}))
     with open(folder / "test_episodes.csv", "w", newline="") as f:
         csv.writer(f).writerows([("episode", "acc", "loss"), *episodes])
     with open(folder / "metrics.csv", "w", newline="") as f:
-        csv.writer(f).writerows([
-            ("epoch", "step", "train/loss", "val/acc", "val/acc_ci95", "val/episodes"),
-            (0, 0, 1.5, "", "", ""), (0, 1, 1.25, "", "", ""), (0, 1, "", 0.5, 0.1, 4),
-            (1, "", 9.0, "", "", "")])  # a row without a step is no curve point
+        csv.writer(f).writerows(
+            [
+                ("epoch", "step", "train/loss", "val/acc", "val/acc_ci95", "val/episodes"),
+                (0, 0, 1.5, "", "", ""),
+                (0, 1, 1.25, "", "", ""),
+                (0, 1, "", 0.5, 0.1, 4),
+                (1, "", 9.0, "", "", ""),
+            ]
+        )  # a row without a step is no curve point
     return folder
 
 
 def test_flatten_joins_nested_keys_with_dots():
     assert flatten({"a": {"b": {"c": 1}, "d": [1, 2]}, "e": None}) == {
-        "a.b.c": 1, "a.d": [1, 2], "e": None}
+        "a.b.c": 1,
+        "a.d": [1, 2],
+        "e": None,
+    }
 
 
 def test_load_run_reads_every_file(tmp_path):
@@ -82,17 +91,22 @@ def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
     for job, text in (("1", "Traceback\n  ...\nValueError: bad\n"), ("2", "")):
         (tmp_path / job).mkdir()
         (tmp_path / job / "error.txt").write_text(text)
-    assert scan([str(tmp_path)])[1] == [(tmp_path / "1", "failed: ValueError: bad"),
-                                        (tmp_path / "2", "failed: see error.txt")]
+    assert scan([str(tmp_path)])[1] == [
+        (tmp_path / "1", "failed: ValueError: bad"),
+        (tmp_path / "2", "failed: see error.txt"),
+    ]
 
 
 def test_pruned_and_unfinished_runs_are_named_with_their_reason(tmp_path):
     write_run(tmp_path / "0")
-    for job, name, content in (("1", "pruned.txt", b"val/acc 0.2 at step 4 \xff\n"),
-                               ("2", "pruned.txt", b""),
-                               ("3", "error.txt", b"RuntimeError: bad \xff\n"),
-                               ("4", ".hydra", None), ("5", "train.log", b""),
-                               ("6", "config.yaml", b"seed: 1\n")):
+    for job, name, content in (
+        ("1", "pruned.txt", b"val/acc 0.2 at step 4 \xff\n"),
+        ("2", "pruned.txt", b""),
+        ("3", "error.txt", b"RuntimeError: bad \xff\n"),
+        ("4", ".hydra", None),
+        ("5", "train.log", b""),
+        ("6", "config.yaml", b"seed: 1\n"),
+    ):
         (tmp_path / job).mkdir()
         if content is None:
             (tmp_path / job / name).mkdir()
@@ -103,7 +117,10 @@ def test_pruned_and_unfinished_runs_are_named_with_their_reason(tmp_path):
         (tmp_path / "1", "pruned: val/acc 0.2 at step 4 \ufffd"),
         (tmp_path / "2", "pruned: stopped early by the Optuna pruner"),
         (tmp_path / "3", "failed: RuntimeError: bad \ufffd"),  # undecodable bytes replaced
-        (tmp_path / "4", unfinished), (tmp_path / "5", unfinished), (tmp_path / "6", unfinished)]
+        (tmp_path / "4", unfinished),
+        (tmp_path / "5", unfinished),
+        (tmp_path / "6", unfinished),
+    ]
 
 
 class ApiRun:
@@ -112,14 +129,22 @@ class ApiRun:
     def __init__(self, path=("team", "metalab", "abc123")):
         self.name, self.path = "maml-glyphs-conv4", list(path) if path else None
         self.config = {"_wandb": {"x": 1}, "algorithm": {"name": "maml", "_hidden": 2}}
-        self.summary = {"test/acc": 0.75, "test/episodes": 600, "perf/tasks_per_sec": 3,
-                        "val/acc": 0.7, "test/note": "text", "_step": 9}
+        self.summary = {
+            "test/acc": 0.75,
+            "test/episodes": 600,
+            "perf/tasks_per_sec": 3,
+            "val/acc": 0.7,
+            "test/note": "text",
+            "_step": 9,
+        }
         self.histories = []
 
     def history(self, samples, pandas):
         self.histories.append((samples, pandas))
-        return [{"trainer/global_step": 1, "train/loss": 2.0, "_step": 0},
-                {"trainer/global_step": 4, "val/acc": 0.5, "val/acc_ci95": 0.1}]
+        return [
+            {"trainer/global_step": 1, "train/loss": 2.0, "_step": 0},
+            {"trainer/global_step": 4, "val/acc": 0.5, "val/acc_ci95": 0.1},
+        ]
 
 
 def test_wandb_runs_become_records_without_episodes():
@@ -129,8 +154,7 @@ def test_wandb_runs_become_records_without_episodes():
     record = from_wandb_run(run)
     assert record.name == "maml-glyphs-conv4" and record.source == "team/metalab/abc123"
     assert record.config == {"algorithm.name": "maml", "algorithm._hidden": 2}
-    assert record.results == {"test/acc": 0.75, "test/episodes": 600.0,
-                              "perf/tasks_per_sec": 3.0}
+    assert record.results == {"test/acc": 0.75, "test/episodes": 600.0, "perf/tasks_per_sec": 3.0}
     assert record.curves == {"train/loss": [(1.0, 2.0)], "val/acc": [(4.0, 0.5)]}
     assert record.episodes is None
     assert run.histories == [(100_000, False)]  # the whole history, as plain rows
@@ -153,15 +177,24 @@ def test_wandb_records_ask_for_finished_runs_of_a_group(monkeypatch):
     (record,) = wandb_records("team/metalab", "2026-01-01_12-00-00")
     assert record.results["test/acc"] == 0.75
     wandb_records("team/metalab", None)
-    assert asked == [("team/metalab", {"state": "finished", "group": "2026-01-01_12-00-00"}),
-                     ("team/metalab", {"state": "finished"})]
+    assert asked == [
+        ("team/metalab", {"state": "finished", "group": "2026-01-01_12-00-00"}),
+        ("team/metalab", {"state": "finished"}),
+    ]
 
 
 def test_the_protocol_comes_from_the_config_and_is_no_result(tmp_path):
     run_dir = write_run(tmp_path / "run")
-    (run_dir / "results.json").write_text(json.dumps(
-        {"protocol": "inductive", "test/acc": None, "inductive_stats": "support",
-         "test/episodes": 2}))
+    (run_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "protocol": "inductive",
+                "test/acc": None,
+                "inductive_stats": "support",
+                "test/episodes": 2,
+            }
+        )
+    )
     run = load_run(run_dir, "name")
     assert run.protocol == "transductive"  # config.yaml names it; runs from before: this
     assert list(run.results) == ["test/acc", "test/episodes"]  # null: a non-finite number
@@ -171,25 +204,48 @@ def test_the_protocol_comes_from_the_config_and_is_no_result(tmp_path):
     assert load_run(run_dir, "name").protocol == "inductive_bn"
 
 
-@pytest.mark.parametrize(("file", "text", "message"), [
-    ("config.yaml", "dataset: {name: [glyphs\n",
-     "config.yaml: not valid YAML at line 2 (expected ',' or ']', but got '<stream end>')"),
-    ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys, found list"),
-    ("results.json", '{"test/acc": 0.8', "results.json: not valid JSON (Expecting ',' "
-     "delimiter: line 1 column 17 (char 16))"),
-    ("results.json", "[0.8]", "results.json: expected an object of metrics, found list"),
-    ("results.json", '{"test/acc": "high"}', "results.json: test/acc='high' is not a number"),
-    ("results.json", '{"test/acc": true}', "results.json: test/acc=True is not a number"),
-    ("test_episodes.csv", "episode,acc\n0,0.5\n1,abc\n",
-     "test_episodes.csv: line 3, column acc: 'abc' is not a number"),
-    ("metrics.csv", "step,train/loss\n0,abc\n",
-     "metrics.csv: line 2, column train/loss: 'abc' is not a number"),
-    ("metrics.csv", "step,train/loss\n0,1.5\xff\n", "metrics.csv: not a readable CSV file "
-     "('utf-8' codec can't decode byte 0xff in position 21: invalid start byte)"),
-    # a reader error has no line mark and no problem: the error itself, without a line
-    ("config.yaml", "seed: 1\x07\n", "config.yaml: not valid YAML (unacceptable character "
-     "#x0007: special characters are not allowed\n  in \"<unicode string>\", position 7)"),
-])
+@pytest.mark.parametrize(
+    ("file", "text", "message"),
+    [
+        (
+            "config.yaml",
+            "dataset: {name: [glyphs\n",
+            "config.yaml: not valid YAML at line 2 (expected ',' or ']', but got '<stream end>')",
+        ),
+        ("config.yaml", "- a list\n", "config.yaml: expected a mapping of config keys, found list"),
+        (
+            "results.json",
+            '{"test/acc": 0.8',
+            "results.json: not valid JSON (Expecting ',' delimiter: line 1 column 17 (char 16))",
+        ),
+        ("results.json", "[0.8]", "results.json: expected an object of metrics, found list"),
+        ("results.json", '{"test/acc": "high"}', "results.json: test/acc='high' is not a number"),
+        ("results.json", '{"test/acc": true}', "results.json: test/acc=True is not a number"),
+        (
+            "test_episodes.csv",
+            "episode,acc\n0,0.5\n1,abc\n",
+            "test_episodes.csv: line 3, column acc: 'abc' is not a number",
+        ),
+        (
+            "metrics.csv",
+            "step,train/loss\n0,abc\n",
+            "metrics.csv: line 2, column train/loss: 'abc' is not a number",
+        ),
+        (
+            "metrics.csv",
+            "step,train/loss\n0,1.5\xff\n",
+            "metrics.csv: not a readable CSV file "
+            "('utf-8' codec can't decode byte 0xff in position 21: invalid start byte)",
+        ),
+        # a reader error has no line mark and no problem: the error itself, without a line
+        (
+            "config.yaml",
+            "seed: 1\x07\n",
+            "config.yaml: not valid YAML (unacceptable character "
+            '#x0007: special characters are not allowed\n  in "<unicode string>", position 7)',
+        ),
+    ],
+)
 def test_a_damaged_file_is_named_with_what_is_wrong(tmp_path, file, text, message):
     run_dir = write_run(tmp_path / "run")
     (run_dir / file).write_bytes(text.encode("latin-1"))

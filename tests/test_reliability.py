@@ -41,8 +41,11 @@ def step_of(ckpt: Path) -> int:
 
 
 def snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in folder.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(folder): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in folder.rglob("*")
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +73,9 @@ def _train_in_child(run_dir, extra):  # the target of a forked process
 def kill_after_first_checkpoint(run_dir: Path, *extra: str) -> None:
     """A run in a child process, held at the step after its first checkpoint (tests/holding.py)
     and killed there with SIGKILL."""
-    child = multiprocessing.get_context("fork").Process(target=_train_in_child,
-                                                        args=(run_dir, extra))
+    child = multiprocessing.get_context("fork").Process(
+        target=_train_in_child, args=(run_dir, extra)
+    )
     child.start()
     try:
         wait_until_held(run_dir, child.is_alive)
@@ -98,7 +102,7 @@ def test_sigkill_then_resume_keeps_every_metrics_row_once(tmp_path, one_thread):
     assert [int(r["step"]) for r in after if r["test/acc"]] == [6]
     # the rows logged before the kill are still there, unchanged
     kept = [r for r in before if int(r["step"]) < killed_at]
-    assert [{k: r.get(k, "") for k in kept[0]} for r in after[:len(kept)]] == kept
+    assert [{k: r.get(k, "") for k in kept[0]} for r in after[: len(kept)]] == kept
 
 
 def test_rerunning_a_finished_run_changes_nothing(finished, tmp_path, capfd, one_thread):
@@ -125,12 +129,14 @@ def test_a_copied_run_reads_only_its_own_checkpoints(finished, tmp_path, one_thr
         assert state["dirpath"] == str((run_b / "checkpoints").resolve())
         assert state["best_model_path"]
         paths = [state[k] for k in ("best_model_path", "kth_best_model_path", "last_model_path")]
-        assert all(p.startswith(str(run_b.resolve())) for p in [*paths, *state["best_k_models"]]
-                   if p), state
+        assert all(
+            p.startswith(str(run_b.resolve())) for p in [*paths, *state["best_k_models"]] if p
+        ), state
 
 
 def test_an_unreadable_last_ckpt_is_named_and_the_newest_readable_one_used(
-        finished, tmp_path, capfd, caplog, one_thread):
+    finished, tmp_path, capfd, caplog, one_thread
+):
     run_dir = copy_run(finished, tmp_path / "run")
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:140_000])  # what a full disk left behind on main
@@ -139,8 +145,10 @@ def test_an_unreadable_last_ckpt_is_named_and_the_newest_readable_one_used(
     err = capfd.readouterr().err
     lines = [line for line in err.splitlines() if "last.ckpt" in line]
     assert len(lines) == 1 and "unreadable" in lines[0] and "trying best.ckpt" in lines[0]
-    assert "Restoring states from the checkpoint path at " \
+    assert (
+        "Restoring states from the checkpoint path at "
         f"{run_dir / 'checkpoints' / 'best.ckpt'}" in caplog.text
+    )
     assert step_of(last) == 9
 
 
@@ -149,8 +157,12 @@ def small_disk(tmp_path):
     """A 6 MiB tmpfs: room for one run's checkpoints and little more."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs",
-                                            str(mount)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("needs root to mount a small tmpfs")
     yield mount
     subprocess.run(["umount", "-l", str(mount)], check=True)
@@ -179,8 +191,7 @@ def test_a_full_disk_leaves_the_last_checkpoint_whole(finished, small_disk, one_
     assert step_of(run_dir / "checkpoints" / "last.ckpt") == 9
 
 
-def test_a_second_run_on_a_live_folder_stops_and_a_dead_runs_lock_is_taken_over(
-        tmp_path, capfd):
+def test_a_second_run_on_a_live_folder_stops_and_a_dead_runs_lock_is_taken_over(tmp_path, capfd):
     run_dir = tmp_path / "run"
     ready = multiprocessing.get_context("fork").Event()
 
@@ -207,14 +218,19 @@ def test_run_folders_of_runs_started_together_differ():
     dirs = [compose(hydra=True).hydra.run.dir for _ in range(2)]
     sweeps = [compose(hydra=True).hydra.sweep.dir for _ in range(2)]
     for names in (dirs, sweeps):  # the suffixes differ, whatever the second
-        suffixes = [re.fullmatch(r".*\d\d-\d\d-\d\d(_protonet-glyphs-conv4)?_([0-9a-f]{6})",
-                                 name).group(2) for name in names]
+        suffixes = [
+            re.fullmatch(r".*\d\d-\d\d-\d\d(_protonet-glyphs-conv4)?_([0-9a-f]{6})", name).group(2)
+            for name in names
+        ]
         assert suffixes[0] != suffixes[1]
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step(tmp_path, one_thread):
-    with pytest.raises(RunError, match=r"training loss is (nan|inf) at step \d+: the run "
-                                       r"diverged"):
+    with pytest.raises(
+        RunError,
+        match=r"training loss is (nan|inf) at step \d+: the run "
+        r"diverged",
+    ):
         train(tmp_path / "run", "algorithm.optimizer.lr=1e30", "steps=20")
     assert not (tmp_path / "run" / "results.json").exists()
 
@@ -222,11 +238,15 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step(tmp_path, one_thread):
 def test_results_json_is_strict_json_with_null_for_non_finite(tmp_path):
     from metalab.tracking.summary import write_results
 
-    write_results(tmp_path, {"test/acc": float("nan"), "test/loss": float("inf"),
-                             "test/episodes": 10.0}, {})
+    write_results(
+        tmp_path, {"test/acc": float("nan"), "test/loss": float("inf"), "test/episodes": 10.0}, {}
+    )
     text = (tmp_path / "results.json").read_text()
     assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
-        "test/acc": None, "test/loss": None, "test/episodes": 10.0}
+        "test/acc": None,
+        "test/loss": None,
+        "test/episodes": 10.0,
+    }
 
 
 def test_a_damaged_dataset_cache_is_rebuilt_saying_so(tmp_path, capfd):
@@ -236,21 +256,24 @@ def test_a_damaged_dataset_cache_is_rebuilt_saying_so(tmp_path, capfd):
 
     def build():
         builds.append(1)
-        return {"images": torch.arange(4096, dtype=torch.uint8).reshape(16, 256),
-                "class_names": ["a", "b"]}
+        return {
+            "images": torch.arange(4096, dtype=torch.uint8).reshape(16, 256),
+            "class_names": ["a", "b"],
+        }
 
     path = tmp_path / "set.pt"
     first = cached(path, build)
     data = bytearray(path.read_bytes())
     at = bytes(data).find(bytes(range(200, 216)))  # inside the tensor's stored bytes
-    data[at:at + 4] = b"\xff\xff\xff\xff"
+    data[at : at + 4] = b"\xff\xff\xff\xff"
     path.write_bytes(bytes(data))
     assert torch.load(path, weights_only=True)["value"]["images"].sum() != first["images"].sum()
 
     again = cached(path, build)
     assert len(builds) == 2 and torch.equal(again["images"], first["images"])
-    assert "is damaged (its checksum does not match its content): rebuilding" in \
-        capfd.readouterr().err
+    assert (
+        "is damaged (its checksum does not match its content): rebuilding" in capfd.readouterr().err
+    )
     assert cached(path, build) is not None and len(builds) == 2  # the rebuilt entry is trusted
 
 
@@ -258,12 +281,17 @@ def test_config_targets_outside_the_allow_list_are_refused(tmp_path):
     from metalab.run.config import check_targets
 
     made = tmp_path / "made-by-config"
-    cfg = compose([*ARGS, f"+dataset.load.path={made}",
-                         "dataset.load._target_=os.mkdir"], tmp_path / "run")
+    cfg = compose(
+        [*ARGS, f"+dataset.load.path={made}", "dataset.load._target_=os.mkdir"], tmp_path / "run"
+    )
     with pytest.raises(ConfigError, match=r"dataset\.load\._target_=os\.mkdir: not allowed"):
         run(cfg, tmp_path / "run")
-    for target in ("metalab.data.cache.os.mkdir", "torch.optim.Optimizer.zero_grad",
-                   "subprocess.run", "builtins.eval"):
+    for target in (
+        "metalab.data.cache.os.mkdir",
+        "torch.optim.Optimizer.zero_grad",
+        "subprocess.run",
+        "builtins.eval",
+    ):
         cfg.algorithm.optimizer._target_ = target
         with pytest.raises(ConfigError, match="not allowed"):
             check_targets(cfg)
@@ -275,9 +303,12 @@ def test_every_shipped_config_passes_the_allow_list():
 
     from metalab.run.config import CONF_DIR, allowed_target, find_targets
 
-    targets = {target for group in ("algorithm", "backbone", "dataset", "logger")
-               for path in Path(CONF_DIR, group).glob("*.yaml")
-               for _, target in find_targets(OmegaConf.load(path))}
+    targets = {
+        target
+        for group in ("algorithm", "backbone", "dataset", "logger")
+        for path in Path(CONF_DIR, group).glob("*.yaml")
+        for _, target in find_targets(OmegaConf.load(path))
+    }
     assert len(targets) > 15
     for target in targets:
         from hydra.utils import get_object

@@ -31,11 +31,16 @@ def sine_episodes(num_tasks=3, shots=6, queries=4, seed=0, dtype=torch.float64) 
 
 
 def small_reptile(eps=0.7, total=10, **kwargs) -> Reptile:
-    model = Reptile(backbone=functools.partial(MLP, (1,), hidden=(8, 8)), task="regression",
-                    ways=1, optimizer=functools.partial(torch.optim.SGD, lr=eps),
-                    scheduler=functools.partial(torch.optim.lr_scheduler.LinearLR,
-                                                start_factor=1.0, end_factor=0.0,
-                                                total_iters=total), **kwargs)
+    model = Reptile(
+        backbone=functools.partial(MLP, (1,), hidden=(8, 8)),
+        task="regression",
+        ways=1,
+        optimizer=functools.partial(torch.optim.SGD, lr=eps),
+        scheduler=functools.partial(
+            torch.optim.lr_scheduler.LinearLR, start_factor=1.0, end_factor=0.0, total_iters=total
+        ),
+        **kwargs,
+    )
     return model.double()
 
 
@@ -61,8 +66,9 @@ def by_hand(net, episodes: Episodes, optimizer: str, lr: float, steps: int) -> l
 def test_outer_steps_are_theta_plus_annealed_eps_times_mean_delta(engine, inner):
     torch.manual_seed(0)
     lr = 0.05 if inner == "sgd" else 0.01
-    model = small_reptile(eps=0.7, total=10, inner_optimizer=inner, inner_lr=lr,
-                          inner_steps=4, engine=engine)
+    model = small_reptile(
+        eps=0.7, total=10, inner_optimizer=inner, inner_lr=lr, inner_steps=4, engine=engine
+    )
     conf = model.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
     assert conf["lr_scheduler"]["interval"] == "step"
@@ -70,8 +76,10 @@ def test_outer_steps_are_theta_plus_annealed_eps_times_mean_delta(engine, inner)
         episodes = sine_episodes(seed=step)
         theta = {k: p.detach().clone() for k, p in model.net.named_parameters()}
         adapted = by_hand(model.net, episodes, inner, lr, 4)
-        expected = {k: theta[k] + eps * torch.stack([a[k] - theta[k] for a in adapted]).mean(0)
-                    for k in theta}
+        expected = {
+            k: theta[k] + eps * torch.stack([a[k] - theta[k] for a in adapted]).mean(0)
+            for k in theta
+        }
         assert opt.param_groups[0]["lr"] == pytest.approx(eps)
         opt.zero_grad()
         loss, metrics = model.meta_loss(episodes)
@@ -99,8 +107,7 @@ def test_metrics_are_the_adapted_query_errors():
 
 def test_evaluation_uses_eval_inner_steps_on_the_support_set():
     torch.manual_seed(0)
-    model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=1,
-                          eval_inner_steps=6)
+    model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=1, eval_inner_steps=6)
     episodes = sine_episodes()
     with torch.no_grad():
         preds = model.predict(episodes, training=False)
@@ -138,8 +145,11 @@ def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
 
     engines = []
     run_inner = InnerLoop.run
-    monkeypatch.setattr(InnerLoop, "run", lambda self, *args, **kwargs: engines.append(
-        args[7]) or run_inner(self, *args, **kwargs))  # params, sx, sy, qx, steps, rule, mode
+    monkeypatch.setattr(
+        InnerLoop,
+        "run",
+        lambda self, *args, **kwargs: engines.append(args[7]) or run_inner(self, *args, **kwargs),
+    )  # params, sx, sy, qx, steps, rule, mode
     model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=2, engine="vmap")
     model.meta_loss(sine_episodes())
     with torch.no_grad():
@@ -150,8 +160,7 @@ def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
 def test_training_with_minibatches_is_deterministic():
     def train():
         pl.seed_everything(3, verbose=False)
-        model = small_reptile(inner_optimizer="adam", inner_lr=0.01, inner_steps=5,
-                              inner_batch=2)
+        model = small_reptile(inner_optimizer="adam", inner_lr=0.01, inner_steps=5, inner_batch=2)
         opt = model.configure_optimizers()["optimizer"]
         for step in range(3):
             opt.zero_grad()
@@ -184,21 +193,39 @@ def test_reptile_config_and_errors():
     with pytest.raises(ConfigError, match="algorithm.engine"):
         small_reptile(engine="learn2learn")
     with pytest.raises(ConfigError, match="dataset.ways"):
-        Reptile(backbone=functools.partial(MLP, (1, 28, 28), hidden=(8,)), ways=5, eval_ways=20,
-                optimizer=functools.partial(torch.optim.SGD, lr=1.0))
+        Reptile(
+            backbone=functools.partial(MLP, (1, 28, 28), hidden=(8,)),
+            ways=5,
+            eval_ways=20,
+            optimizer=functools.partial(torch.optim.SGD, lr=1.0),
+        )
 
 
 @pytest.mark.e2e
 def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
-    cfg = compose([
-        "dataset=sinusoid", "backbone=mlp", "algorithm=reptile", "logger=none", "steps=400",
-        "val_every=400", "val_episodes=0", "test_episodes=100", "algorithm.inner_optimizer=sgd",
-        "algorithm.inner_lr=0.02", "algorithm.inner_steps=5", "algorithm.eval_inner_steps=10",
-        "algorithm.meta_batch=5"], output_dir=tmp_path)
+    cfg = compose(
+        [
+            "dataset=sinusoid",
+            "backbone=mlp",
+            "algorithm=reptile",
+            "logger=none",
+            "steps=400",
+            "val_every=400",
+            "val_episodes=0",
+            "test_episodes=100",
+            "algorithm.inner_optimizer=sgd",
+            "algorithm.inner_lr=0.02",
+            "algorithm.inner_steps=5",
+            "algorithm.eval_inner_steps=10",
+            "algorithm.meta_batch=5",
+        ],
+        output_dir=tmp_path,
+    )
     results = run(cfg, tmp_path)
     model, datamodule = trained_model(cfg, tmp_path, "last")
     eps = datamodule.eval_episodes("test", torch.arange(100))
     with torch.no_grad():
-        before = F.mse_loss(model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y),
-                            eps.query_y).item()
+        before = F.mse_loss(
+            model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y), eps.query_y
+        ).item()
     assert results["test/mse"] < 0.6 * before, (results["test/mse"], before)

@@ -25,18 +25,35 @@ from metalab.run.sweep import best_validation
 from metalab.run.training import resume_checkpoint
 
 STEPS = 24
-COMMON = [f"steps={STEPS}", "val_every=4", "val_episodes=3", "test_episodes=5", "eval_batch=5",
-          "log_every=1"]
+COMMON = [
+    f"steps={STEPS}",
+    "val_every=4",
+    "val_episodes=3",
+    "test_episodes=5",
+    "eval_batch=5",
+    "log_every=1",
+]
 CASES = {
     # ProtoNet on glyphs with both default loggers (W&B + CSV), killed outright
-    "protonet-sigkill": (["dataset.queries=2", "backbone.hidden=16",
-                          "algorithm.optimizer.lr=0.01"], signal.SIGKILL),
+    "protonet-sigkill": (
+        ["dataset.queries=2", "backbone.hidden=16", "algorithm.optimizer.lr=0.01"],
+        signal.SIGKILL,
+    ),
     # Reptile on sinusoid: eps annealed by a LinearLR schedule across the resume; best.ckpt by
     # the lowest val/mse; stopped as a cluster stops a job
-    "reptile-sigterm": (["dataset=sinusoid", "backbone=mlp", "algorithm=reptile",
-                         "algorithm.inner_optimizer=sgd", "algorithm.inner_lr=0.02",
-                         "algorithm.meta_batch=2", "algorithm.eval_inner_steps=2",
-                         "logger=csv"], signal.SIGTERM),
+    "reptile-sigterm": (
+        [
+            "dataset=sinusoid",
+            "backbone=mlp",
+            "algorithm=reptile",
+            "algorithm.inner_optimizer=sgd",
+            "algorithm.inner_lr=0.02",
+            "algorithm.meta_batch=2",
+            "algorithm.eval_inner_steps=2",
+            "logger=csv",
+        ],
+        signal.SIGTERM,
+    ),
 }
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
@@ -48,8 +65,12 @@ def load(path):
 def stop_when_best_differs_from_last(run_dir, args, sig) -> tuple[int, int]:
     """Hold the run at the first step after a checkpoint where best.ckpt and last.ckpt differ
     (tests/holding.py), then send ``sig``; the steps of both checkpoints after the stop."""
-    proc = start_held(run_dir, "best-differs-from-last", *args,
-                      env={**os.environ, "WANDB_MODE": "offline", **ONE_THREAD})
+    proc = start_held(
+        run_dir,
+        "best-differs-from-last",
+        *args,
+        env={**os.environ, "WANDB_MODE": "offline", **ONE_THREAD},
+    )
     try:
         held_at = wait_until_held(run_dir, lambda: proc.poll() is None)
         proc.send_signal(sig)
@@ -64,8 +85,12 @@ def stop_when_best_differs_from_last(run_dir, args, sig) -> tuple[int, int]:
 
 def by_step(rows) -> dict:
     """metrics.csv as {(step, metric): value}; a step logged twice keeps its last value."""
-    return {(int(row["step"]), key): float(value) for row in rows
-            for key, value in row.items() if key != "step" and value != ""}
+    return {
+        (int(row["step"]), key): float(value)
+        for row in rows
+        for key, value in row.items()
+        if key != "step" and value != ""
+    }
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -95,25 +120,33 @@ def test_stopped_then_resumed_equals_uninterrupted(runs):
         assert torch.equal(a["state_dict"][name], b["state_dict"][name]), name
     for key, state in a["optimizer_states"][0]["state"].items():
         for name, value in state.items():
-            assert torch.equal(torch.as_tensor(value),
-                               torch.as_tensor(b["optimizer_states"][0]["state"][key][name]))
+            assert torch.equal(
+                torch.as_tensor(value),
+                torch.as_tensor(b["optimizer_states"][0]["state"][key][name]),
+            )
     assert a["lr_schedulers"] == b["lr_schedulers"]
-    best_a, best_b = load(whole / "checkpoints" / "best.ckpt"), load(
-        resumed / "checkpoints" / "best.ckpt")
+    best_a, best_b = (
+        load(whole / "checkpoints" / "best.ckpt"),
+        load(resumed / "checkpoints" / "best.ckpt"),
+    )
     assert best_a["global_step"] == best_b["global_step"]
     for name in best_a["state_dict"]:
         assert torch.equal(best_a["state_dict"][name], best_b["state_dict"][name]), name
     results_a, results_b = read_results(whole), read_results(resumed)
     assert {k: v for k, v in results_a.items() if k.startswith("test/")} == {
-        k: v for k, v in results_b.items() if k.startswith("test/")}
+        k: v for k, v in results_b.items() if k.startswith("test/")
+    }
 
     if case.startswith("reptile"):  # eps annealed linearly to 0 over all steps, resume or not
         (schedule,) = b["lr_schedulers"]
         assert schedule["last_epoch"] == STEPS and schedule["_last_lr"] == [0.0]
         best = assert_best_checkpoint(whole, "val/mse", min)
         # the objective a search minimises: the lowest val/mse, that of best.ckpt
-        mse = {int(r["step"]): float(r["val/mse"]) for r in read_csv(whole / "metrics.csv")
-               if r.get("val/mse")}
+        mse = {
+            int(r["step"]): float(r["val/mse"])
+            for r in read_csv(whole / "metrics.csv")
+            if r.get("val/mse")
+        }
         assert best_validation(whole) == pytest.approx(mse[best]) == min(mse.values())
     else:
         assert_best_checkpoint(whole, "val/acc", max)
@@ -147,7 +180,7 @@ def test_resume_auto_takes_the_newest_checkpoint_and_never_starts_over(tmp_path)
     assert resume_checkpoint(cfg, tmp_path) == (last, 2)
     os.utime(hpc)
     assert resume_checkpoint(cfg, tmp_path) == (hpc, 1)
-    assert resume_checkpoint(compose(["resume=never"], output_dir=tmp_path),
-                             tmp_path) is None
-    assert resume_checkpoint(compose(["resume=never", f"ckpt_path={last}"],
-                                           output_dir=tmp_path), tmp_path) == (last, 2)
+    assert resume_checkpoint(compose(["resume=never"], output_dir=tmp_path), tmp_path) is None
+    assert resume_checkpoint(
+        compose(["resume=never", f"ckpt_path={last}"], output_dir=tmp_path), tmp_path
+    ) == (last, 2)

@@ -19,9 +19,17 @@ from metalab.errors import user_error
 from metalab.rl import pg
 from metalab.rl.envs import HalfCheetah, Nav2D
 
-RL = ["dataset=nav2d", "algorithm=maml_rl", "backbone=policy", "backbone.hidden=[16]",
-      "dataset.shots=4", "dataset.queries=4", "dataset.env.horizon=20", "algorithm.meta_batch=4",
-      "algorithm.outer_steps=2"]
+RL = [
+    "dataset=nav2d",
+    "algorithm=maml_rl",
+    "backbone=policy",
+    "backbone.hidden=[16]",
+    "dataset.shots=4",
+    "dataset.queries=4",
+    "dataset.env.horizon=20",
+    "algorithm.meta_batch=4",
+    "algorithm.outer_steps=2",
+]
 # SGD: Adam's first steps move every parameter by about lr whatever its gradient's size, so a
 # rounding difference in a gradient near zero would show up as a difference of lr
 SGD = ["algorithm.optimizer._target_=torch.optim.SGD", "algorithm.optimizer.lr=0.01"]
@@ -125,8 +133,9 @@ def test_batched_mlp_equals_vmap_of_the_backbone():
     net = MLP((3,), 2, (8, 8))
     params = {k: torch.randn(4, *v.shape) for k, v in net.named_parameters()}
     x = torch.randn(4, 5, 3)
-    reference = torch.stack([functional_call(net, {k: v[b] for k, v in params.items()}, (x[b],))
-                             for b in range(4)])
+    reference = torch.stack(
+        [functional_call(net, {k: v[b] for k, v in params.items()}, (x[b],)) for b in range(4)]
+    )
     torch.testing.assert_close(pg.batched_mlp(net, params, x), reference)
 
 
@@ -153,8 +162,13 @@ class Quadratic1D:
 
     def reset(self, tasks, k, seeds):
         self.goal = tasks[:, None, :]
-        return 1.0 + torch.randn(len(tasks), k, 1, generator=torch.Generator().manual_seed(
-            int(seeds[0, 0])), dtype=tasks.dtype)
+        return 1.0 + torch.randn(
+            len(tasks),
+            k,
+            1,
+            generator=torch.Generator().manual_seed(int(seeds[0, 0])),
+            dtype=tasks.dtype,
+        )
 
     def step(self, action):
         done = torch.ones(action.shape[:2], dtype=torch.bool)
@@ -184,26 +198,39 @@ def test_meta_gradient_matches_finite_difference(one_thread, estimator):
         return total.detach()
 
     eps = 1e-6
-    fd = torch.stack([(meta_objective(theta + eps * e) - meta_objective(theta - eps * e))
-                      / (2 * eps) for e in torch.eye(3, dtype=torch.float64)])
+    fd = torch.stack(
+        [
+            (meta_objective(theta + eps * e) - meta_objective(theta - eps * e)) / (2 * eps)
+            for e in torch.eye(3, dtype=torch.float64)
+        ]
+    )
 
     net = nn.Linear(1, 1).double()
     with torch.no_grad():
         net.weight.fill_(theta[0])
         net.bias.fill_(theta[1])
-    params = {"weight": net.weight, "bias": net.bias,
-              pg.LOG_STD: nn.Parameter(theta[2:].clone())}
+    params = {"weight": net.weight, "bias": net.bias, pg.LOG_STD: nn.Parameter(theta[2:].clone())}
     gens = [torch.Generator().manual_seed(i) for i in range(3)]
     shared = pg.per_task({k: v.detach() for k, v in params.items()}, 3)
-    ro = pg.add_advantages(pg.sample(Quadratic1D(), net, shared, goals, gens, 200_000), 1.0,
-                           normalize=False)
+    ro = pg.add_advantages(
+        pg.sample(Quadratic1D(), net, shared, goals, gens, 200_000), 1.0, normalize=False
+    )
     adapted = pg.pg_step(net, pg.per_task(params, 3), ro, alpha, estimator, create_graph=True)
-    total = sum(expected_return(adapted["weight"][i, 0, 0], adapted["bias"][i, 0],
-                                adapted[pg.LOG_STD][i, 0], goals[i, 0]) for i in range(3))
+    total = sum(
+        expected_return(
+            adapted["weight"][i, 0, 0],
+            adapted["bias"][i, 0],
+            adapted[pg.LOG_STD][i, 0],
+            goals[i, 0],
+        )
+        for i in range(3)
+    )
     ours = torch.stack([g.reshape(()) for g in torch.autograd.grad(total, list(params.values()))])
     error = ((ours - fd).norm() / fd.norm()).item()
-    print(f"{estimator}: meta-gradient {ours.tolist()} vs finite difference {fd.tolist()}, "
-          f"relative error {error:.3f}")
+    print(
+        f"{estimator}: meta-gradient {ours.tolist()} vs finite difference {fd.tolist()}, "
+        f"relative error {error:.3f}"
+    )
     if estimator == "lvc":
         assert error < 0.05
     else:
@@ -236,8 +263,9 @@ def test_meta_gradient_matches_learn2learn(one_thread, first_order):
     with torch.no_grad():
         for p in model.parameters():  # away from the init, so that the clipping matters
             p.add_(0.3 * torch.randn_like(p))
-    batch = TaskBatch(model.env.sample_tasks(torch.Generator().manual_seed(1), 3),
-                      torch.tensor([5, 6, 7]))
+    batch = TaskBatch(
+        model.env.sample_tasks(torch.Generator().manual_seed(1), 3), torch.tensor([5, 6, 7])
+    )
     (pre,), post = model.collect(batch)
     objective = model.outer_objective([pre], post, 3)
     ours = torch.autograd.grad(objective, list(model.params().values()))
@@ -286,8 +314,12 @@ def test_end_to_end_results_and_wandb(one_process):
     assert len(rows) == 11
     # the offline W&B run holds the test returns, read back with W&B's own client
     (run,) = (one_process / "wandb").glob("offline-run-*")
-    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--summary",
-                           str(run)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", str(run)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "test/return_step3" in proc.stdout
     assert f"{results['test/return_step3']:.4f}"[:5] in proc.stdout
@@ -314,8 +346,9 @@ def test_two_processes_equal_one(tmp_path, one_process):
     largest = max((one_params[k] - two_params[k]).abs().max().item() for k in one_params)
     assert largest < 1e-5
     one = json.loads((one_process / "results.json").read_text())
-    assert json.loads((two / "results.json").read_text())["test/return_step3"] == \
-        pytest.approx(one["test/return_step3"], abs=1e-3)
+    assert json.loads((two / "results.json").read_text())["test/return_step3"] == pytest.approx(
+        one["test/return_step3"], abs=1e-3
+    )
 
 
 @pytest.mark.slow
@@ -323,8 +356,9 @@ def test_sigkill_then_resume_continues_with_the_same_tasks(tmp_path, one_process
     run_dir = tmp_path / "resumed"
     cmd = [sys.executable, "-m", "metalab.run.train", f"hydra.run.dir={run_dir}", *TINY, *RL, *SGD]
     env = {**os.environ, "WANDB_MODE": "offline", **ONE_THREAD}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=env)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     last = run_dir / "checkpoints" / "last.ckpt"
     while not last.exists() and proc.poll() is None:
         time.sleep(0.05)
@@ -341,15 +375,27 @@ def test_sigkill_then_resume_continues_with_the_same_tasks(tmp_path, one_process
 
 # -- mistakes -------------------------------------------------------------------------------------
 ERRORS = [
-    (["dataset=nav2d", "algorithm=protonet"], ["algorithm=protonet", "classification tasks only",
-                                               "dataset=nav2d is a rl dataset"]),
-    (["dataset=nav2d", "algorithm=maml_rl"], ["backbone=conv4", "needs image inputs",
-                                              "backbone=policy"]),
-    (["dataset=halfcheetah_vel", "algorithm=maml_rl", "backbone=policy",
-      "dataset.env.env_id=HalfCheetah-v9"], ["dataset.env.env_id=HalfCheetah-v9",
-                                             "allowed: HalfCheetah-v5, HalfCheetah-v4"]),
-    (["dataset=glyphs", "algorithm=maml_rl", "backbone=policy"],
-     ["algorithm=maml_rl", "rl tasks only"]),
+    (
+        ["dataset=nav2d", "algorithm=protonet"],
+        ["algorithm=protonet", "classification tasks only", "dataset=nav2d is a rl dataset"],
+    ),
+    (
+        ["dataset=nav2d", "algorithm=maml_rl"],
+        ["backbone=conv4", "needs image inputs", "backbone=policy"],
+    ),
+    (
+        [
+            "dataset=halfcheetah_vel",
+            "algorithm=maml_rl",
+            "backbone=policy",
+            "dataset.env.env_id=HalfCheetah-v9",
+        ],
+        ["dataset.env.env_id=HalfCheetah-v9", "allowed: HalfCheetah-v5, HalfCheetah-v4"],
+    ),
+    (
+        ["dataset=glyphs", "algorithm=maml_rl", "backbone=policy"],
+        ["algorithm=maml_rl", "rl tasks only"],
+    ),
 ]
 
 
@@ -371,6 +417,8 @@ def test_user_error_is_one_line(tmp_path, overrides, expected):
 
 def test_missing_mujoco_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "mujoco", None)  # import mujoco raises ImportError
-    test_user_error_is_one_line(tmp_path, ["dataset=halfcheetah_vel", "algorithm=maml_rl",
-                                           "backbone=policy"],
-                                ["dataset=halfcheetah_vel", "needs MuJoCo", "gymnasium[mujoco]"])
+    test_user_error_is_one_line(
+        tmp_path,
+        ["dataset=halfcheetah_vel", "algorithm=maml_rl", "backbone=policy"],
+        ["dataset=halfcheetah_vel", "needs MuJoCo", "gymnasium[mujoco]"],
+    )

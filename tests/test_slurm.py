@@ -21,12 +21,22 @@ from metalab.run.launch import check_slurm
 from slurm_cluster import PARTITION, slurm_cluster  # noqa: F401  (a fixture)
 
 # The local node may have only 2 CPUs: a two-task job takes both, one CPU per task.
-SUBMIT = ["launcher=slurm", f"hydra.launcher.partition={PARTITION}",
-          "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
-          "hydra.launcher.timeout_min=10"]
+SUBMIT = [
+    "launcher=slurm",
+    f"hydra.launcher.partition={PARTITION}",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+    "hydra.launcher.timeout_min=10",
+]
 # Long enough that the warning signal, sent after the first checkpoint, finds training running.
-PREEMPTED = ["steps=9", "val_every=3", "val_episodes=6", "test_episodes=10", "eval_batch=5",
-             "log_every=1"]
+PREEMPTED = [
+    "steps=9",
+    "val_every=3",
+    "val_episodes=6",
+    "test_episodes=10",
+    "eval_batch=5",
+    "log_every=1",
+]
 TIMEOUT = 600  # s: a guard against a hung job, not a speed check
 
 
@@ -36,16 +46,31 @@ class Sweep:
     def __init__(self, sweep_dir: Path, env: dict, *overrides: str):
         self.dir, self.env = sweep_dir, {**os.environ, **env}
         self.log = sweep_dir.with_suffix(".log")
-        cmd = [sys.executable, "-m", "metalab.run.train", "-m", *SUBMIT,
-               f"hydra.sweep.dir={sweep_dir}", *overrides]
+        cmd = [
+            sys.executable,
+            "-m",
+            "metalab.run.train",
+            "-m",
+            *SUBMIT,
+            f"hydra.sweep.dir={sweep_dir}",
+            *overrides,
+        ]
         with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         env={**self.env, "WANDB_MODE": "offline"})
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**self.env, "WANDB_MODE": "offline"},
+            )
 
     def jobs(self) -> list[str]:
         """SLURM ids of the jobs in job order: <array id>_<index>, or <id> for a single job."""
-        found = [p.name for p in (self.dir / ".submitit").iterdir()
-                 if (p / f"{p.name}_submitted.pkl").is_file()]
+        found = [
+            p.name
+            for p in (self.dir / ".submitit").iterdir()
+            if (p / f"{p.name}_submitted.pkl").is_file()
+        ]
         return sorted(found, key=lambda job: int(job.partition("_")[2] or 0))
 
     def job_log(self, job: str) -> str:
@@ -83,8 +108,10 @@ def wait_until(done, what: str) -> None:
 def send_warning_signal(sweep: Sweep) -> str:
     """What SLURM does signal_delay_s before a job's time limit: SIGUSR1 to the job's tasks
     (`--signal=USR1@<s>` without B: skips the batch shell, as does scancel --signal)."""
-    wait_until(lambda: (sweep.dir / "0" / "checkpoints" / "last.ckpt").is_file(),
-               "first checkpoint of the job to preempt")
+    wait_until(
+        lambda: (sweep.dir / "0" / "checkpoints" / "last.ckpt").is_file(),
+        "first checkpoint of the job to preempt",
+    )
     (job,) = sweep.jobs()
     sweep.slurm("scancel", "--signal=USR1", job)
     return job
@@ -95,10 +122,18 @@ def sweeps(slurm_cluster, tmp_path_factory):  # noqa: F811  (the imported fixtur
     """Both sweeps share the node: the preempted job first, then the DDP jobs (2 CPUs each)."""
     root = tmp_path_factory.mktemp("slurm")
     # one thread, as the uninterrupted run it is compared with bit for bit
-    preempted = Sweep(root / "preempted", {**slurm_cluster, "OMP_NUM_THREADS": "1"},
-                      "hardware=cpu", *PREEMPTED)
-    ddp = Sweep(root / "ddp", slurm_cluster, "hardware=ddp_cpu", "algorithm.meta_batch=2",
-                "seed=0,1", "logger=csv", *TINY)
+    preempted = Sweep(
+        root / "preempted", {**slurm_cluster, "OMP_NUM_THREADS": "1"}, "hardware=cpu", *PREEMPTED
+    )
+    ddp = Sweep(
+        root / "ddp",
+        slurm_cluster,
+        "hardware=ddp_cpu",
+        "algorithm.meta_batch=2",
+        "seed=0,1",
+        "logger=csv",
+        *TINY,
+    )
     try:
         send_warning_signal(preempted)
         yield preempted, ddp
@@ -153,7 +188,8 @@ def test_warning_signal_saves_requeues_and_resumes_the_same_run(sweeps, tmp_path
         assert torch.equal(requeued[name], value), name
     tested = [json.loads((d / "results.json").read_text()) for d in (run, tmp_path)]
     assert [{k: v for k, v in r.items() if k.startswith("test/")} for r in tested] == [
-        {k: v for k, v in tested[1].items() if k.startswith("test/")}] * 2
+        {k: v for k, v in tested[1].items() if k.startswith("test/")}
+    ] * 2
     # one W&B run: one id, an offline segment per start of the job
     run_id = (run / "wandb_id.txt").read_text().strip()
     segments = list((run / "wandb").glob("offline-run-*"))
@@ -162,8 +198,16 @@ def test_warning_signal_saves_requeues_and_resumes_the_same_run(sweeps, tmp_path
 
 def test_slurm_local_takes_the_submitit_path_without_a_cluster(tmp_path):
     """launcher=slurm_local: one process per job, which starts the extra DDP rank itself."""
-    proc = run_cli("run.train", "-m", "launcher=slurm_local", f"hydra.sweep.dir={tmp_path}",
-                   "hardware=ddp_cpu", "algorithm.meta_batch=2", "logger=csv", *TINY)
+    proc = run_cli(
+        "run.train",
+        "-m",
+        "launcher=slurm_local",
+        f"hydra.sweep.dir={tmp_path}",
+        "hardware=ddp_cpu",
+        "algorithm.meta_batch=2",
+        "logger=csv",
+        *TINY,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((tmp_path / "0" / "results.json").read_text())["test/episodes"] == 10
     (log,) = (tmp_path / ".submitit").glob("*/*_0_log.out")
@@ -174,12 +218,15 @@ def slurm_config(*overrides: str):
     return compose(["launcher=slurm", *overrides], hydra=True)
 
 
-@pytest.mark.parametrize(("overrides", "key"), [
-    (["hardware=multi_gpu", "hardware.devices=-1"], "hardware.devices"),
-    (["hardware=ddp_cpu", "hydra.launcher.tasks_per_node=1"], "hydra.launcher.tasks_per_node"),
-    (["hardware=multi_node", "hydra.launcher.nodes=1"], "hydra.launcher.nodes"),
-    (["hardware=gpu", "hydra.launcher.gpus_per_node=0"], "hydra.launcher.gpus_per_node"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["hardware=multi_gpu", "hardware.devices=-1"], "hardware.devices"),
+        (["hardware=ddp_cpu", "hydra.launcher.tasks_per_node=1"], "hydra.launcher.tasks_per_node"),
+        (["hardware=multi_node", "hydra.launcher.nodes=1"], "hydra.launcher.nodes"),
+        (["hardware=gpu", "hydra.launcher.gpus_per_node=0"], "hydra.launcher.gpus_per_node"),
+    ],
+)
 def test_resources_that_do_not_match_the_hardware_are_refused(overrides, key):
     with pytest.raises(ConfigError) as err:
         check_slurm(slurm_config(*overrides))
@@ -188,8 +235,14 @@ def test_resources_that_do_not_match_the_hardware_are_refused(overrides, key):
 
 def refused(tmp_path: Path, *args: str, env: dict | None = None) -> str:
     """Runs metalab-train, expects the one-line refusal before anything is submitted or run."""
-    proc = run_cli("run.train", *args, f"hydra.sweep.dir={tmp_path}/sweep",
-                   f"hydra.run.dir={tmp_path}/run", env=env, timeout=120)
+    proc = run_cli(
+        "run.train",
+        *args,
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        f"hydra.run.dir={tmp_path}/run",
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert not (tmp_path / "sweep").exists() and not (tmp_path / "run").exists()
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("metalab-train: error:")]

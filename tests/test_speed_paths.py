@@ -52,22 +52,35 @@ def test_fused_first_step_gradients_are_each_tasks_own(name):
 
 def test_fused_engine_falls_back_to_the_loop_on_layers_it_does_not_cover():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, groups=1), nn.PReLU(), nn.Flatten(),
-                        nn.Linear(4 * 26 * 26, 5))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, groups=1), nn.PReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 5)
+    )
     sx, sy, qx, _ = image_tasks(num_tasks=2)
     inner = InnerLoop(net)
-    assert per_task_gradients(inner.forward, F.cross_entropy, inner.params(), sx, sy,
-                              True) is None  # PReLU's weight: not covered
+    assert (
+        per_task_gradients(inner.forward, F.cross_entropy, inner.params(), sx, sy, True) is None
+    )  # PReLU's weight: not covered
     tasks = image_tasks(num_tasks=2)
-    assert_same(meta_grad(net, "classification", tasks, "fused", Mode.SECOND_ORDER),
-                meta_grad(net, "classification", tasks, "loop", Mode.SECOND_ORDER))
+    assert_same(
+        meta_grad(net, "classification", tasks, "fused", Mode.SECOND_ORDER),
+        meta_grad(net, "classification", tasks, "loop", Mode.SECOND_ORDER),
+    )
 
 
 def checked_meta_grad(net, tasks, engine, checkpoint, steps):
     sx, sy, qx, qy = tasks
     inner = InnerLoop(net)
-    preds, _ = inner.run(inner.params(), sx, sy, qx, steps, SGD(0.3), Mode.SECOND_ORDER, engine,
-                         checkpoint=checkpoint)
+    preds, _ = inner.run(
+        inner.params(),
+        sx,
+        sy,
+        qx,
+        steps,
+        SGD(0.3),
+        Mode.SECOND_ORDER,
+        engine,
+        checkpoint=checkpoint,
+    )
     grads = torch.autograd.grad(query_loss("classification", preds, qy), list(net.parameters()))
     return torch.cat([g.flatten() for g in grads])
 
@@ -84,8 +97,12 @@ def test_checkpointed_meta_gradient_equals_the_unchecked_one(name, engine):
 
 
 def test_checkpoint_config_errors():
-    make = functools.partial(MAML, backbone=functools.partial(Conv4, (1, 28, 28), hidden=8),
-                             optimizer=functools.partial(torch.optim.Adam, lr=1e-3), ways=5)
+    make = functools.partial(
+        MAML,
+        backbone=functools.partial(Conv4, (1, 28, 28), hidden=8),
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        ways=5,
+    )
     with pytest.raises(ConfigError, match="algorithm.checkpoint") as err:
         make(checkpoint="yes")
     assert "true or false" in str(err.value)

@@ -50,6 +50,8 @@ def _search_group() -> str:
 
 
 SEARCH = _search_group()
+
+
 def test_grid_jobs_are_finished_wandb_runs_of_one_group(grid_sweep):
     sweep_dir = grid_sweep
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
@@ -69,8 +71,9 @@ def test_grid_jobs_are_finished_wandb_runs_of_one_group(grid_sweep):
 
 
 def test_failed_grid_jobs_are_recorded_and_the_grid_goes_on(tmp_path):
-    proc = run_cli("run.train", "-m", f"hydra.sweep.dir={tmp_path}", "dataset.shots=0,-1", *TINY,
-                   *CSV)
+    proc = run_cli(
+        "run.train", "-m", f"hydra.sweep.dir={tmp_path}", "dataset.shots=0,-1", *TINY, *CSV
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     for job, shots in (("0", 0), ("1", -1)):  # the second job ran after the first failed
         error = (tmp_path / job / "error.txt").read_text()
@@ -102,15 +105,20 @@ def test_optuna_search_records_failed_and_interrupted_trials_and_continues_its_s
     storage = f"sqlite:///{sweep_dir}/optuna.db"
     args = ["-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={sweep_dir}", *TINY, *CSV]
     # the first trial fails (dataset.shots=0), the second trains
-    first = run_cli("run.train", *args, "hydra.sweeper.n_trials=2",
-                    "dataset.shots=${hydra:job.num}")
+    first = run_cli(
+        "run.train", *args, "hydra.sweeper.n_trials=2", "dataset.shots=${hydra:job.num}"
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert "Best value" in first.stdout + first.stderr
     # a worker killed in the middle of its trial leaves it RUNNING
-    killed = subprocess.Popen([sys.executable, "-m", "metalab.run.train", *args,
-                               "hydra.sweeper.n_trials=1"], cwd=ROOT, stderr=subprocess.PIPE,
-                              text=True, start_new_session=True,
-                              env={**os.environ, "WANDB_MODE": "offline"})
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "metalab.run.train", *args, "hydra.sweeper.n_trials=1"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "WANDB_MODE": "offline"},
+    )
     try:
         wait_for_running_trial(storage, "protonet", killed)
     finally:
@@ -119,8 +127,10 @@ def test_optuna_search_records_failed_and_interrupted_trials_and_continues_its_s
     # continued where it stopped: same sweep folder, same study; the interrupted trial is failed
     again = run_cli("run.train", *args, "hydra.sweeper.n_trials=1")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert (f"marked interrupted trial(s) of study protonet as failed: 2 (its worker "
-            f"(pid {killed.pid}) has stopped)") in again.stderr
+    assert (
+        f"marked interrupted trial(s) of study protonet as failed: 2 (its worker "
+        f"(pid {killed.pid}) has stopped)"
+    ) in again.stderr
 
     study = optuna.load_study(study_name="protonet", storage=storage)
     states = [t.state for t in study.trials]
@@ -152,13 +162,21 @@ def pruned_search(tmp_path_factory) -> Path:
     if not _PRUNED:
         sweep_dir = tmp_path_factory.mktemp("pruned") / "search"
         sweep_dir.mkdir()
-        study = optuna.create_study(study_name="protonet", direction="maximize",
-                                    storage=f"sqlite:///{sweep_dir}/optuna.db")
+        study = optuna.create_study(
+            study_name="protonet", direction="maximize", storage=f"sqlite:///{sweep_dir}/optuna.db"
+        )
         for lr in (1e-3, 1e3):
             study.enqueue_trial({"algorithm.optimizer.lr": lr, "dataset.train_ways": 5})
-        proc = run_cli("run.train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={sweep_dir}",
-                       "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=median",
-                       "hydra.sweeper.median.n_startup_trials=1", *TINY)
+        proc = run_cli(
+            "run.train",
+            "-m",
+            f"{SEARCH}=protonet",
+            f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.pruner=median",
+            "hydra.sweeper.median.n_startup_trials=1",
+            *TINY,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         _PRUNED.append(sweep_dir)
     return _PRUNED[0]
@@ -195,14 +213,25 @@ def test_the_optuna_dashboard_serves_a_search_study(tmp_path_factory):
     study = optuna.load_study(study_name="protonet", storage=f"sqlite:///{sweep_dir}/optuna.db")
     port = free_port()
     dashboard = subprocess.Popen(
-        [str(Path(sys.executable).parent / "optuna-dashboard"), f"sqlite:///{sweep_dir}/optuna.db",
-         "--host", "127.0.0.1", "--port", str(port), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        [
+            str(Path(sys.executable).parent / "optuna-dashboard"),
+            f"sqlite:///{sweep_dir}/optuna.db",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         summaries = get_json(f"http://127.0.0.1:{port}/api/studies", dashboard)["study_summaries"]
         assert [s["study_name"] for s in summaries] == ["protonet"]
-        detail = get_json(f"http://127.0.0.1:{port}/api/studies/{summaries[0]['study_id']}",
-                          dashboard)
+        detail = get_json(
+            f"http://127.0.0.1:{port}/api/studies/{summaries[0]['study_id']}", dashboard
+        )
         assert [t["state"] for t in detail["trials"]] == ["Complete", "Pruned"]
         (best,) = detail["best_trials"]
         assert best["number"] == study.best_trial.number
@@ -231,13 +260,29 @@ def test_workers_on_one_journal_file_share_the_study(tmp_path):
     do): every trial runs once, none is lost."""
     sweep_dir = tmp_path / "search"
     journal = sweep_dir / "optuna.journal"  # what storage=journal means
-    cmd = [sys.executable, "-m", "metalab.run.train", "-m", f"{SEARCH}=protonet",
-           f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.storage=journal",
-           "hydra.sweeper.n_trials=2", *TINY, *CSV, "steps=2", "val_every=2", "test_episodes=5",
-           "pixel_baseline=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "metalab.run.train",
+        "-m",
+        f"{SEARCH}=protonet",
+        f"hydra.sweep.dir={sweep_dir}",
+        "hydra.sweeper.storage=journal",
+        "hydra.sweeper.n_trials=2",
+        *TINY,
+        *CSV,
+        "steps=2",
+        "val_every=2",
+        "test_episodes=5",
+        "pixel_baseline=false",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline"}
-    workers = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     for worker in workers:
         _, err = worker.communicate(timeout=600)
         assert worker.returncode == 0, err[-3000:]
@@ -251,19 +296,36 @@ def test_workers_on_one_journal_file_share_the_study(tmp_path):
     assert len(folders) == 4 and all(Path(f, "results.json").is_file() for f in folders)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("hydra.sweeper.sampler=annealing",
-     "hydra.sweeper.sampler=annealing: allowed: tpe, random, cmaes, gp, grid, nsgaii"),
-    ("hydra.sweeper.pruner=early",
-     "hydra.sweeper.pruner=early: allowed: median, hyperband, null (no pruning)"),
-    ("hydra.sweeper.storage=journal:{tmp}/file/optuna.journal",
-     "hydra.sweeper.storage=journal:{tmp}/file/optuna.journal: cannot write "
-     "{tmp}/file/optuna.journal: {tmp}/file is a file, not a folder"),
-], ids=["sampler", "pruner", "storage"])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        (
+            "hydra.sweeper.sampler=annealing",
+            "hydra.sweeper.sampler=annealing: allowed: tpe, random, cmaes, gp, grid, nsgaii",
+        ),
+        (
+            "hydra.sweeper.pruner=early",
+            "hydra.sweeper.pruner=early: allowed: median, hyperband, null (no pruning)",
+        ),
+        (
+            "hydra.sweeper.storage=journal:{tmp}/file/optuna.journal",
+            "hydra.sweeper.storage=journal:{tmp}/file/optuna.journal: cannot write "
+            "{tmp}/file/optuna.journal: {tmp}/file is a file, not a folder",
+        ),
+    ],
+    ids=["sampler", "pruner", "storage"],
+)
 def test_bad_sweeper_settings_get_one_line(tmp_path, override, message):
     (tmp_path / "file").write_text("a file, not a folder")
-    proc = run_cli("run.train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={tmp_path}/sweep",
-                   override.format(tmp=tmp_path), *TINY, *CSV)
+    proc = run_cli(
+        "run.train",
+        "-m",
+        f"{SEARCH}=protonet",
+        f"hydra.sweep.dir={tmp_path}/sweep",
+        override.format(tmp=tmp_path),
+        *TINY,
+        *CSV,
+    )
     assert proc.returncode == 2
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith(f"metalab-train: error: {message}".format(tmp=tmp_path))
@@ -271,8 +333,15 @@ def test_bad_sweeper_settings_get_one_line(tmp_path, override, message):
 
 
 def test_optuna_search_needs_validation_episodes(tmp_path):
-    proc = run_cli("run.train", "-m", f"{SEARCH}=protonet", f"hydra.sweep.dir={tmp_path}", *TINY,
-                   *CSV, "val_episodes=0")
+    proc = run_cli(
+        "run.train",
+        "-m",
+        f"{SEARCH}=protonet",
+        f"hydra.sweep.dir={tmp_path}",
+        *TINY,
+        *CSV,
+        "val_episodes=0",
+    )
     assert proc.returncode == 2
     assert "val_episodes=0: an Optuna search optimises the validation metric" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -294,35 +363,55 @@ def test_every_algorithm_has_a_search_over_its_own_keys(algorithm):
         assert OmegaConf.select(cfg, key) is not None, key
     if "inner_lr" in cfg.algorithm and algorithm != "random_rl":  # gradient-based, trained
         assert {"algorithm.inner_lr", "algorithm.inner_steps", "algorithm.optimizer.lr"} <= set(
-            sweeper.params)
+            sweeper.params
+        )
 
 
 def test_hydra_sweep_syntax_becomes_optuna_distributions():
-    lines = ["a=choice(5, 10, 20)", "b=range(1, 6)", "c=range(0, 10, 3)", "d=int(interval(1, 5))",
-             "e=tag(log, interval(1e-4, 1e-2))", "f=interval(0.1, 1.0)", "g=choice(x, y)",
-             "seed=3", "+extra=${hydra:job.num}"]
+    lines = [
+        "a=choice(5, 10, 20)",
+        "b=range(1, 6)",
+        "c=range(0, 10, 3)",
+        "d=int(interval(1, 5))",
+        "e=tag(log, interval(1e-4, 1e-2))",
+        "f=interval(0.1, 1.0)",
+        "g=choice(x, y)",
+        "seed=3",
+        "+extra=${hydra:job.num}",
+    ]
     space, fixed = search_space(lines)
     assert space == {
-        "a": CategoricalDistribution([5, 10, 20]), "b": IntDistribution(1, 5),
-        "c": IntDistribution(0, 9, step=3), "d": IntDistribution(1, 5),
-        "e": FloatDistribution(1e-4, 1e-2, log=True), "f": FloatDistribution(0.1, 1.0),
-        "g": CategoricalDistribution(["x", "y"])}
+        "a": CategoricalDistribution([5, 10, 20]),
+        "b": IntDistribution(1, 5),
+        "c": IntDistribution(0, 9, step=3),
+        "d": IntDistribution(1, 5),
+        "e": FloatDistribution(1e-4, 1e-2, log=True),
+        "f": FloatDistribution(0.1, 1.0),
+        "g": CategoricalDistribution(["x", "y"]),
+    }
     assert fixed == ["seed=3", "+extra=${hydra:job.num}"]
     # sampler=grid visits exactly the points Hydra's own grid sweep would
     discrete = {k: v for k, v in space.items() if k in "abcg"}
-    hydra_grid = {o.get_key_element(): list(o.sweep_iterator())
-                  for o in OverridesParser.create().parse_overrides(lines) if o.get_key_element()
-                  in discrete}
+    hydra_grid = {
+        o.get_key_element(): list(o.sweep_iterator())
+        for o in OverridesParser.create().parse_overrides(lines)
+        if o.get_key_element() in discrete
+    }
     assert grid_choices(discrete) == hydra_grid
 
 
 @pytest.mark.parametrize("name", ["tpe", "random", "cmaes", "gp", "grid", "nsgaii"])
 def test_every_sampler_searches_a_space(name):
     settings = OmegaConf.structured(OptunaSweeperConf)
-    search = OptunaSearch(**{k: v for k, v in settings.items() if k != "_target_"} | {
-        "sampler": name, "seed": 0, "direction": "maximize"})
-    space, _ = search_space(["x=range(0, 4)", "y=choice(1, 2)"] if name == "grid" else
-                            ["x=interval(0.0, 1.0)", "y=int(interval(1, 4))"])
+    search = OptunaSearch(
+        **{k: v for k, v in settings.items() if k != "_target_"}
+        | {"sampler": name, "seed": 0, "direction": "maximize"}
+    )
+    space, _ = search_space(
+        ["x=range(0, 4)", "y=choice(1, 2)"]
+        if name == "grid"
+        else ["x=interval(0.0, 1.0)", "y=int(interval(1, 4))"]
+    )
     study = optuna.create_study(sampler=search.make_sampler(space), direction="maximize")
     for _ in range(8):
         trial = study.ask(fixed_distributions=space)
@@ -339,8 +428,9 @@ def test_every_sampler_searches_a_space(name):
 @pytest.mark.parametrize("name", ["median", "hyperband"])
 def test_each_pruner_stops_only_bad_trials_from_its_default_settings(name):
     settings = OmegaConf.structured(OptunaSweeperConf)
-    study = optuna.create_study(direction="maximize",
-                                pruner=make_pruner(name, settings.median, settings.hyperband))
+    study = optuna.create_study(
+        direction="maximize", pruner=make_pruner(name, settings.median, settings.hyperband)
+    )
     pruned = []
     for i in range(20):  # good and bad trials in turn, reporting at 4 validations
         trial, value = study.ask(), 0.2 if i % 2 else 0.8
@@ -372,13 +462,20 @@ def test_best_validation_reads_checkpoints_without_running_code(tmp_path):
 
     (tmp_path / "checkpoints").mkdir()
     marker = tmp_path / "code-ran"
-    torch.save({"callbacks": {"ModelCheckpoint{}": {"best_model_score": torch.tensor(0.5)}},
-                "payload": _RunsCode(marker)}, tmp_path / "checkpoints" / "best.ckpt")
+    torch.save(
+        {
+            "callbacks": {"ModelCheckpoint{}": {"best_model_score": torch.tensor(0.5)}},
+            "payload": _RunsCode(marker),
+        },
+        tmp_path / "checkpoints" / "best.ckpt",
+    )
     with pytest.raises(pickle.UnpicklingError):
         _sweep.best_validation(tmp_path)
     assert not marker.exists()
-    torch.save({"callbacks": {"ModelCheckpoint{}": {"best_model_score": torch.tensor(0.5)}}},
-               tmp_path / "checkpoints" / "best.ckpt")  # a plain checkpoint is read
+    torch.save(
+        {"callbacks": {"ModelCheckpoint{}": {"best_model_score": torch.tensor(0.5)}}},
+        tmp_path / "checkpoints" / "best.ckpt",
+    )  # a plain checkpoint is read
     assert _sweep.best_validation(tmp_path) == 0.5
 
 
@@ -389,8 +486,11 @@ SWEEP_FILES = sorted((ROOT / "sweeps").glob("*.yaml"))
 def agent_command(sweep: dict, suggested: sweeps.SweepRun) -> list[str]:
     """The command line exactly as `wandb agent` builds it (wandb_agent.Agent._command_run)."""
     values = create_sweep_command_args({"args": suggested.config})
-    values |= {"interpreter": ["python"], "program": [sweep.get("program")],
-               "env": ["/usr/bin/env"]}
+    values |= {
+        "interpreter": ["python"],
+        "program": [sweep.get("program")],
+        "env": ["/usr/bin/env"],
+    }
     command = []
     for chunk in create_sweep_command(list(sweep["command"])):
         if chunk.startswith("${") and chunk.endswith("}"):
@@ -423,8 +523,14 @@ def test_wandb_bayes_sweep_learns_from_finished_runs_on_this_numpy():
     finished = []
     for i in range(4):
         run = sweeps.next_run(config, finished, validate=True)
-        finished.append(sweeps.SweepRun(config=run.config, state=sweeps.RunState.finished,
-                                        history=[{"val/acc": 0.5 + i / 10}], name=f"r{i}"))
+        finished.append(
+            sweeps.SweepRun(
+                config=run.config,
+                state=sweeps.RunState.finished,
+                history=[{"val/acc": 0.5 + i / 10}],
+                name=f"r{i}",
+            )
+        )
     suggested = sweeps.next_run(config, finished, validate=True)
     lr = suggested.config["algorithm.optimizer.lr"]["value"]
     assert 1e-4 <= lr <= 1e-2 and suggested.config not in [r.config for r in finished]
@@ -438,13 +544,18 @@ def test_a_suggested_wandb_sweep_command_trains(tmp_path):
     proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    assert config["algorithm"]["optimizer"]["lr"] == suggested.config[
-        "algorithm.optimizer.lr"]["value"]
+    assert (
+        config["algorithm"]["optimizer"]["lr"]
+        == suggested.config["algorithm.optimizer.lr"]["value"]
+    )
     assert config["dataset"]["train_ways"] == suggested.config["dataset.train_ways"]["value"]
     assert (tmp_path / "results.json").is_file()
     # the finished run goes back to the engine, which moves on to another grid point
-    done = sweeps.SweepRun(config=suggested.config, state=sweeps.RunState.finished,
-                           history=[{"val/acc": best_val_acc(tmp_path)}])
+    done = sweeps.SweepRun(
+        config=suggested.config,
+        state=sweeps.RunState.finished,
+        history=[{"val/acc": best_val_acc(tmp_path)}],
+    )
     following = sweeps.next_run(sweeps.SweepConfig(sweep), [done], validate=True)
     assert following.config != suggested.config
 

@@ -21,12 +21,18 @@ from metalab.run.config import check_config
 from metalab.run.training import run
 
 CLINC = (ROOT / "../shared/data/clinc150").resolve()
-needs_clinc = pytest.mark.skipif(not (CLINC / "data_full.json").is_file(),
-                                 reason=f"CLINC150 not found at {CLINC}")
+needs_clinc = pytest.mark.skipif(
+    not (CLINC / "data_full.json").is_file(), reason=f"CLINC150 not found at {CLINC}"
+)
 # a small text CNN: every algorithm runs in seconds
 SMALL_CNN = ["backbone=text_cnn", "backbone.embed_dim=16", "backbone.filters=8"]
-CLINC_ARGS = ["dataset=clinc150", f"dataset.root={CLINC}", "dataset.queries=3", "logger=csv",
-              "algorithm.meta_batch=2"]
+CLINC_ARGS = [
+    "dataset=clinc150",
+    f"dataset.root={CLINC}",
+    "dataset.queries=3",
+    "logger=csv",
+    "algorithm.meta_batch=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +49,16 @@ def rows_file(path, rows):
 def toy_rows(domains=4, labels=3, per_label=6):
     """Sentences made of per-label words; domain d's words carry a marker ``zq<d>`` so that the
     tokenizer's vocabulary shows which domains it saw."""
-    return [{"text": f"please zq{d} w{d}x{k} item {i} w{d}x{k}",
-             "label": f"d{d}l{k}", "domain": f"dom{d}"}
-            for d in range(domains) for k in range(labels) for i in range(per_label)]
+    return [
+        {
+            "text": f"please zq{d} w{d}x{k} item {i} w{d}x{k}",
+            "label": f"d{d}l{k}",
+            "domain": f"dom{d}",
+        }
+        for d in range(domains)
+        for k in range(labels)
+        for i in range(per_label)
+    ]
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -54,8 +67,11 @@ def test_clinc_split_is_by_domain_and_disjoint(clinc):
     sources = clinc
     domains = {s: set(src.domain_names) for s, src in sources.items()}
     assert [len(domains[s]) for s in ("train", "val", "test")] == [6, 1, 3]
-    assert not (domains["train"] & domains["val"] or domains["train"] & domains["test"]
-                or domains["val"] & domains["test"])
+    assert not (
+        domains["train"] & domains["val"]
+        or domains["train"] & domains["test"]
+        or domains["val"] & domains["test"]
+    )
     official = json.loads((CLINC / "domains.json").read_text())
     assert set().union(*domains.values()) == set(official)
     for split, src in sources.items():  # every intent of a domain, with all its 150 utterances
@@ -66,8 +82,9 @@ def test_clinc_split_is_by_domain_and_disjoint(clinc):
 
 def test_named_domains_and_within_domain_episodes(tmp_path):
     path = rows_file(tmp_path / "toy.jsonl", toy_rows(domains=5))
-    sources = load_text(path, tmp_path, val_domains=["dom4"], test_domains=["dom0", "dom2"],
-                        within_domain=True)
+    sources = load_text(
+        path, tmp_path, val_domains=["dom4"], test_domains=["dom0", "dom2"], within_domain=True
+    )
     assert sources["test"].domain_names == ["dom0", "dom2"]
     assert sources["val"].domain_names == ["dom4"]
     test = sources["test"]
@@ -80,8 +97,9 @@ def test_named_domains_and_within_domain_episodes(tmp_path):
 def test_tokenizer_never_sees_validation_or_test_text(tmp_path):
     path = rows_file(tmp_path / "toy.jsonl", toy_rows())
     for kind in ("wordpiece", "word"):
-        sources = load_text(path, tmp_path, val_domains=["dom1"], test_domains=["dom2"],
-                            tokenizer=kind)
+        sources = load_text(
+            path, tmp_path, val_domains=["dom1"], test_domains=["dom2"], tokenizer=kind
+        )
         vocab = json.loads(sources["train"].tokenizer)["model"]["vocab"]
         assert {"zq0", "zq3", "w0x1"} <= set(vocab)  # train domains' words are whole tokens
         assert not {"zq1", "zq2", "w1x0", "w2x0"} & set(vocab), kind
@@ -101,17 +119,22 @@ def test_clinc_vocabulary_comes_from_the_training_domains(clinc):
     train_intents = set(sources["train"].class_names)
 
     def words(train: bool) -> set[str]:
-        return {w for key in ("train", "val", "test") for text, intent in rows[key]
-                if (intent in train_intents) == train for w in re.findall(r"[a-z]+", text.lower())}
+        return {
+            w
+            for key in ("train", "val", "test")
+            for text, intent in rows[key]
+            if (intent in train_intents) == train
+            for w in re.findall(r"[a-z]+", text.lower())
+        }
 
     train_words, unseen = words(True), words(False) - words(True)
     assert len(unseen) > 300  # val and test hold many words that meta-training lacks
     # every token is spelled from the training words: a word start, or a piece of a word
     starts = {w[:i] for w in train_words for i in range(1, len(w) + 1)}
-    pieces = {w[i:j] for w in train_words for i in range(len(w))
-              for j in range(i + 1, len(w) + 1)}
-    letters = [t for t in vocab if t.removeprefix("##").isascii()
-               and t.removeprefix("##").isalpha()]
+    pieces = {w[i:j] for w in train_words for i in range(len(w)) for j in range(i + 1, len(w) + 1)}
+    letters = [
+        t for t in vocab if t.removeprefix("##").isascii() and t.removeprefix("##").isalpha()
+    ]
     assert len(letters) > 5000
     for token in letters:
         assert (token[2:] in pieces) if token.startswith("##") else (token in starts), token
@@ -158,10 +181,14 @@ def test_bag_of_words_baseline_matches_scikit_learn():
 
 
 # -- backbones ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("make", [
-    lambda: TextCNN((9,), out_dim=3, vocab_size=30, embed_dim=8, filters=4),
-    lambda: TextTransformer((9,), out_dim=3, vocab_size=30, dim=8, heads=2, layers=1, ff_dim=8),
-], ids=["text_cnn", "text_transformer"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: TextCNN((9,), out_dim=3, vocab_size=30, embed_dim=8, filters=4),
+        lambda: TextTransformer((9,), out_dim=3, vocab_size=30, dim=8, heads=2, layers=1, ff_dim=8),
+    ],
+    ids=["text_cnn", "text_transformer"],
+)
 def test_meta_gradient_of_both_engines_matches_finite_differences(make, one_thread):
     torch.manual_seed(0)
     net = make().double()
@@ -189,15 +216,18 @@ def test_meta_gradient_of_both_engines_matches_finite_differences(make, one_thre
             p[where] += 1e-6
         numeric = (up - down) / 2e-6
         for engine in ("loop", "vmap"):
-            assert grads[engine][name][where].item() == pytest.approx(numeric, rel=1e-4,
-                                                                      abs=1e-8), (engine, name)
+            assert grads[engine][name][where].item() == pytest.approx(
+                numeric, rel=1e-4, abs=1e-8
+            ), (engine, name)
 
 
 def test_padding_changes_nothing(one_thread):
     """A sentence's embedding does not depend on how much padding follows it."""
     torch.manual_seed(0)
-    for net in (TextCNN((12,), vocab_size=30, embed_dim=8, filters=4),
-                TextTransformer((12,), vocab_size=30, dim=8, heads=2, layers=1, ff_dim=8)):
+    for net in (
+        TextCNN((12,), vocab_size=30, embed_dim=8, filters=4),
+        TextTransformer((12,), vocab_size=30, dim=8, heads=2, layers=1, ff_dim=8),
+    ):
         ids = torch.randint(1, 31, (3, 6))
         padded = torch.cat([ids, torch.zeros(3, 6, dtype=torch.int64)], 1)
         assert torch.allclose(net.embed(ids), net.embed(padded), atol=1e-5)
@@ -214,19 +244,23 @@ def test_bag_half_of_the_cnn_is_the_mean_token_embedding(one_thread):
     lengths = (ids > 0).sum(1)
     flat = ids[ids > 0]  # the real tokens, sentence after sentence
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)[:-1]])
-    mean = torch.nn.functional.embedding_bag(flat, net.features.embedding.weight, offsets,
-                                             mode="mean")
-    expected = torch.nn.functional.normalize(mean, dim=1) * 5.0 / 2 ** 0.5
+    mean = torch.nn.functional.embedding_bag(
+        flat, net.features.embedding.weight, offsets, mode="mean"
+    )
+    expected = torch.nn.functional.normalize(mean, dim=1) * 5.0 / 2**0.5
     assert torch.allclose(z[:, 12:], expected, atol=1e-6)
     plain = TextCNN((7,), vocab_size=30, embed_dim=8, filters=4, bag=False)
     assert plain.embed(ids).shape == (2, 12)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("backbone.bag=maybe", "backbone.bag=maybe"),
-    ("backbone.embed_std=0.0", "backbone.embed_std=0.0: must be a positive number"),
-    ("backbone.embed_std=-1.5", "backbone.embed_std=-1.5: must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("backbone.bag=maybe", "backbone.bag=maybe"),
+        ("backbone.embed_std=0.0", "backbone.embed_std=0.0: must be a positive number"),
+        ("backbone.embed_std=-1.5", "backbone.embed_std=-1.5: must be a positive number"),
+    ],
+)
 def test_bad_text_cnn_options_are_one_line(override, message):
     cfg = compose(["dataset=clinc150", "backbone=text_cnn", override])
     with pytest.raises(ConfigError) as err:
@@ -239,8 +273,10 @@ def test_bad_text_cnn_options_are_one_line(override, message):
 @pytest.mark.parametrize("algorithm", ["protonet", "maml", "fomaml", "reptile"])
 def test_tiny_run_of_each_algorithm_on_text(tmp_path, algorithm, one_thread):
     extra = {"maml": ["algorithm.engine=vmap"], "reptile": ["algorithm.eval_inner_steps=2"]}
-    cfg = compose([*CLINC_ARGS, *SMALL_CNN, *TINY, f"algorithm={algorithm}",
-                         *extra.get(algorithm, [])], output_dir=tmp_path)
+    cfg = compose(
+        [*CLINC_ARGS, *SMALL_CNN, *TINY, f"algorithm={algorithm}", *extra.get(algorithm, [])],
+        output_dir=tmp_path,
+    )
     results = run(cfg, tmp_path)
     assert results["test/episodes"] == 10
     assert 0 <= results["test/acc"] <= 1 and 0 <= results["test/bow_1nn_acc"] <= 1
@@ -250,9 +286,20 @@ def test_tiny_run_of_each_algorithm_on_text(tmp_path, algorithm, one_thread):
 
 @needs_clinc
 def test_tiny_run_of_the_transformer_within_domains(tmp_path, one_thread):
-    cfg = compose([*CLINC_ARGS, *TINY, "algorithm=protonet", "backbone=text_transformer",
-                         "backbone.dim=16", "backbone.heads=2", "backbone.layers=1",
-                         "backbone.ff_dim=16", "dataset.within_domain=true"], output_dir=tmp_path)
+    cfg = compose(
+        [
+            *CLINC_ARGS,
+            *TINY,
+            "algorithm=protonet",
+            "backbone=text_transformer",
+            "backbone.dim=16",
+            "backbone.heads=2",
+            "backbone.layers=1",
+            "backbone.ff_dim=16",
+            "dataset.within_domain=true",
+        ],
+        output_dir=tmp_path,
+    )
     results = run(cfg, tmp_path)
     assert 0 <= results["test/acc"] <= 1 and results["test/episodes"] == 10
 
@@ -268,14 +315,27 @@ def tiny_pretrained(tmp_path):
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator([r["text"] for r in toy_rows()],
-                            trainers.WordPieceTrainer(vocab_size=200, special_tokens=special))
+    tok.train_from_iterator(
+        [r["text"] for r in toy_rows()],
+        trainers.WordPieceTrainer(vocab_size=200, special_tokens=special),
+    )
     folder = tmp_path / "tiny-bert"
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                            cls_token="[CLS]", sep_token="[SEP]",
-                            mask_token="[MASK]").save_pretrained(folder)
-    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=16, max_position_embeddings=64)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    ).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
@@ -283,10 +343,20 @@ def tiny_pretrained(tmp_path):
 
 def test_pretrained_encoder_from_a_local_folder(tmp_path, tiny_pretrained, one_thread):
     data = rows_file(tmp_path / "toy.jsonl", toy_rows(domains=6, labels=5, per_label=4))
-    cfg = compose(["dataset=text", f"dataset.root={data}", "dataset.val_domains=1",
-                         "dataset.test_domains=2", "dataset.queries=2", "backbone=text_pretrained",
-                         f"backbone.path={tiny_pretrained}", "logger=csv", *TINY],
-                        output_dir=tmp_path / "run")
+    cfg = compose(
+        [
+            "dataset=text",
+            f"dataset.root={data}",
+            "dataset.val_domains=1",
+            "dataset.test_domains=2",
+            "dataset.queries=2",
+            "backbone=text_pretrained",
+            f"backbone.path={tiny_pretrained}",
+            "logger=csv",
+            *TINY,
+        ],
+        output_dir=tmp_path / "run",
+    )
     assert cfg.dataset.tokenizer == str(tiny_pretrained)  # the model's own tokenizer
     results = run(cfg, tmp_path / "run")
     assert 0 <= results["test/acc"] <= 1
@@ -295,10 +365,20 @@ def test_pretrained_encoder_from_a_local_folder(tmp_path, tiny_pretrained, one_t
 # -- DDP ----------------------------------------------------------------------------------------
 @needs_clinc
 def test_two_processes_equal_one_on_text(tmp_path):
-    budget = [*CLINC_ARGS, *SMALL_CNN, "algorithm=maml", "algorithm.meta_batch=4", "steps=2",
-              "val_every=2", "val_episodes=2", "test_episodes=4", "eval_batch=2",
-              "algorithm.optimizer._target_=torch.optim.SGD", "algorithm.optimizer.lr=0.1",
-              "algorithm.eval_inner_steps=1"]
+    budget = [
+        *CLINC_ARGS,
+        *SMALL_CNN,
+        "algorithm=maml",
+        "algorithm.meta_batch=4",
+        "steps=2",
+        "val_every=2",
+        "val_episodes=2",
+        "test_episodes=4",
+        "eval_batch=2",
+        "algorithm.optimizer._target_=torch.optim.SGD",
+        "algorithm.optimizer.lr=0.1",
+        "algorithm.eval_inner_steps=1",
+    ]
     done = {}
     for name, extra in (("one", []), ("two", ["hardware=ddp_cpu"])):
         proc = train_cli(tmp_path / name, *budget, *extra, env={"OMP_NUM_THREADS": "1"})
@@ -337,20 +417,37 @@ def test_too_few_utterances_per_label_names_the_label(tmp_path):
     rows = [r for r in rows if not (r["label"] == "d2l1" and "item 4" in r["text"])]
     path = rows_file(tmp_path / "toy.jsonl", rows)
     sources = load_text(path, tmp_path, val_domains=["dom1"], test_domains=["dom2"])
-    with pytest.raises(ConfigError, match=r"dataset.shots \+ dataset.queries=6: label 'd2l1' of "
-                                          r"the test split has only 5 utterances in .*toy.jsonl"):
+    with pytest.raises(
+        ConfigError,
+        match=r"dataset.shots \+ dataset.queries=6: label 'd2l1' of "
+        r"the test split has only 5 utterances in .*toy.jsonl",
+    ):
         sources["test"].check(EpisodeShape(3, 1, 5))
     sources["test"].check(EpisodeShape(3, 1, 4))
 
 
-@pytest.mark.parametrize(("dataset", "backbone", "message"), [
-    ("clinc150", "conv4", "backbone=conv4: needs image inputs, and dataset=clinc150 has text "
-                          "inputs; use backbone=text_cnn"),
-    ("glyphs", "text_cnn", "backbone=text_cnn: needs text inputs, and dataset=glyphs has image "
-                           "inputs; use backbone=conv4"),
-    ("clinc150", "mlp", "backbone=mlp: needs image or vector inputs, and dataset=clinc150 has "
-                        "text inputs"),
-])
+@pytest.mark.parametrize(
+    ("dataset", "backbone", "message"),
+    [
+        (
+            "clinc150",
+            "conv4",
+            "backbone=conv4: needs image inputs, and dataset=clinc150 has text "
+            "inputs; use backbone=text_cnn",
+        ),
+        (
+            "glyphs",
+            "text_cnn",
+            "backbone=text_cnn: needs text inputs, and dataset=glyphs has image "
+            "inputs; use backbone=conv4",
+        ),
+        (
+            "clinc150",
+            "mlp",
+            "backbone=mlp: needs image or vector inputs, and dataset=clinc150 has text inputs",
+        ),
+    ],
+)
 def test_image_and_text_mismatch_is_refused(dataset, backbone, message):
     cfg = compose([f"dataset={dataset}", f"backbone={backbone}"])
     with pytest.raises(ConfigError) as err:
@@ -359,8 +456,9 @@ def test_image_and_text_mismatch_is_refused(dataset, backbone, message):
 
 
 def test_missing_pretrained_path_is_one_line_naming_it():
-    cfg = compose(["dataset=clinc150", "backbone=text_pretrained",
-                         "backbone.path=/nonexistent/bert"])
+    cfg = compose(
+        ["dataset=clinc150", "backbone=text_pretrained", "backbone.path=/nonexistent/bert"]
+    )
     with pytest.raises(ConfigError) as err:
         check_config(cfg)  # before any data or model is loaded
     assert str(err.value).startswith("backbone.path=/nonexistent/bert: no pretrained model")

@@ -28,8 +28,12 @@ def wandb_summary(run_dir) -> dict:
     assert len(runs) == 1, runs
     run_id = (run_dir / "wandb_id.txt").read_text().strip()
     assert runs[0].name.endswith(run_id)
-    proc = subprocess.run([*WANDB, "leet", "inspect", "--summary", "--json", str(runs[0])],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [*WANDB, "leet", "inspect", "--summary", "--json", str(runs[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
@@ -45,9 +49,16 @@ def glyphs_run(tmp_path_factory):
 
 def test_run_folder_holds_everything(glyphs_run):
     run_dir, proc = glyphs_run
-    for name in ("config.yaml", ".hydra/config.yaml", "checkpoints/best.ckpt",
-                 "checkpoints/last.ckpt", "metrics.csv", "results.json", "test_episodes.csv",
-                 "wandb_id.txt"):
+    for name in (
+        "config.yaml",
+        ".hydra/config.yaml",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "metrics.csv",
+        "results.json",
+        "test_episodes.csv",
+        "wandb_id.txt",
+    ):
         assert (run_dir / name).is_file(), name
     results = assert_results_are_the_episode_means(run_dir, "acc")
     assert results["test/episodes"] == 10
@@ -79,8 +90,9 @@ def test_wandb_offline_run_holds_the_run(glyphs_run):
 
 def test_eval_reproduces_the_run_numbers(glyphs_run, tmp_path):
     run_dir, _ = glyphs_run
-    proc = run_cli("run.evaluate", f"ckpt_path={run_dir}/checkpoints/best.ckpt",
-                   f"hydra.run.dir={tmp_path}")
+    proc = run_cli(
+        "run.evaluate", f"ckpt_path={run_dir}/checkpoints/best.ckpt", f"hydra.run.dir={tmp_path}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     evaluated = json.loads((tmp_path / "results.json").read_text())
     tested = {k: v for k, v in read_results(run_dir).items() if not k.startswith(("perf/", "val/"))}
@@ -107,8 +119,9 @@ def test_tiny_run_on_real_omniglot_logs_to_tensorboard(tmp_path):
 
 
 def test_ddp_cpu_two_processes_share_one_run_folder_and_one_wandb_run(tmp_path):
-    proc = train_cli(tmp_path / "run", "hardware=ddp_cpu", "algorithm.meta_batch=2", *TINY,
-                     "logger=wandb")
+    proc = train_cli(
+        tmp_path / "run", "hardware=ddp_cpu", "algorithm.meta_batch=2", *TINY, "logger=wandb"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     results = assert_results_are_the_episode_means(tmp_path / "run")
@@ -121,8 +134,9 @@ def test_ddp_cpu_two_processes_share_one_run_folder_and_one_wandb_run(tmp_path):
 
 def test_glyphs_is_not_trivial(tmp_path):
     """A briefly trained ProtoNet beats raw-pixel 1-NN by >= 15 points on the same episodes."""
-    proc = train_cli(tmp_path, "steps=100", "val_every=50", "val_episodes=0",
-                     "test_episodes=100", "logger=none")
+    proc = train_cli(
+        tmp_path, "steps=100", "val_every=50", "val_episodes=0", "test_episodes=100", "logger=none"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = read_results(tmp_path)
     assert results["test/acc"] - results["test/pixel_1nn_acc"] >= 0.15, results

@@ -55,43 +55,54 @@ TRAIN_CASES = [
     (["algorithm.scheduler.step_size=0"], ["algorithm.scheduler.step_size=0", "positive"]),
     (["ckpt_path=/nonexistent"], ["ckpt_path=/nonexistent", "no such checkpoint file"]),
     (["backbone.hidden=0"], ["backbone.hidden=0", "positive integer"]),
-    (["backbone=mlp", "dataset=sinusoid", "algorithm=maml", "backbone.hidden=[40,0]"],
-     ["backbone.hidden=0", "positive integer"]),
+    (
+        ["backbone=mlp", "dataset=sinusoid", "algorithm=maml", "backbone.hidden=[40,0]"],
+        ["backbone.hidden=0", "positive integer"],
+    ),
     (["hardware=multi_node"], ["hardware.num_nodes=2", "cluster launcher", "launcher=slurm"]),
     (["log_every=0"], ["log_every=0", "positive integer"]),
     (["dataset=nope"], ["dataset=nope", "allowed: cifar_fs, clinc150, cub", "glyphs", "omniglot"]),
-    (["dataset.wayz=5"], ["dataset.wayz", "no such key", "keys of dataset:", "ways",
-                          "+dataset.wayz=<value>"]),
+    (
+        ["dataset.wayz=5"],
+        ["dataset.wayz", "no such key", "keys of dataset:", "ways", "+dataset.wayz=<value>"],
+    ),
     (["foo=1"], ["foo", "no such key", "keys of the top level:", "steps"]),
     (["dataset.load._target_=os.mkdir"], ["dataset.load._target_=os.mkdir", "not allowed"]),
     # a misspelt algorithm key is not dropped: it names the key and the ones the algorithm takes
-    (["+algorithm.inner_lrr=0.1", "algorithm=maml"],
-     ["algorithm.inner_lrr=0.1", "algorithm=maml has no such key", "inner_lr"]),
+    (
+        ["+algorithm.inner_lrr=0.1", "algorithm=maml"],
+        ["algorithm.inner_lrr=0.1", "algorithm=maml has no such key", "inner_lr"],
+    ),
     (["+algorithm.ways=3"], ["algorithm.ways=3", "algorithm=protonet has no such key"]),
 ]
 
 
-@pytest.mark.parametrize(("overrides", "expected"), TRAIN_CASES,
-                         ids=[" ".join(c[0]) for c in TRAIN_CASES])
+@pytest.mark.parametrize(
+    ("overrides", "expected"), TRAIN_CASES, ids=[" ".join(c[0]) for c in TRAIN_CASES]
+)
 def test_train_mistake_is_one_line(tmp_path, capsys, overrides, expected):
-    code, err = entry_point("train", f"hydra.run.dir={tmp_path / 'run'}", "logger=none",
-                            *overrides, capsys=capsys)
+    code, err = entry_point(
+        "train", f"hydra.run.dir={tmp_path / 'run'}", "logger=none", *overrides, capsys=capsys
+    )
     assert_one_line(code, err, *expected)
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_output_folder_under_a_file_is_one_line(tmp_path, capsys):
     (tmp_path / "file").write_text("not a folder")
-    code, err = entry_point("train", f"hydra.run.dir={tmp_path / 'file' / 'run'}",
-                            capsys=capsys)
+    code, err = entry_point("train", f"hydra.run.dir={tmp_path / 'file' / 'run'}", capsys=capsys)
     assert_one_line(code, err, str(tmp_path / "file"), "Not a directory", "hydra.run.dir")
 
 
 def test_read_only_output_folder_is_one_line(tmp_path, capsys):
     folder = tmp_path / "ro"
     folder.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
-                                            str(folder)], capture_output=True).returncode:
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True
+        ).returncode
+    ):
         pytest.skip("needs root to mount a read-only tmpfs")  # root ignores chmod
     try:
         code, err = entry_point("train", f"hydra.run.dir={folder / 'run'}", capsys=capsys)
@@ -141,10 +152,19 @@ def test_eval_refuses_a_config_target_outside_the_allow_list(tmp_path):
     """The spawned metalab-eval: a run's config.yaml that would run os.mkdir stops in one line."""
     made = tmp_path / "made-by-config"
     run_dir = fake_run(tmp_path, "dataset.load._target_=os.mkdir", f"+dataset.load.path={made}")
-    proc = run_cli("run.evaluate", f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
-                   f"hydra.run.dir={tmp_path / 'eval'}", timeout=300)
-    assert_one_line(proc.returncode, proc.stderr, "dataset.load._target_=os.mkdir",
-                    "not allowed", prog="metalab-eval")
+    proc = run_cli(
+        "run.evaluate",
+        f"ckpt_path={run_dir / 'checkpoints' / 'best.ckpt'}",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        timeout=300,
+    )
+    assert_one_line(
+        proc.returncode,
+        proc.stderr,
+        "dataset.load._target_=os.mkdir",
+        "not allowed",
+        prog="metalab-eval",
+    )
     assert not made.exists()
 
 
@@ -153,8 +173,9 @@ def test_a_second_run_on_a_live_folder_stops_in_one_line(tmp_path):
     run_dir = tmp_path / "run"
     with rundir.locked(run_dir):
         proc = train_cli(run_dir, *TINY, "logger=none", timeout=300)
-    assert_one_line(proc.returncode, proc.stderr, str(run_dir),
-                    f"in use by another run (PID {os.getpid()} on")
+    assert_one_line(
+        proc.returncode, proc.stderr, str(run_dir), f"in use by another run (PID {os.getpid()} on"
+    )
     assert not (run_dir / "config.yaml").exists()
 
 
@@ -191,16 +212,28 @@ def test_a_zip_corrupted_in_the_middle_names_the_file(tmp_path, capsys):
         shutil.copyfile(OMNIGLOT_SMALL / name, root / name)
     archive = root / "images_background_small1.zip"
     with zipfile.ZipFile(archive) as z:  # the first deflated image the loader decodes
-        member = min((i for i in z.infolist() if i.compress_type == zipfile.ZIP_DEFLATED
-                      and i.filename.endswith(".png")), key=lambda i: i.filename)
+        member = min(
+            (
+                i
+                for i in z.infolist()
+                if i.compress_type == zipfile.ZIP_DEFLATED and i.filename.endswith(".png")
+            ),
+            key=lambda i: i.filename,
+        )
     with open(archive, "r+b") as f:  # an invalid deflate block: zlib.error, not BadZipFile
         f.seek(member.header_offset + 30 + len(member.filename.encode()) + len(member.extra))
         f.write(b"\xff" * 40)
-    code, err = entry_point("train", f"hydra.run.dir={tmp_path / 'run'}", "logger=none",
-                            "dataset=omniglot", f"dataset.root={root}",
-                            "dataset.background=[images_background_small1]",
-                            "dataset.evaluation=[images_background_small2]",
-                            f"paths.cache_dir={tmp_path / 'cache'}", capsys=capsys)
+    code, err = entry_point(
+        "train",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        "logger=none",
+        "dataset=omniglot",
+        f"dataset.root={root}",
+        "dataset.background=[images_background_small1]",
+        "dataset.evaluation=[images_background_small2]",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        capsys=capsys,
+    )
     assert_one_line(code, err, f"dataset.root={archive}:{member.filename}", "corrupt")
 
 

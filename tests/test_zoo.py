@@ -36,6 +36,8 @@ from metalab.run.config import CONF_DIR, input_shape
 from metalab.run.training import build_datamodule
 
 L2L = learn2learn_datasets()
+
+
 def _spy(monkeypatch, name: str) -> list[str]:
     """Record the modes learn2learn's ``name`` class is built with (it still does the work)."""
     real, modes = getattr(L2L, name), []
@@ -68,8 +70,7 @@ EXACT = {  # the lossless fakes: name -> (writer, learn2learn class, labels of r
 
 
 @pytest.mark.parametrize("name", list(EXACT))
-def test_loader_reads_the_real_format_through_learn2learn_and_caches(name, tmp_path,
-                                                                     monkeypatch):
+def test_loader_reads_the_real_format_through_learn2learn_and_caches(name, tmp_path, monkeypatch):
     writer, l2l_class = EXACT[name]
     written = writer(tmp_path / "data")
     load = getattr(zoo, f"load_{name}")
@@ -144,8 +145,11 @@ def test_resizing_to_another_image_size(tmp_path):
     assert data.train.images.shape == (5 * PER_CLASS, 3, 20, 20)
     # a resized flat-coloured class keeps its colour: compare to the written means
     written = write_fc100(tmp_path / "again")["train"]
-    assert torch.allclose(data.train.images.float().mean(dim=(2, 3)),
-                          _as_chw(written).float().mean(dim=(2, 3)), atol=6)
+    assert torch.allclose(
+        data.train.images.float().mean(dim=(2, 3)),
+        _as_chw(written).float().mean(dim=(2, 3)),
+        atol=6,
+    )
 
 
 # ----------------------------------------------------------------------------- file errors
@@ -160,10 +164,12 @@ def test_missing_files_list_one_line_each_with_where_to_get_them(tmp_path):
     assert len(lines) == 4 and "3 files or folders" in lines[0]
     for line, mode in zip(lines[1:], ("train", "validation", "test")):
         assert str(empty / f"mini-imagenet-cache-{mode}.pkl") in line and "zenodo.org" in line
-    for load, expected in ((zoo.load_tiered_imagenet, "tiered-imagenet/train_images_png.pkl"),
-                           (zoo.load_fc100, "FC100_val.pickle"),
-                           (zoo.load_cifar_fs, "cifarfs/cifar100/data"),
-                           (zoo.load_cub, "cubirds200/CUB_200_2011/images")):
+    for load, expected in (
+        (zoo.load_tiered_imagenet, "tiered-imagenet/train_images_png.pkl"),
+        (zoo.load_fc100, "FC100_val.pickle"),
+        (zoo.load_cifar_fs, "cifarfs/cifar100/data"),
+        (zoo.load_cub, "cubirds200/CUB_200_2011/images"),
+    ):
         with pytest.raises(ConfigError, match=expected):
             load(str(empty), str(tmp_path / "cache"))
     assert list(empty.iterdir()) == []  # nothing created (learn2learn would mkdir)
@@ -209,13 +215,16 @@ def test_without_learn2learn_a_first_load_says_so(tmp_path, monkeypatch):
         zoo.load_fc100(str(tmp_path / "data"), str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"image_size": 0}, "dataset.image_size"),
-    ({"download": "yes"}, "dataset.download"),
-    ({"mean": [0.5, 0.5]}, "dataset.mean"),
-    ({"std": [0.2, 0.0, 0.2]}, "dataset.std"),
-    ({"root": ""}, "dataset.root"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"image_size": 0}, "dataset.image_size"),
+        ({"download": "yes"}, "dataset.download"),
+        ({"mean": [0.5, 0.5]}, "dataset.mean"),
+        ({"std": [0.2, 0.0, 0.2]}, "dataset.std"),
+        ({"root": ""}, "dataset.root"),
+    ],
+)
 def test_bad_loader_arguments(kwargs, key, tmp_path):
     args = {"root": str(tmp_path), "cache_dir": str(tmp_path / "cache"), **kwargs}
     with pytest.raises(ConfigError, match=f"^{key}="):
@@ -266,9 +275,16 @@ def mini_cache(tmp_path_factory) -> Path:
 
 
 def _run_args(fake: Path, cache: Path) -> list[str]:
-    return ["dataset=mini_imagenet", f"dataset.root={fake}", f"paths.cache_dir={cache}",
-            "dataset.queries=2", "backbone.hidden=8", *TINY, "logger=csv",
-            "pixel_baseline=false"]
+    return [
+        "dataset=mini_imagenet",
+        f"dataset.root={fake}",
+        f"paths.cache_dir={cache}",
+        "dataset.queries=2",
+        "backbone.hidden=8",
+        *TINY,
+        "logger=csv",
+        "pixel_baseline=false",
+    ]
 
 
 def test_protonet_trains_on_mini_imagenet_end_to_end(fake_mini, mini_cache, tmp_path):
@@ -279,11 +295,18 @@ def test_protonet_trains_on_mini_imagenet_end_to_end(fake_mini, mini_cache, tmp_
     assert len(list(mini_cache.glob("mini_imagenet_*.pt"))) == 3
 
 
-@pytest.mark.skipif(not (Path(CONF_DIR) / "algorithm" / "maml.yaml").is_file(),
-                    reason="conf/algorithm/maml.yaml is not there yet (added by another change)")
+@pytest.mark.skipif(
+    not (Path(CONF_DIR) / "algorithm" / "maml.yaml").is_file(),
+    reason="conf/algorithm/maml.yaml is not there yet (added by another change)",
+)
 def test_maml_trains_on_mini_imagenet_end_to_end(fake_mini, mini_cache, tmp_path):
-    proc = train_cli(tmp_path / "run", *_run_args(fake_mini, mini_cache), "algorithm=maml",
-                     "algorithm.meta_batch=2", "algorithm.eval_inner_steps=1")
+    proc = train_cli(
+        tmp_path / "run",
+        *_run_args(fake_mini, mini_cache),
+        "algorithm=maml",
+        "algorithm.meta_batch=2",
+        "algorithm.eval_inner_steps=1",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["test/episodes"] == 10
@@ -355,14 +378,17 @@ def test_augment_is_deterministic_for_a_seed():
     assert Augment(4, True, 0.4)(x, _gen(3)).equal(augment(x, _gen(3), **settings))
 
 
-@pytest.mark.parametrize("block, key", [
-    ({"crop_padding": -1}, "dataset.augment.crop_padding"),
-    ({"crop_padding": 2.5}, "dataset.augment.crop_padding"),
-    ({"flip": "sometimes"}, "dataset.augment.flip"),
-    ({"color_jitter": 1.5}, "dataset.augment.color_jitter"),
-    ({"color_jitter": "lots"}, "dataset.augment.color_jitter"),
-    ({"rotate": 90}, "dataset.augment.rotate"),
-])
+@pytest.mark.parametrize(
+    "block, key",
+    [
+        ({"crop_padding": -1}, "dataset.augment.crop_padding"),
+        ({"crop_padding": 2.5}, "dataset.augment.crop_padding"),
+        ({"flip": "sometimes"}, "dataset.augment.flip"),
+        ({"color_jitter": 1.5}, "dataset.augment.color_jitter"),
+        ({"color_jitter": "lots"}, "dataset.augment.color_jitter"),
+        ({"rotate": 90}, "dataset.augment.rotate"),
+    ],
+)
 def test_bad_augmentation_values(block, key):
     with pytest.raises(ConfigError, match=f"^{key}="):
         build_augment(block)
@@ -370,10 +396,18 @@ def test_bad_augmentation_values(block, key):
 
 def test_training_episodes_only_are_augmented_deterministically(fake_mini, tmp_path):
     def datamodule(*overrides):
-        cfg = compose(["dataset=mini_imagenet", f"dataset.root={fake_mini}",
-                             f"paths.cache_dir={tmp_path}", "dataset.queries=2",
-                             "algorithm.meta_batch=2", "test_episodes=4", "val_episodes=4",
-                             *overrides])
+        cfg = compose(
+            [
+                "dataset=mini_imagenet",
+                f"dataset.root={fake_mini}",
+                f"paths.cache_dir={tmp_path}",
+                "dataset.queries=2",
+                "algorithm.meta_batch=2",
+                "test_episodes=4",
+                "val_episodes=4",
+                *overrides,
+            ]
+        )
         dm = build_datamodule(cfg)
         dm.load()
         return dm
@@ -383,16 +417,18 @@ def test_training_episodes_only_are_augmented_deterministically(fake_mini, tmp_p
     assert not torch.equal(on.train_episodes(3).query_x, off.train_episodes(3).query_x)
     assert torch.equal(on.train_episodes(3).query_y, off.train_episodes(3).query_y)
     ids = on.eval_ids("test")[0]
-    assert torch.equal(on.eval_episodes("test", ids).query_x,
-                       off.eval_episodes("test", ids).query_x)
+    assert torch.equal(
+        on.eval_episodes("test", ids).query_x, off.eval_episodes("test", ids).query_x
+    )
     # ranks share the same augmented tasks
     on.rank, on.world = 1, 2
     assert torch.equal(on.train_episodes(3).query_x, again.train_episodes(3).query_x[1:])
 
 
 def test_bad_augmentation_stops_before_the_data_is_read(tmp_path):
-    cfg = compose(["dataset=cifar_fs", f"dataset.root={tmp_path}/absent",
-                         "dataset.augment.flip=maybe"])
+    cfg = compose(
+        ["dataset=cifar_fs", f"dataset.root={tmp_path}/absent", "dataset.augment.flip=maybe"]
+    )
     with pytest.raises(ConfigError, match="^dataset.augment.flip=maybe"):
         build_datamodule(cfg).load()
     assert not os.path.exists(tmp_path / "absent")

@@ -23,8 +23,17 @@ class RunError(RuntimeError):
 
 
 # Errors of the machine and its disks, not of metalab: the file and the reason say it all.
-DISK_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR,
-               errno.EEXIST, errno.EISDIR, errno.EFBIG}
+DISK_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.EISDIR,
+    errno.EFBIG,
+}
 
 
 def user_error(exc: BaseException, config_name: str = "train") -> Exception | None:
@@ -43,8 +52,10 @@ def user_error(exc: BaseException, config_name: str = "train") -> Exception | No
         if isinstance(seen, OSError) and seen.errno in DISK_ERRNOS:
             where = seen.filename or "a file of the run"
             hint = " (free some space)" if seen.errno in (errno.ENOSPC, errno.EDQUOT) else ""
-            return RunError(f"cannot write {where}: {seen.strerror}{hint}; the run folder is set "
-                            "by hydra.run.dir")
+            return RunError(
+                f"cannot write {where}: {seen.strerror}{hint}; the run folder is set "
+                "by hydra.run.dir"
+            )
         seen = seen.__cause__ or seen.__context__
     return None
 
@@ -58,14 +69,18 @@ def hydra_error(exc: BaseException, config_name: str) -> str | None:
     if isinstance(exc, MissingConfigException) and exc.options is not None:
         group = (exc.missing_cfg_file or "").rpartition("/")[0]
         choice = (exc.missing_cfg_file or "").rpartition("/")[2]
-        return (f"{group}={choice}: no such option in conf/{group}/; allowed: "
-                f"{', '.join(sorted(exc.options))} (Could not find '{exc.missing_cfg_file}'; "
-                f"Available options in '{group}')")
+        return (
+            f"{group}={choice}: no such option in conf/{group}/; allowed: "
+            f"{', '.join(sorted(exc.options))} (Could not find '{exc.missing_cfg_file}'; "
+            f"Available options in '{group}')"
+        )
     unknown = isinstance(exc.__cause__, (oc.ConfigKeyError, oc.ConfigAttributeError))
     if unknown and str(exc).startswith("Could not override '"):
         key = str(exc).split("'")[1]
-        return (f"{key}: no such key in the config; {known_keys(key, config_name)}"
-                f"(to add a new key, write +{key}=<value>)")
+        return (
+            f"{key}: no such key in the config; {known_keys(key, config_name)}"
+            f"(to add a new key, write +{key}=<value>)"
+        )
     if isinstance(exc, oc.MissingMandatoryValue):
         return f"{exc.full_key}: is required and has no value; give {exc.full_key}=<value>"
     if isinstance(exc, (HydraException, oc.OmegaConfBaseException)):

@@ -17,8 +17,11 @@ from metalab.errors import ConfigError
 #: what a classification dataset's samples are (``dataset.inputs``)
 CLASSIFICATION_INPUTS = ("image", "text")
 #: backbones to suggest for each kind of input
-BACKBONES = {"image": "conv4, resnet12 or mlp",
-             "text": "text_cnn, text_transformer or text_pretrained", "vector": "mlp"}
+BACKBONES = {
+    "image": "conv4, resnet12 or mlp",
+    "text": "text_cnn, text_transformer or text_pretrained",
+    "vector": "mlp",
+}
 
 
 def classification_metrics(preds: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -72,8 +75,9 @@ class TaskKind:
             return "vector"
         kind = dataset.get("inputs", "image")
         if kind not in CLASSIFICATION_INPUTS:
-            raise ConfigError("dataset.inputs", kind,
-                              f"allowed: {', '.join(CLASSIFICATION_INPUTS)}")
+            raise ConfigError(
+                "dataset.inputs", kind, f"allowed: {', '.join(CLASSIFICATION_INPUTS)}"
+            )
         return kind
 
     def input_shape(self, dataset: DictConfig) -> tuple[int, ...]:
@@ -97,10 +101,18 @@ def _observation_shape(dataset: DictConfig) -> tuple[int, ...]:
     return (get_class(dataset.env._target_).obs_dim,)  # of the environment
 
 
-CLASSIFICATION = TaskKind("classification", "acc", True, True, F.cross_entropy,
-                          classification_metrics, _classification_shape)
-REGRESSION = TaskKind("regression", "mse", False, False, F.mse_loss, regression_metrics,
-                      lambda dataset: (1,), "mlp")  # x
+CLASSIFICATION = TaskKind(
+    "classification",
+    "acc",
+    True,
+    True,
+    F.cross_entropy,
+    classification_metrics,
+    _classification_shape,
+)
+REGRESSION = TaskKind(
+    "regression", "mse", False, False, F.mse_loss, regression_metrics, lambda dataset: (1,), "mlp"
+)  # x
 RL = TaskKind("rl", "return", True, False, None, no_metrics, _observation_shape, "policy")
 
 #: every kind, by its ``dataset.task`` name (this order: compare's choice of a shared metric)

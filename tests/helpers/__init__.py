@@ -22,8 +22,14 @@ OMNIGLOT_ARGS = [
     "dataset.evaluation=[images_background_small2]",
 ]
 # A training budget small enough for the default suite.
-TINY = ["steps=6", "val_every=3", "val_episodes=6", "test_episodes=10", "eval_batch=5",
-        "log_every=1"]
+TINY = [
+    "steps=6",
+    "val_every=3",
+    "val_episodes=6",
+    "test_episodes=10",
+    "eval_batch=5",
+    "log_every=1",
+]
 
 # CI always has ../shared beside the checkout: there a missing data folder fails the run.
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -44,12 +50,17 @@ def trained_model(cfg, run_dir: Path, ckpt: str = "best"):
     return model, datamodule
 
 
-def run_cli(module: str, *args: str, cwd: Path = ROOT, env: dict | None = None,
-            timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    module: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess:
     """Run an entry point (``python -m metalab.<module>``) as a user would."""
     return subprocess.run(
-        [sys.executable, "-m", f"metalab.{module}", *args], cwd=cwd, capture_output=True,
-        text=True, timeout=timeout, env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
+        [sys.executable, "-m", f"metalab.{module}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
     )
 
 

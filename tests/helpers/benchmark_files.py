@@ -13,14 +13,21 @@ from metalab.data.zoo.common import learn2learn_datasets
 
 PER_CLASS = 4  # images per class in the fakes: 1 shot + 3 queries at most
 # Real class names where the fakes name classes (mini-ImageNet's Ravi split; CIFAR-100).
-MINI = {"train": ["n01532829", "n01558993", "n01704323", "n01749939", "n01770081"],
-        "validation": ["n01855672", "n02091244", "n02114548", "n02138441", "n02174001"],
-        "test": ["n01930112", "n01981276", "n02099601", "n02110063", "n02110341"]}
-CIFAR = {"train": ["apple", "aquarium_fish", "baby", "bear", "beaver"],
-         "val": ["otter", "porcupine", "possum", "raccoon", "ray"],
-         "test": ["bed", "bee", "beetle", "bicycle", "bottle"]}
-FC100_LABELS = {"train": [0, 9, 10, 16, 28], "val": [1, 32, 67, 73, 91],
-                "test": [3, 42, 43, 88, 97]}
+MINI = {
+    "train": ["n01532829", "n01558993", "n01704323", "n01749939", "n01770081"],
+    "validation": ["n01855672", "n02091244", "n02114548", "n02138441", "n02174001"],
+    "test": ["n01930112", "n01981276", "n02099601", "n02110063", "n02110341"],
+}
+CIFAR = {
+    "train": ["apple", "aquarium_fish", "baby", "bear", "beaver"],
+    "val": ["otter", "porcupine", "possum", "raccoon", "ray"],
+    "test": ["bed", "bee", "beetle", "bicycle", "bottle"],
+}
+FC100_LABELS = {
+    "train": [0, 9, 10, 16, 28],
+    "val": [1, 32, 67, 73, 91],
+    "test": [3, 42, 43, 88, 97],
+}
 OURS = {"train": "train", "validation": "val", "test": "test"}
 
 
@@ -54,8 +61,9 @@ def write_mini(root: Path) -> dict[str, np.ndarray]:
         n = len(synsets)
         rows = np.stack([fake_image(10 * offset + j % n, j, 84) for j in range(n * PER_CLASS)])
         class_dict = {s: list(range(c, n * PER_CLASS, n)) for c, s in enumerate(synsets)}
-        dump(root / f"mini-imagenet-cache-{mode}.pkl",
-              {"image_data": rows, "class_dict": class_dict})
+        dump(
+            root / f"mini-imagenet-cache-{mode}.pkl", {"image_data": rows, "class_dict": class_dict}
+        )
         written[OURS[mode]] = rows
     return written
 
@@ -70,10 +78,15 @@ def write_tiered(root: Path) -> dict[str, np.ndarray]:
         pngs = [np.frombuffer(encoded(r, "PNG"), dtype=np.uint8) for r in rows]
         folder = root / "tiered-imagenet"
         dump(folder / f"{split}_images_png.pkl", pngs)
-        dump(folder / f"{split}_labels.pkl", {
-            "label_specific": labels, "label_general": labels // 3,
-            "label_specific_str": [f"n0{offset}00{c}" for c in range(5)],
-            "label_general_str": ["category_a", "category_b"]})
+        dump(
+            folder / f"{split}_labels.pkl",
+            {
+                "label_specific": labels,
+                "label_general": labels // 3,
+                "label_specific_str": [f"n0{offset}00{c}" for c in range(5)],
+                "label_general_str": ["category_a", "category_b"],
+            },
+        )
         written[split] = rows
     return written
 
@@ -90,7 +103,8 @@ def write_cifar_fs(root: Path) -> dict[str, np.ndarray]:
                 rows.append(fake_image(10 * offset + c, k, 32))
                 (base / "data" / name).mkdir(parents=True, exist_ok=True)
                 (base / "data" / name / f"{name}_s_{k:06d}.png").write_bytes(
-                    encoded(rows[-1], "PNG"))
+                    encoded(rows[-1], "PNG")
+                )
         (base / "splits" / "bertinetto").mkdir(parents=True, exist_ok=True)
         (base / "splits" / "bertinetto" / f"{split}.txt").write_text("\n".join(classes) + "\n")
         written[split] = np.stack(rows)
@@ -126,10 +140,12 @@ def write_cub(root: Path) -> None:
     files.append(("/".join(CUB_DUPLICATE), fake_image(999, 0, 36)))
     for rel, array in files:
         (base / "images" / rel).write_bytes(encoded(array, "JPEG"))
-    (base / "images.txt").write_text("".join(f"{i + 1} {rel}\n" for i, (rel, _) in
-                                             enumerate(files)))
-    (base / "bounding_boxes.txt").write_text("".join(f"{i + 1} 2.0 3.0 20.0 16.0\n"
-                                                     for i in range(len(files))))
+    (base / "images.txt").write_text(
+        "".join(f"{i + 1} {rel}\n" for i, (rel, _) in enumerate(files))
+    )
+    (base / "bounding_boxes.txt").write_text(
+        "".join(f"{i + 1} 2.0 3.0 20.0 16.0\n" for i in range(len(files)))
+    )
 
 
 # ----------------------------------------------------------------------------- loaders

@@ -8,19 +8,33 @@ import torch
 
 from helpers import read_csv, read_results, train_cli
 
-BUDGET = ["steps=4", "val_every=2", "val_episodes=4", "test_episodes=6", "eval_batch=2",
-          "algorithm.meta_batch=4", "dataset.queries=5", "logger=csv"]
+BUDGET = [
+    "steps=4",
+    "val_every=2",
+    "val_episodes=4",
+    "test_episodes=6",
+    "eval_batch=2",
+    "algorithm.meta_batch=4",
+    "dataset.queries=5",
+    "logger=csv",
+]
 # One thread per process in both runs (Lightning gives each DDP process cpus / processes): a
 # convolution's backward on 1 or 2 threads sums in another order, ~1e-4 apart here. And SGD,
 # not Adam: Adam's first steps move every parameter by about lr whatever the size of its
 # gradient, so rounding in a gradient near zero would show up as a difference of lr.
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 SGD = ["algorithm.optimizer._target_=torch.optim.SGD", "algorithm.optimizer.lr=0.1"]
-SMALL = {"protonet": SGD,
-         "maml": ["backbone.hidden=16", "algorithm.eval_inner_steps=1", *SGD],
-         "reptile": ["backbone.hidden=16", "algorithm.inner_steps=2",
-                     "algorithm.eval_inner_steps=2", "algorithm.inner_optimizer=sgd",
-                     "algorithm.inner_lr=0.1"]}
+SMALL = {
+    "protonet": SGD,
+    "maml": ["backbone.hidden=16", "algorithm.eval_inner_steps=1", *SGD],
+    "reptile": [
+        "backbone.hidden=16",
+        "algorithm.inner_steps=2",
+        "algorithm.eval_inner_steps=2",
+        "algorithm.inner_optimizer=sgd",
+        "algorithm.inner_lr=0.1",
+    ],
+}
 
 
 def finish(run_dir, *overrides):
@@ -42,7 +56,8 @@ def one_and_two_processes_agree(tmp_path, algorithm: str, overrides: list[str]) 
     assert one_episodes[0].keys() == two_episodes[0].keys() >= {"acc", "loss"}
     for a, b in zip(one_episodes, two_episodes, strict=True):  # to the file's 6 digits
         assert {k: float(v) for k, v in a.items()} == pytest.approx(
-            {k: float(v) for k, v in b.items()}, rel=1e-5, abs=1e-6), a["episode"]
+            {k: float(v) for k, v in b.items()}, rel=1e-5, abs=1e-6
+        ), a["episode"]
     losses = [float(row["loss"]) for row in one_episodes]
     assert len(set(losses)) == len(losses)  # distinct episodes: a misordering would show
     for key in ("test/acc", "test/acc_ci95", "test/loss"):

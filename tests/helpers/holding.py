@@ -24,8 +24,12 @@ import torch
 def checkpoint_steps(run_dir: Path) -> tuple[int, int] | None:
     """Global steps of best.ckpt and last.ckpt, None while either is missing or half written."""
     try:
-        return tuple(torch.load(run_dir / "checkpoints" / f"{n}.ckpt", weights_only=False,
-                                map_location="cpu")["global_step"] for n in ("best", "last"))
+        return tuple(
+            torch.load(
+                run_dir / "checkpoints" / f"{n}.ckpt", weights_only=False, map_location="cpu"
+            )["global_step"]
+            for n in ("best", "last")
+        )
     except Exception:
         return None
 
@@ -33,8 +37,9 @@ def checkpoint_steps(run_dir: Path) -> tuple[int, int] | None:
 # the moments to hold at, each a condition on the run folder checked before each training step
 WHEN = {
     "first-checkpoint": lambda run_dir: (run_dir / "checkpoints" / "last.ckpt").exists(),
-    "best-differs-from-last": lambda run_dir: (s := checkpoint_steps(run_dir)) is not None
-    and s[0] != s[1],
+    "best-differs-from-last": lambda run_dir: (
+        (s := checkpoint_steps(run_dir)) is not None and s[0] != s[1]
+    ),
 }
 
 
@@ -91,9 +96,13 @@ def wait_until_held(run_dir: Path, alive) -> int:
 
 def start_held(run_dir: Path, when: str, *args: str, env: dict) -> subprocess.Popen:
     """metalab-train on ``run_dir`` in a process of its own, holding at ``when``."""
-    return subprocess.Popen([sys.executable, __file__, when, f"hydra.run.dir={run_dir}",
-                             "hydra.job.name=train", *args], cwd=Path(__file__).parents[2],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, __file__, when, f"hydra.run.dir={run_dir}", "hydra.job.name=train", *args],
+        cwd=Path(__file__).parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 if __name__ == "__main__":

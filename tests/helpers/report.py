@@ -39,7 +39,11 @@ class Tables(HTMLParser):
 def wandb_records(run_dir: Path) -> list[dict]:
     """The records of a job's offline W&B run, read with W&B's own client."""
     (offline,) = (run_dir / "wandb").glob("offline-run-*")
-    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json",
-                           str(offline)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(offline)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]

@@ -54,11 +54,25 @@ def fail(err: ConfigError) -> None:
 
 
 class OptunaSearch:
-    def __init__(self, *, direction: str, storage: str | None, study_name: str | None,
-                 n_trials: int, n_jobs: int, max_failure_rate: float, params: DictConfig | None,
-                 sampler: Any, seed: int | None, tpe: DictConfig, pruner: str | None,
-                 median: DictConfig, hyperband: DictConfig, heartbeat_interval: int,
-                 grace_period: int) -> None:
+    def __init__(
+        self,
+        *,
+        direction: str,
+        storage: str | None,
+        study_name: str | None,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: DictConfig | None,
+        sampler: Any,
+        seed: int | None,
+        tpe: DictConfig,
+        pruner: str | None,
+        median: DictConfig,
+        hyperband: DictConfig,
+        heartbeat_interval: int,
+        grace_period: int,
+    ) -> None:
         self.direction, self.storage_spec, self.study_name = direction, storage, study_name
         self.n_trials, self.n_jobs, self.max_failure_rate = n_trials, n_jobs, max_failure_rate
         self.params = dict(params or {})
@@ -72,25 +86,34 @@ class OptunaSearch:
 
     def _check(self) -> None:
         if self.direction not in ("minimize", "maximize"):
-            raise ConfigError("hydra.sweeper.direction", self.direction,
-                              "allowed: minimize, maximize")
+            raise ConfigError(
+                "hydra.sweeper.direction", self.direction, "allowed: minimize, maximize"
+            )
         for key in ("n_trials", "n_jobs", "heartbeat_interval", "grace_period"):
             value = getattr(self, key)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"hydra.sweeper.{key}", value, "must be a positive integer")
         if not 0.0 <= self.max_failure_rate <= 1.0:
-            raise ConfigError("hydra.sweeper.max_failure_rate", self.max_failure_rate,
-                              "must be between 0 and 1")
+            raise ConfigError(
+                "hydra.sweeper.max_failure_rate", self.max_failure_rate, "must be between 0 and 1"
+            )
         if isinstance(self.sampler_spec, str) and self.sampler_spec not in SAMPLERS:
-            raise ConfigError("hydra.sweeper.sampler", self.sampler_spec,
-                              f"allowed: {', '.join(SAMPLERS)} (or an Optuna sampler as "
-                              "{_target_: optuna.samplers.<Class>, ...})")
+            raise ConfigError(
+                "hydra.sweeper.sampler",
+                self.sampler_spec,
+                f"allowed: {', '.join(SAMPLERS)} (or an Optuna sampler as "
+                "{_target_: optuna.samplers.<Class>, ...})",
+            )
         if self.pruner_spec not in (None, *PRUNERS):
-            raise ConfigError("hydra.sweeper.pruner", self.pruner_spec,
-                              f"allowed: {', '.join(PRUNERS)}, null (no pruning)")
+            raise ConfigError(
+                "hydra.sweeper.pruner",
+                self.pruner_spec,
+                f"allowed: {', '.join(PRUNERS)}, null (no pruning)",
+            )
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
         self.config = config
         self.storage_spec = storage_setting(self.storage_spec, config.hydra.sweep.dir)
         try:
@@ -98,7 +121,8 @@ class OptunaSearch:
         except ConfigError as err:
             fail(err)
         self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function)
+            config=config, hydra_context=hydra_context, task_function=task_function
+        )
         self.job_idx = 0
 
     # -- the search ------------------------------------------------------------------------------
@@ -114,23 +138,31 @@ class OptunaSearch:
             n_trials = min(n_trials, math.prod(len(v) for v in grid_choices(space).values()))
         storage = open_storage(self.storage_spec)
         pruner = make_pruner(self.pruner_spec, self.median, self.hyperband)
-        study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=sampler,
-                                    pruner=pruner, direction=self.direction, load_if_exists=True)
+        study = optuna.create_study(
+            study_name=self.study_name,
+            storage=storage,
+            sampler=sampler,
+            pruner=pruner,
+            direction=self.direction,
+            load_if_exists=True,
+        )
         _ACTIVE[study.study_name] = study
         fail_interrupted_trials(study, self.grace_period)
-        log.info(f"Study {study.study_name} in {self.storage_spec or 'memory'}: "
-                 f"{len(study.trials)} earlier trials; sampler {type(sampler).__name__}, "
-                 f"pruner {type(study.pruner).__name__}, {self.direction}")
+        log.info(
+            f"Study {study.study_name} in {self.storage_spec or 'memory'}: "
+            f"{len(study.trials)} earlier trials; sampler {type(sampler).__name__}, "
+            f"pruner {type(study.pruner).__name__}, {self.direction}"
+        )
         to_go = n_trials
         while to_go > 0:
             batch = min(to_go, self.n_jobs)
             trials = [study.ask(fixed_distributions=space) for _ in range(batch)]
             for trial in trials:
-                trial.set_user_attr("worker", {"host": socket.gethostname(),
-                                               "pid": os.getpid()})
+                trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
                 trial.set_user_attr("heartbeat", time.time())
-            overrides = [job_overrides(trial, fixed, self.pruner_spec is not None)
-                         for trial in trials]
+            overrides = [
+                job_overrides(trial, fixed, self.pruner_spec is not None) for trial in trials
+            ]
             try:
                 with Heartbeat(trials, self.heartbeat_interval):
                     returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
@@ -139,11 +171,16 @@ class OptunaSearch:
                     study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
                 raise
             self.job_idx += len(returns)
-            failures = [ret for trial, ret in zip(trials, returns)
-                        if tell(study, trial, ret) == TrialState.FAIL]
+            failures = [
+                ret
+                for trial, ret in zip(trials, returns)
+                if tell(study, trial, ret) == TrialState.FAIL
+            ]
             if failures and len(failures) / len(returns) > self.max_failure_rate:
-                raise RuntimeError(f"{len(failures)} of {len(returns)} trials failed, more than "
-                                   f"hydra.sweeper.max_failure_rate={self.max_failure_rate}")
+                raise RuntimeError(
+                    f"{len(failures)} of {len(returns)} trials failed, more than "
+                    f"hydra.sweeper.max_failure_rate={self.max_failure_rate}"
+                )
             to_go -= batch
         self.write_best(study)
 
@@ -157,8 +194,12 @@ class OptunaSearch:
                 return optuna.samplers.TPESampler(seed=seed, **OmegaConf.to_container(self.tpe))
         if spec == "grid":
             return optuna.samplers.GridSampler(grid_choices(space), seed=seed)
-        classes = {"random": optuna.samplers.RandomSampler, "cmaes": optuna.samplers.CmaEsSampler,
-                   "gp": optuna.samplers.GPSampler, "nsgaii": optuna.samplers.NSGAIISampler}
+        classes = {
+            "random": optuna.samplers.RandomSampler,
+            "cmaes": optuna.samplers.CmaEsSampler,
+            "gp": optuna.samplers.GPSampler,
+            "nsgaii": optuna.samplers.NSGAIISampler,
+        }
         return classes[spec](seed=seed)
 
     def write_best(self, study: optuna.Study) -> None:
@@ -169,10 +210,17 @@ class OptunaSearch:
         best = study.best_trial
         log.info(f"Best trial {best.number}: {best.params}")
         log.info(f"Best value: {best.value}")
-        results = {"name": "optuna", "study_name": study.study_name, "best_trial": best.number,
-                   "best_params": best.params, "best_value": best.value}
-        OmegaConf.save(OmegaConf.create(results),
-                       Path(self.config.hydra.sweep.dir) / "optimization_results.yaml")
+        results = {
+            "name": "optuna",
+            "study_name": study.study_name,
+            "best_trial": best.number,
+            "best_params": best.params,
+            "best_value": best.value,
+        }
+        OmegaConf.save(
+            OmegaConf.create(results),
+            Path(self.config.hydra.sweep.dir) / "optimization_results.yaml",
+        )
 
 
 def job_overrides(trial: optuna.Trial, fixed: list[str], pruning: bool) -> tuple[str, ...]:
@@ -225,21 +273,30 @@ def distribution(override: Override) -> BaseDistribution:
     if override.is_range_sweep():
         values = list(override.sweep_iterator())  # range(a, b, s): like Python's, b excluded
         if not values:
-            raise ConfigError(f"hydra.sweeper.params.{key}", override.input_line.split("=", 1)[1],
-                              "an empty range")
+            raise ConfigError(
+                f"hydra.sweeper.params.{key}",
+                override.input_line.split("=", 1)[1],
+                "an empty range",
+            )
         if all(isinstance(v, int) for v in values) and value.step > 0:
             return IntDistribution(values[0], values[-1], step=value.step)
         return CategoricalDistribution(values)
     if override.is_interval_sweep():
         log_scale = "log" in value.tags
         if log_scale and value.start <= 0:
-            raise ConfigError(f"hydra.sweeper.params.{key}", override.input_line.split("=", 1)[1],
-                              "a log-scale interval must start above 0")
+            raise ConfigError(
+                f"hydra.sweeper.params.{key}",
+                override.input_line.split("=", 1)[1],
+                "a log-scale interval must start above 0",
+            )
         if isinstance(value.start, int) and isinstance(value.end, int):
             return IntDistribution(value.start, value.end, log=log_scale)
         return FloatDistribution(float(value.start), float(value.end), log=log_scale)
-    raise ConfigError(f"hydra.sweeper.params.{key}", override.input_line,
-                      "allowed: choice(...), range(...), interval(...), tag(log, interval(...))")
+    raise ConfigError(
+        f"hydra.sweeper.params.{key}",
+        override.input_line,
+        "allowed: choice(...), range(...), interval(...), tag(log, interval(...))",
+    )
 
 
 def grid_choices(space: dict[str, BaseDistribution]) -> dict[str, list]:
@@ -251,14 +308,18 @@ def grid_choices(space: dict[str, BaseDistribution]) -> dict[str, list]:
         elif isinstance(dist, IntDistribution) and not dist.log:
             grid[name] = list(range(dist.low, dist.high + 1, dist.step))
         else:
-            raise ConfigError(f"hydra.sweeper.params.{name}", "interval(...)",
-                              "sampler=grid needs choice(...) or an integer range(...)")
+            raise ConfigError(
+                f"hydra.sweeper.params.{name}",
+                "interval(...)",
+                "sampler=grid needs choice(...) or an integer range(...)",
+            )
     return grid
 
 
 # -- pruning -----------------------------------------------------------------------------------
-def make_pruner(name: str | None, median: DictConfig,
-                hyperband: DictConfig) -> optuna.pruners.BasePruner:
+def make_pruner(
+    name: str | None, median: DictConfig, hyperband: DictConfig
+) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(**OmegaConf.to_container(median))
     if name == "hyperband":
@@ -270,14 +331,17 @@ def job_trial(number: int) -> optuna.Trial:
     """The trial that this job runs (rank 0 of a job started by the sweeper): the study searched
     by this process, else the one in the sweeper's storage (a job on another machine)."""
     sweeper = HydraConfig.get().sweeper
-    study = _ACTIVE.get(sweeper.study_name) if sweeper.study_name else next(
-        iter(_ACTIVE.values()), None)
+    study = (
+        _ACTIVE.get(sweeper.study_name)
+        if sweeper.study_name
+        else next(iter(_ACTIVE.values()), None)
+    )
     if study is None:
-        study = optuna.load_study(study_name=sweeper.study_name,
-                                  storage=open_storage(storage_setting(
-                                      sweeper.storage, HydraConfig.get().sweep.dir)),
-                                  pruner=make_pruner(sweeper.pruner, sweeper.median,
-                                                     sweeper.hyperband))
+        study = optuna.load_study(
+            study_name=sweeper.study_name,
+            storage=open_storage(storage_setting(sweeper.storage, HydraConfig.get().sweep.dir)),
+            pruner=make_pruner(sweeper.pruner, sweeper.median, sweeper.hyperband),
+        )
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number == number:
             return optuna.Trial(study, trial._trial_id)
@@ -303,24 +367,31 @@ def storage_file(spec: str | None) -> Path | None:
 
 def check_storage(spec: str | None) -> None:
     if spec is not None and not (spec.startswith("journal:") or "://" in spec):
-        raise ConfigError("hydra.sweeper.storage", spec,
-                          "allowed: null (in memory), sqlite:///<file>, journal:<file> or journal "
-                          "(<sweep>/optuna.journal; for shared filesystems), or another Optuna "
-                          "database URL")
+        raise ConfigError(
+            "hydra.sweeper.storage",
+            spec,
+            "allowed: null (in memory), sqlite:///<file>, journal:<file> or journal "
+            "(<sweep>/optuna.journal; for shared filesystems), or another Optuna "
+            "database URL",
+        )
     path = storage_file(spec)
     if path is None:
         return
     existing = next(p for p in path.absolute().parents if p.exists())
     if not existing.is_dir():
-        raise ConfigError("hydra.sweeper.storage", spec,
-                          f"cannot write {path}: {existing} is a file, not a folder")
+        raise ConfigError(
+            "hydra.sweeper.storage",
+            spec,
+            f"cannot write {path}: {existing} is a file, not a folder",
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a"):
             pass
     except OSError as err:
-        raise ConfigError("hydra.sweeper.storage", spec,
-                          f"cannot write {path}: {err.strerror or err}") from None
+        raise ConfigError(
+            "hydra.sweeper.storage", spec, f"cannot write {path}: {err.strerror or err}"
+        ) from None
 
 
 @functools.cache
@@ -400,5 +471,8 @@ def fail_interrupted_trials(study: optuna.Study, grace_period: int) -> None:
             storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             marked.append(f"{trial.number} ({reason})")
     if marked:
-        print(f"metalab-train: marked interrupted trial(s) of study {study.study_name} as "
-              f"failed: {', '.join(marked)}", file=sys.stderr)
+        print(
+            f"metalab-train: marked interrupted trial(s) of study {study.study_name} as "
+            f"failed: {', '.join(marked)}",
+            file=sys.stderr,
+        )

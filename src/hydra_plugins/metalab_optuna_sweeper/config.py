@@ -67,5 +67,6 @@ class OptunaSweeperConf:
     grace_period: int = 300  # seconds
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf,
-                             provider="metalab")
+ConfigStore.instance().store(
+    group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="metalab"
+)

@@ -13,10 +13,10 @@ class OptunaSweeper(Sweeper):
 
         self.search = OptunaSearch(**settings)
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
-        self.search.setup(hydra_context=hydra_context, task_function=task_function,
-                          config=config)
+    def setup(
+        self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
+    ) -> None:
+        self.search.setup(hydra_context=hydra_context, task_function=task_function, config=config)
 
     def sweep(self, arguments: list[str]) -> None:
         self.search.sweep(arguments)

@@ -30,8 +30,20 @@ class ANIL(MAML):
         # Evaluation adapts the head only: the backbone's graph is not needed.
         with contextlib.nullcontext() if training else torch.no_grad():
             support = torch.stack([embed(s) for s in episodes.support_x])
-            query = torch.stack([protocol.queries(embed, s, q)
-                                 for s, q in zip(episodes.support_x, episodes.query_x)])
-        preds, _ = self.inner.run(self.inner.params(), support, episodes.support_y, query,
-                                  steps, self.rule(), mode, self.engine)
+            query = torch.stack(
+                [
+                    protocol.queries(embed, s, q)
+                    for s, q in zip(episodes.support_x, episodes.query_x)
+                ]
+            )
+        preds, _ = self.inner.run(
+            self.inner.params(),
+            support,
+            episodes.support_y,
+            query,
+            steps,
+            self.rule(),
+            mode,
+            self.engine,
+        )
         return preds

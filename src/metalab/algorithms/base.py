@@ -28,9 +28,16 @@ class MetaLearner(pl.LightningModule):
     #: adaptation needs gradients, also under validation and test
     needs_grad_at_eval = False
 
-    def __init__(self, optimizer, task: str = "classification", scheduler=None,
-                 meta_batch: int = 1, pixel_baseline: bool = True,
-                 protocol: str = "transductive", inductive_stats: str = "support"):
+    def __init__(
+        self,
+        optimizer,
+        task: str = "classification",
+        scheduler=None,
+        meta_batch: int = 1,
+        pixel_baseline: bool = True,
+        protocol: str = "transductive",
+        inductive_stats: str = "support",
+    ):
         super().__init__()
         self.task = task
         self.task_kind = task_kind(task)  # its metrics, its monitored metric
@@ -54,8 +61,11 @@ class MetaLearner(pl.LightningModule):
             if "__init__" not in vars(klass):
                 continue
             params = inspect.signature(vars(klass)["__init__"]).parameters.values()
-            keys |= {p.name for p in params if p.name != "self"
-                     and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+            keys |= {
+                p.name
+                for p in params
+                if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+            }
             if klass is MetaLearner or all(p.kind is not p.VAR_KEYWORD for p in params):
                 break
         return keys

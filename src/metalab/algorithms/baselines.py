@@ -31,14 +31,15 @@ def bag_of_words_nearest_neighbour(episodes: Episodes) -> torch.Tensor:
     id 0, not counted), no learning: the text counterpart of raw pixels."""
     support, query = episodes.support_x, episodes.query_x
     # count over the ids that occur in these tasks only: a small dense [B, n, V] matrix
-    present, ids = torch.unique(torch.cat([support.flatten(1), query.flatten(1)], 1),
-                                return_inverse=True)
+    present, ids = torch.unique(
+        torch.cat([support.flatten(1), query.flatten(1)], 1), return_inverse=True
+    )
     ids = ids.view(len(ids), -1, support.shape[-1])  # [B, n, L], indices into present
     counts = torch.zeros(*ids.shape[:2], len(present), device=ids.device)
     counts.scatter_add_(2, ids, torch.ones(ids.shape, device=ids.device))
     counts[..., present == 0] = 0
     counts = F.normalize(counts, dim=-1)
-    s, q = counts[:, : support.shape[1]], counts[:, support.shape[1]:]
+    s, q = counts[:, : support.shape[1]], counts[:, support.shape[1] :]
     nearest = (q @ s.transpose(1, 2)).argmax(dim=-1)
     predicted = episodes.support_y.gather(1, nearest)
     return (predicted == episodes.query_y).float().mean(dim=1)

@@ -25,8 +25,9 @@ class EmbeddingLearner(MetaLearner):
         """Embeddings of one task's images (flat vectors; Relation Networks keep the maps)."""
         return self.net.embed(x)
 
-    def classify(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
-                 ways: int) -> torch.Tensor:
+    def classify(
+        self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int
+    ) -> torch.Tensor:
         """Query scores ``[Nq, ways]`` of one task from its embeddings."""
         raise NotImplementedError
 
@@ -38,11 +39,17 @@ class EmbeddingLearner(MetaLearner):
             zs, zq = protocol.embed(self.embed, s, q)  # (metalab.algorithms.protocols)
             labels = episodes.support_y[task]
             if zs.dim() > zq.dim():  # support_plus_query: each query has its own support set
-                scores.append(torch.cat([self.classify(zs[i], labels, zq[i:i + 1], ways)
-                                         for i in range(len(zq))]))
+                scores.append(
+                    torch.cat(
+                        [self.classify(zs[i], labels, zq[i : i + 1], ways) for i in range(len(zq))]
+                    )
+                )
             elif self.mixes_queries and protocol.name == "inductive":
-                scores.append(torch.cat([self.classify(zs, labels, zq[i:i + 1], ways)
-                                         for i in range(len(zq))]))
+                scores.append(
+                    torch.cat(
+                        [self.classify(zs, labels, zq[i : i + 1], ways) for i in range(len(zq))]
+                    )
+                )
             else:
                 scores.append(self.classify(zs, labels, zq, ways))
         return torch.stack(scores)

@@ -24,15 +24,25 @@ def cosine_logits(z: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.
     return scale * F.normalize(z, dim=-1) @ F.normalize(weight, dim=-1).T
 
 
-def fit_sgd(zs: torch.Tensor, ys: torch.Tensor, ways: int, cosine: bool, steps: int, lr: float,
-            weight_decay: float, scale: float):
+def fit_sgd(
+    zs: torch.Tensor,
+    ys: torch.Tensor,
+    ways: int,
+    cosine: bool,
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    scale: float,
+):
     """Weights (and bias for ``linear``) after ``steps`` full-batch SGD steps."""
     if cosine:
         onehot = F.one_hot(ys, ways).to(zs.dtype)
         params = [(onehot.T @ F.normalize(zs, dim=-1)).requires_grad_()]
     else:
-        params = [zs.new_zeros(ways, zs.shape[1], requires_grad=True),
-                  zs.new_zeros(ways, requires_grad=True)]
+        params = [
+            zs.new_zeros(ways, zs.shape[1], requires_grad=True),
+            zs.new_zeros(ways, requires_grad=True),
+        ]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=0.9, weight_decay=weight_decay)
     for _ in range(steps):
         opt.zero_grad()
@@ -42,16 +52,23 @@ def fit_sgd(zs: torch.Tensor, ys: torch.Tensor, ways: int, cosine: bool, steps: 
     return [p.detach() for p in params]
 
 
-def fit_logistic(zs: torch.Tensor, ys: torch.Tensor, ways: int, c: float = 1.0,
-                 max_iter: int = 200) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_logistic(
+    zs: torch.Tensor, ys: torch.Tensor, ways: int, c: float = 1.0, max_iter: int = 200
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Multinomial logistic regression (weights ``[ways, D]``, intercepts ``[ways]``) at the
     optimum of scikit-learn's objective, divided by ``C * n`` to keep it well scaled."""
     z = zs.double()
     w = z.new_zeros(ways, z.shape[1], requires_grad=True)
     b = z.new_zeros(ways, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-10, tolerance_change=1e-14,
-                            line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [w, b],
+        lr=1,
+        max_iter=max_iter,
+        history_size=20,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-14,
+        line_search_fn="strong_wolfe",
+    )
 
     def objective():
         opt.zero_grad()
@@ -63,9 +80,18 @@ def fit_logistic(zs: torch.Tensor, ys: torch.Tensor, ways: int, c: float = 1.0,
     return w.detach(), b.detach()
 
 
-def episode_logits(head: str, zs: torch.Tensor, ys: torch.Tensor, zq: torch.Tensor, ways: int,
-                   steps: int = 100, lr: float = 0.01, weight_decay: float = 1e-3,
-                   scale: float = 10.0, c: float = 1.0) -> torch.Tensor:
+def episode_logits(
+    head: str,
+    zs: torch.Tensor,
+    ys: torch.Tensor,
+    zq: torch.Tensor,
+    ways: int,
+    steps: int = 100,
+    lr: float = 0.01,
+    weight_decay: float = 1e-3,
+    scale: float = 10.0,
+    c: float = 1.0,
+) -> torch.Tensor:
     """Query logits ``[Nq, ways]`` of a ``head`` fitted to detached support features."""
     zs, zq = zs.detach(), zq.detach()
     with torch.enable_grad():

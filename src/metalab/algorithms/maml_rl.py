@@ -40,26 +40,48 @@ class MAMLRL(MetaLearner):
     #: inner steps before the rollouts of the outer objective, in training
     adapt_in_training = True
 
-    def __init__(self, backbone, env, inner_lr: float = 0.1, inner_steps: int = 1,
-                 eval_inner_steps: int = 3, first_order: bool = False, estimator: str = "lvc",
-                 outer_steps: int = 5, clip: float = 0.2, gamma: float = 0.99,
-                 normalize_advantages: bool = True, init_log_std: float = 0.0,
-                 shots: int = 20, queries: int = 20, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        env,
+        inner_lr: float = 0.1,
+        inner_steps: int = 1,
+        eval_inner_steps: int = 3,
+        first_order: bool = False,
+        estimator: str = "lvc",
+        outer_steps: int = 5,
+        clip: float = 0.2,
+        gamma: float = 0.99,
+        normalize_advantages: bool = True,
+        init_log_std: float = 0.0,
+        shots: int = 20,
+        queries: int = 20,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
-        for key, value in (("inner_steps", inner_steps), ("eval_inner_steps", eval_inner_steps),
-                           ("outer_steps", outer_steps)):
+        for key, value in (
+            ("inner_steps", inner_steps),
+            ("eval_inner_steps", eval_inner_steps),
+            ("outer_steps", outer_steps),
+        ):
             require_positive(f"algorithm.{key}", value)
         if eval_inner_steps < inner_steps:
-            raise ConfigError("algorithm.eval_inner_steps", eval_inner_steps,
-                              f"must be at least algorithm.inner_steps={inner_steps}")
+            raise ConfigError(
+                "algorithm.eval_inner_steps",
+                eval_inner_steps,
+                f"must be at least algorithm.inner_steps={inner_steps}",
+            )
         if estimator not in ESTIMATORS:
             raise ConfigError("algorithm.estimator", estimator, f"allowed: {', '.join(ESTIMATORS)}")
         self.automatic_optimization = False  # several outer steps per meta-batch
         self.env = env
         self.net = backbone(out_dim=env.act_dim)
         self.log_std = nn.Parameter(torch.full((env.act_dim,), float(init_log_std)))
-        self.inner_lr, self.inner_steps, self.eval_inner_steps = inner_lr, inner_steps, \
-            eval_inner_steps
+        self.inner_lr, self.inner_steps, self.eval_inner_steps = (
+            inner_lr,
+            inner_steps,
+            eval_inner_steps,
+        )
         self.first_order, self.estimator = bool(first_order), estimator
         self.outer_steps, self.clip, self.gamma = outer_steps, clip, gamma
         self.normalize, self.shots, self.queries = normalize_advantages, shots, queries
@@ -85,8 +107,9 @@ class MAMLRL(MetaLearner):
         for _ in range(self.inner_steps if self.adapt_in_training else 0):
             stages.append(self.rollouts(params, batch, gens, self.shots))
             params = self.step(leaves(params), stages[-1], create_graph=False)
-        return stages, self.rollouts({k: v.detach() for k, v in params.items()}, batch, gens,
-                                     self.queries)
+        return stages, self.rollouts(
+            {k: v.detach() for k, v in params.items()}, batch, gens, self.queries
+        )
 
     def outer_objective(self, stages: list[Rollouts], post: Rollouts, tasks: int) -> torch.Tensor:
         """Mean over this rank's tasks of the clipped surrogate of the adapted policy, whose
@@ -115,8 +138,12 @@ class MAMLRL(MetaLearner):
         if stages:
             self.log("train/return_pre", stages[0].returns.mean(), sync_dist=True)
         self.log("train/return", post.returns.mean(), prog_bar=True, sync_dist=True)
-        self.log("train/env_steps", float(post.steps + sum(s.steps for s in stages)),
-                 reduce_fx="sum", sync_dist=True)
+        self.log(
+            "train/env_steps",
+            float(post.steps + sum(s.steps for s in stages)),
+            reduce_fx="sum",
+            sync_dist=True,
+        )
 
     def mean_over_ranks(self, grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         """The gradient of the global meta-batch: each rank holds an equal share of tasks, so
@@ -126,8 +153,7 @@ class MAMLRL(MetaLearner):
         flat = torch.cat([g.flatten() for g in grads])
         torch.distributed.all_reduce(flat)
         flat /= self.trainer.world_size
-        return [chunk.view_as(g) for chunk, g in zip(flat.split([g.numel() for g in grads]),
-                                                      grads)]
+        return [chunk.view_as(g) for chunk, g in zip(flat.split([g.numel() for g in grads]), grads)]
 
     # -- evaluation on fixed tasks -------------------------------------------------------------
     def adapted_returns(self, batch: TaskBatch) -> torch.Tensor:

@@ -22,8 +22,9 @@ from metalab.algorithms.embedding import EmbeddingLearner
 from metalab.errors import ConfigError, require_positive
 
 
-def ridge_weights(support: torch.Tensor, labels: torch.Tensor, ways: int,
-                  lam: torch.Tensor | float) -> torch.Tensor:
+def ridge_weights(
+    support: torch.Tensor, labels: torch.Tensor, ways: int, lam: torch.Tensor | float
+) -> torch.Tensor:
     """Ridge regression of one-hot labels on ``support`` ``[n, D]`` without intercept:
     ``argmin_W ||X W - Y||^2 + lam ||W||^2 = X^T (X X^T + lam I)^-1 Y``, ``[D, ways]``."""
     onehot = F.one_hot(labels, ways).to(support.dtype)
@@ -31,8 +32,14 @@ def ridge_weights(support: torch.Tensor, labels: torch.Tensor, ways: int,
     return support.T @ torch.linalg.solve(support @ support.T + lam * eye, onehot)
 
 
-def svm_dual(support: torch.Tensor, labels: torch.Tensor, ways: int, c: float,
-             dual_ridge: float = 0.0, max_iter: int = 15) -> torch.Tensor:
+def svm_dual(
+    support: torch.Tensor,
+    labels: torch.Tensor,
+    ways: int,
+    c: float,
+    dual_ridge: float = 0.0,
+    max_iter: int = 15,
+) -> torch.Tensor:
     """The Crammer-Singer SVM ``min_W 1/2 ||W||^2 + c sum_i xi_i`` s.t. ``w_{y_i} x_i - w_m x_i
     >= [m != y_i] - xi_i``, through its dual: ``W_m = sum_i alpha_im x_i`` with ``alpha``
     ``[n, ways]`` minimising ``1/2 sum_ij K_ij <alpha_i, alpha_j> - sum_i alpha_{i,y_i}`` s.t.
@@ -49,11 +56,14 @@ def svm_dual(support: torch.Tensor, labels: torch.Tensor, ways: int, c: float,
     q = torch.kron(x @ x.T, eye_w)
     q = q + dual_ridge * torch.eye(n * ways, dtype=torch.float64, device=x.device)
     ineq = torch.eye(n * ways, dtype=torch.float64, device=x.device)
-    eq = torch.kron(torch.eye(n, dtype=torch.float64, device=x.device),
-                    torch.ones(1, ways, dtype=torch.float64, device=x.device))
+    eq = torch.kron(
+        torch.eye(n, dtype=torch.float64, device=x.device),
+        torch.ones(1, ways, dtype=torch.float64, device=x.device),
+    )
     zeros = torch.zeros(n, dtype=torch.float64, device=x.device)
     alpha = QPFunction(verbose=-1, maxIter=max_iter)(
-        q[None], -onehot[None], ineq[None], c * onehot[None], eq[None], zeros[None])
+        q[None], -onehot[None], ineq[None], c * onehot[None], eq[None], zeros[None]
+    )
     return alpha.view(n, ways).to(dtype)
 
 
@@ -95,8 +105,9 @@ class R2D2(ScaledHead):
 
 
 class MetaOptNet(ScaledHead):
-    def __init__(self, backbone, c: float = 0.1, dual_ridge: float = 1.0, max_iter: int = 15,
-                 **kwargs):
+    def __init__(
+        self, backbone, c: float = 0.1, dual_ridge: float = 1.0, max_iter: int = 15, **kwargs
+    ):
         super().__init__(backbone, **kwargs)
         if not c > 0:
             raise ConfigError("algorithm.c", c, "the SVM's slack penalty C must be > 0")

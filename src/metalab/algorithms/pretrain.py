@@ -33,8 +33,16 @@ CLASSIFIERS = ("linear", "cosine")
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
     """Hinton's distillation term, as RFS: KL(teacher || student) of the softened
     predictions, summed over classes, averaged over samples, times T^2."""
-    return F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1),
-                    log_target=True, reduction="batchmean") * t * t
+    return (
+        F.kl_div(
+            F.log_softmax(student / t, -1),
+            F.log_softmax(teacher / t, -1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * t
+        * t
+    )
 
 
 class CosineClassifier(nn.Module):
@@ -43,7 +51,7 @@ class CosineClassifier(nn.Module):
     def __init__(self, dim: int, classes: int, scale: float):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(classes, dim))
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)  # nn.Linear's initialisation
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)  # nn.Linear's initialisation
         self.scale = scale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -56,16 +64,30 @@ class Pretrainer(MetaLearner):
     #: metalab.run.training builds a BatchDataModule (shuffled mini-batches) for it
     batches = True
 
-    def __init__(self, backbone, batch_size: int = 128, classifier: str = "linear",
-                 scale: float = 10.0, eval_head: str = "linear", normalize: bool = False,
-                 finetune_steps: int = 100, finetune_lr: float = 0.01, finetune_scale: float = 2.0,
-                 finetune_weight_decay: float = 1e-3, c: float = 1.0, teacher: str | None = None,
-                 kd_temperature: float = 4.0, kd_weight: float = 0.5, ce_weight: float = 0.5,
-                 **kwargs):
+    def __init__(
+        self,
+        backbone,
+        batch_size: int = 128,
+        classifier: str = "linear",
+        scale: float = 10.0,
+        eval_head: str = "linear",
+        normalize: bool = False,
+        finetune_steps: int = 100,
+        finetune_lr: float = 0.01,
+        finetune_scale: float = 2.0,
+        finetune_weight_decay: float = 1e-3,
+        c: float = 1.0,
+        teacher: str | None = None,
+        kd_temperature: float = 4.0,
+        kd_weight: float = 0.5,
+        ce_weight: float = 0.5,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if classifier not in CLASSIFIERS:
-            raise ConfigError("algorithm.classifier", classifier,
-                              f"allowed: {', '.join(CLASSIFIERS)}")
+            raise ConfigError(
+                "algorithm.classifier", classifier, f"allowed: {', '.join(CLASSIFIERS)}"
+            )
         if eval_head not in HEADS:
             raise ConfigError("algorithm.eval_head", eval_head, f"allowed: {', '.join(HEADS)}")
         for key, value in (("batch_size", batch_size), ("finetune_steps", finetune_steps)):
@@ -73,8 +95,13 @@ class Pretrainer(MetaLearner):
         self.net = backbone(out_dim=None)
         self.batch_size, self.kind, self.scale = batch_size, classifier, scale
         self.eval_head, self.normalize = eval_head, normalize
-        self.finetune = {"steps": finetune_steps, "lr": finetune_lr,
-                         "weight_decay": finetune_weight_decay, "scale": finetune_scale, "c": c}
+        self.finetune = {
+            "steps": finetune_steps,
+            "lr": finetune_lr,
+            "weight_decay": finetune_weight_decay,
+            "scale": finetune_scale,
+            "c": c,
+        }
         self.kd = (kd_temperature, kd_weight, ce_weight)
         self.classifier: nn.Module | None = None  # sized by the number of training classes
         self._teacher: list[nn.Module] = []  # a list: not a submodule, not in checkpoints
@@ -90,13 +117,20 @@ class Pretrainer(MetaLearner):
         require_positive("algorithm.batch_size", a.batch_size)
         groups = processes(cfg.hardware) if a.meta_batch == 1 else a.meta_batch
         if a.batch_size % groups:
-            raise ConfigError("algorithm.batch_size", a.batch_size,
-                              f"must divide into {groups} equal batch-norm groups "
-                              "(algorithm.meta_batch, at least one per process)")
+            raise ConfigError(
+                "algorithm.batch_size",
+                a.batch_size,
+                f"must divide into {groups} equal batch-norm groups "
+                "(algorithm.meta_batch, at least one per process)",
+            )
         inputs = task_kind(cfg.dataset.task).inputs(cfg.dataset)
         if inputs != "image":
-            raise ConfigError("algorithm", a.name, f"pretrains on image datasets only, and "
-                              f"dataset={cfg.dataset.name} has {inputs} inputs")
+            raise ConfigError(
+                "algorithm",
+                a.name,
+                f"pretrains on image datasets only, and "
+                f"dataset={cfg.dataset.name} has {inputs} inputs",
+            )
 
     # -- the training classifier, sized when the data are known ---------------------------------
     def make_classifier(self, classes: int) -> nn.Module:
@@ -124,13 +158,18 @@ class Pretrainer(MetaLearner):
 
         state = read_state("algorithm.teacher", path)
         if "classifier.weight" not in state:
-            raise ConfigError("algorithm.teacher", path, "not a pretraining run (baseline, "
-                              "baseline_pp or rfs): it has no classifier of the training classes")
+            raise ConfigError(
+                "algorithm.teacher",
+                path,
+                "not a pretraining run (baseline, "
+                "baseline_pp or rfs): it has no classifier of the training classes",
+            )
         teacher = copy.deepcopy(self)
         load_backbone(teacher, "algorithm.teacher", path)
         teacher.classifier = self.make_classifier(len(state["classifier.weight"]))
         teacher.classifier.load_state_dict(
-            {k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")})
+            {k[len("classifier.") :]: v for k, v in state.items() if k.startswith("classifier.")}
+        )
         return teacher.requires_grad_(False)
 
     # -- pretraining -------------------------------------------------------------------------
@@ -153,8 +192,9 @@ class Pretrainer(MetaLearner):
             self.log("train/kd", kd, sync_dist=True)
             loss = ce_weight * loss + kd_weight * kd
         self.log("train/loss", loss, sync_dist=True)
-        self.log("train/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True,
-                 sync_dist=True)
+        self.log(
+            "train/acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, sync_dist=True
+        )
         return loss
 
     # -- evaluation: a classifier fitted to each episode's support set -----------------------
@@ -165,8 +205,14 @@ class Pretrainer(MetaLearner):
             s, q = episodes.support_x[task], episodes.query_x[task]
             zs, zq = protocol.embed(self.net.embed, s, q)
             if zs.dim() > zq.dim():  # support_plus_query: each query with its own support set
-                logits.append(torch.cat([self.score(zs[i], episodes.support_y[task],
-                                                    zq[i:i + 1], ways) for i in range(len(zq))]))
+                logits.append(
+                    torch.cat(
+                        [
+                            self.score(zs[i], episodes.support_y[task], zq[i : i + 1], ways)
+                            for i in range(len(zq))
+                        ]
+                    )
+                )
             else:
                 logits.append(self.score(zs, episodes.support_y[task], zq, ways))
         return torch.stack(logits)

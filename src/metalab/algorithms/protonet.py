@@ -15,8 +15,9 @@ from metalab.tasks import CLASSIFICATION
 DISTANCES = ("euclidean", "cosine")
 
 
-def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
-                     ways: int) -> torch.Tensor:
+def prototype_logits(
+    support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int
+) -> torch.Tensor:
     """Negative squared distances ``[Nq, ways]`` from query embeddings ``[Nq, D]`` to class
     prototypes; ``support`` is ``[Ns, D]``, or ``[Nq, Ns, D]`` for a support set per query."""
     onehot = F.one_hot(labels, ways).to(support.dtype)  # [Ns, ways]
@@ -24,8 +25,9 @@ def prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.T
     return -(query[:, None, :] - prototypes).pow(2).sum(-1)
 
 
-def cosine_prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor,
-                            ways: int) -> torch.Tensor:
+def cosine_prototype_logits(
+    support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int
+) -> torch.Tensor:
     """Cosine similarities ``[Nq, ways]`` of query embeddings ``[Nq, D]`` to the prototypes
     (``support`` as in prototype_logits)."""
     onehot = F.one_hot(labels, ways).to(support.dtype)
@@ -36,8 +38,14 @@ def cosine_prototype_logits(support: torch.Tensor, labels: torch.Tensor, query: 
 class ProtoNet(MetaLearner):
     tasks = (CLASSIFICATION.name,)
 
-    def __init__(self, backbone, distance: str = "euclidean", scale: float = 10.0,
-                 learn_scale: bool = True, **kwargs):
+    def __init__(
+        self,
+        backbone,
+        distance: str = "euclidean",
+        scale: float = 10.0,
+        learn_scale: bool = True,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if distance not in DISTANCES:
             raise ConfigError("algorithm.distance", distance, f"allowed: {', '.join(DISTANCES)}")
@@ -57,8 +65,9 @@ class ProtoNet(MetaLearner):
             s, q = episodes.support_x[task], episodes.query_x[task]  # stay within the task
             zs, zq = protocol.embed(self.net.embed, s, q)
             if self.distance == "cosine":
-                logits.append(self.scale * cosine_prototype_logits(
-                    zs, episodes.support_y[task], zq, ways))
+                logits.append(
+                    self.scale * cosine_prototype_logits(zs, episodes.support_y[task], zq, ways)
+                )
             else:
                 logits.append(prototype_logits(zs, episodes.support_y[task], zq, ways))
         return torch.stack(logits)

@@ -20,11 +20,23 @@ def relation_module(channels: int, hidden: int) -> nn.Sequential:
     """Scores a pair (class maps, query maps) concatenated along channels: ``[N, 2C, H, W]`` ->
     ``[N, 1]`` in [0, 1]."""
     return nn.Sequential(
-        nn.Sequential(nn.Conv2d(2 * channels, channels, 3, padding=1), batch_norm(channels),
-                      nn.ReLU(), nn.AdaptiveMaxPool2d((5, 5))),
-        nn.Sequential(nn.Conv2d(channels, channels, 3, padding=0), batch_norm(channels),
-                      nn.ReLU(), nn.AdaptiveMaxPool2d((1, 1))),
-        nn.Flatten(), nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, 1), nn.Sigmoid(),
+        nn.Sequential(
+            nn.Conv2d(2 * channels, channels, 3, padding=1),
+            batch_norm(channels),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool2d((5, 5)),
+        ),
+        nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=0),
+            batch_norm(channels),
+            nn.ReLU(),
+            nn.AdaptiveMaxPool2d((1, 1)),
+        ),
+        nn.Flatten(),
+        nn.Linear(channels, hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, 1),
+        nn.Sigmoid(),
     )
 
 
@@ -40,10 +52,17 @@ class RelationNetworks(EmbeddingLearner):
 
     @classmethod
     def check_backbone(cls, backbone: type, name: str) -> None:
-        if not (isinstance(backbone, type) and issubclass(backbone, Backbone)
-                and getattr(backbone, "feature_maps", backbone.inputs == ("image",))):
-            raise ConfigError("backbone", name, "Relation Networks compare feature maps: they "
-                              "need a convolutional backbone (conv4, resnet12, wrn, resnet18)")
+        if not (
+            isinstance(backbone, type)
+            and issubclass(backbone, Backbone)
+            and getattr(backbone, "feature_maps", backbone.inputs == ("image",))
+        ):
+            raise ConfigError(
+                "backbone",
+                name,
+                "Relation Networks compare feature maps: they "
+                "need a convolutional backbone (conv4, resnet12, wrn, resnet18)",
+            )
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.features(x)  # the maps [n, C, H, W], not flattened
@@ -52,8 +71,10 @@ class RelationNetworks(EmbeddingLearner):
         onehot = F.one_hot(labels, ways).to(support.dtype)
         classes = torch.einsum("nk,nchw->kchw", onehot / onehot.sum(0), support)
         nq = len(query)
-        pairs = torch.cat([classes[None].expand(nq, -1, -1, -1, -1),
-                           query[:, None].expand(-1, ways, -1, -1, -1)], dim=2)
+        pairs = torch.cat(
+            [classes[None].expand(nq, -1, -1, -1, -1), query[:, None].expand(-1, ways, -1, -1, -1)],
+            dim=2,
+        )
         return self.relation(pairs.flatten(0, 1)).view(nq, ways)
 
     def task_metrics(self, preds, targets):

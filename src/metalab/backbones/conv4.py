@@ -17,8 +17,9 @@ def conv_block(c_in: int, c_out: int, max_pool: bool) -> nn.Sequential:
 
 
 class Conv4(Backbone):
-    def __init__(self, in_shape, out_dim=None, hidden: int = 64, layers: int = 4,
-                 max_pool: bool = True):
+    def __init__(
+        self, in_shape, out_dim=None, hidden: int = 64, layers: int = 4, max_pool: bool = True
+    ):
         channels = [in_shape[0]] + [hidden] * layers
         blocks = [conv_block(a, b, max_pool) for a, b in zip(channels[:-1], channels[1:])]
         super().__init__(nn.Sequential(*blocks), in_shape, out_dim)

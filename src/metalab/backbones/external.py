@@ -31,35 +31,47 @@ def load_weights(model: nn.Module, weights: str | None, ignore: tuple[str, ...] 
         return
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise ConfigError("backbone.weights", weights,
-                          f"no such file: {path} (weights load from a local file only; "
-                          "null trains from scratch)")
+        raise ConfigError(
+            "backbone.weights",
+            weights,
+            f"no such file: {path} (weights load from a local file only; null trains from scratch)",
+        )
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = state.get("state_dict", state)
-    state = {k: v for k, v in state.items() if not k.startswith(ignore)
-             and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    state = {
+        k: v
+        for k, v in state.items()
+        if not k.startswith(ignore)
+        and not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    }
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a tensor of another shape
-        raise ConfigError("backbone.weights", weights, "does not fit the model: "
-                          + str(exc).strip().splitlines()[-1].strip()) from None
+        raise ConfigError(
+            "backbone.weights",
+            weights,
+            "does not fit the model: " + str(exc).strip().splitlines()[-1].strip(),
+        ) from None
     missing = [k for k in missing if not k.startswith(ignore)]  # the classifier, dropped here
     if missing or unexpected:
-        raise ConfigError("backbone.weights", weights,
-                          f"does not fit the model: {len(missing)} missing keys (e.g. "
-                          f"{missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+        raise ConfigError(
+            "backbone.weights",
+            weights,
+            f"does not fit the model: {len(missing)} missing keys (e.g. "
+            f"{missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})",
+        )
 
 
 class TorchvisionResNet(Backbone):
     """``torchvision.models.<arch>`` without its classifier: the pooled features."""
 
-    def __init__(self, in_shape, out_dim=None, arch: str = "resnet18",
-                 weights: str | None = None):
+    def __init__(self, in_shape, out_dim=None, arch: str = "resnet18", weights: str | None = None):
         import torchvision
 
         if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-            raise ConfigError("backbone.arch", arch,
-                              "allowed: resnet18, resnet34, resnet50, resnet101, resnet152")
+            raise ConfigError(
+                "backbone.arch", arch, "allowed: resnet18, resnet34, resnet50, resnet101, resnet152"
+            )
         net = batch_statistics_only(getattr(torchvision.models, arch)(weights=None))
         load_weights(net, weights, ignore=("fc.",))
         if in_shape[0] != 3:  # grey images: a first convolution for their channels
@@ -74,14 +86,15 @@ class TimmBackbone(Backbone):
     #: the features are pooled vectors (any architecture, transformers too), not maps
     feature_maps = False
 
-    def __init__(self, in_shape, out_dim=None, model: str = "resnet18",
-                 weights: str | None = None):
+    def __init__(self, in_shape, out_dim=None, model: str = "resnet18", weights: str | None = None):
         import timm
 
         if not timm.list_models(model):
-            raise ConfigError("backbone.model", model, "not a timm model name "
-                              "(timm.list_models() lists them)")
+            raise ConfigError(
+                "backbone.model", model, "not a timm model name (timm.list_models() lists them)"
+            )
         net = batch_statistics_only(
-            timm.create_model(model, pretrained=False, num_classes=0, in_chans=in_shape[0]))
+            timm.create_model(model, pretrained=False, num_classes=0, in_chans=in_shape[0])
+        )
         load_weights(net, weights, ignore=(net.default_cfg.get("classifier", "fc") + ".",))
         super().__init__(net, in_shape, out_dim)

@@ -12,8 +12,10 @@ class ResidualBlock(nn.Module):
         super().__init__()
         convs = []
         for i in range(3):
-            convs += [nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
-                      batch_norm(c_out)]
+            convs += [
+                nn.Conv2d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+                batch_norm(c_out),
+            ]
             if i < 2:
                 convs.append(nn.LeakyReLU(0.1))
         self.body = nn.Sequential(*convs)
@@ -25,8 +27,7 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet12(Backbone):
-    def __init__(self, in_shape, out_dim=None, channels=(64, 160, 320, 640),
-                 avg_pool: bool = True):
+    def __init__(self, in_shape, out_dim=None, channels=(64, 160, 320, 640), avg_pool: bool = True):
         widths = [in_shape[0], *channels]
         blocks = [ResidualBlock(a, b) for a, b in zip(widths[:-1], widths[1:])]
         if avg_pool:

@@ -46,13 +46,24 @@ class CNNFeatures(nn.Module):
     proportionally faster embedding learning rate (every output is normalised).
     """
 
-    def __init__(self, vocab_size: int, embed_dim: int, filters: int, widths, scale=None,
-                 bag: bool = False, embed_std: float = 1.0):
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        filters: int,
+        widths,
+        scale=None,
+        bag: bool = False,
+        embed_std: float = 1.0,
+    ):
         super().__init__()
         if not isinstance(bag, bool):
             raise ConfigError("backbone.bag", bag, "must be true or false")
-        if isinstance(embed_std, bool) or not isinstance(embed_std, (int, float)) \
-                or not embed_std > 0:
+        if (
+            isinstance(embed_std, bool)
+            or not isinstance(embed_std, (int, float))
+            or not embed_std > 0
+        ):
             raise ConfigError("backbone.embed_std", embed_std, "must be a positive number")
         self.widths, self.scale, self.bag = tuple(widths), scale, bag
         self.embedding = nn.Embedding(vocab_size + 1, embed_dim, padding_idx=0)
@@ -77,17 +88,30 @@ class CNNFeatures(nn.Module):
         z = torch.cat(pooled, dim=1)
         if self.bag:
             mean = tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).to(tokens.dtype)
-            z = torch.cat([nn.functional.normalize(z, dim=1),
-                           nn.functional.normalize(mean, dim=1)], dim=1) / 2 ** 0.5
+            z = (
+                torch.cat(
+                    [nn.functional.normalize(z, dim=1), nn.functional.normalize(mean, dim=1)], dim=1
+                )
+                / 2**0.5
+            )
         return rescale(z, self.scale)
 
 
 class TextCNN(Backbone):
     inputs = TEXT
 
-    def __init__(self, in_shape, out_dim=None, vocab_size: int = 8000, embed_dim: int = 128,
-                 filters: int = 100, widths=(3, 4, 5), scale: float | None = 5.0,
-                 bag: bool = True, embed_std: float = 0.1):
+    def __init__(
+        self,
+        in_shape,
+        out_dim=None,
+        vocab_size: int = 8000,
+        embed_dim: int = 128,
+        filters: int = 100,
+        widths=(3, 4, 5),
+        scale: float | None = 5.0,
+        bag: bool = True,
+        embed_std: float = 0.1,
+    ):
         features = CNNFeatures(vocab_size, embed_dim, filters, widths, scale, bag, embed_std)
         super().__init__(features, in_shape, out_dim)
 
@@ -109,14 +133,23 @@ class TransformerFeatures(nn.Module):
     """Token + learned position embeddings, a pre-norm ``nn.TransformerEncoder``, mean pooling
     over the real tokens."""
 
-    def __init__(self, vocab_size: int, max_length: int, dim: int, heads: int, layers: int,
-                 ff_dim: int, scale=None):
+    def __init__(
+        self,
+        vocab_size: int,
+        max_length: int,
+        dim: int,
+        heads: int,
+        layers: int,
+        ff_dim: int,
+        scale=None,
+    ):
         super().__init__()
         self.scale = scale
         self.embedding = nn.Embedding(vocab_size + 1, dim, padding_idx=0)
         self.position = nn.Parameter(torch.randn(max_length, dim) * 0.02)
-        layer = nn.TransformerEncoderLayer(dim, heads, ff_dim, dropout=0.0, batch_first=True,
-                                           norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, ff_dim, dropout=0.0, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
@@ -134,24 +167,39 @@ class TransformerFeatures(nn.Module):
 class TextTransformer(Backbone):
     inputs = TEXT
 
-    def __init__(self, in_shape, out_dim=None, vocab_size: int = 8000, dim: int = 128,
-                 heads: int = 4, layers: int = 2, ff_dim: int = 256,
-                 scale: float | None = 5.0):
-        features = TransformerFeatures(vocab_size, in_shape[0], dim, heads, layers, ff_dim,
-                                       scale)
+    def __init__(
+        self,
+        in_shape,
+        out_dim=None,
+        vocab_size: int = 8000,
+        dim: int = 128,
+        heads: int = 4,
+        layers: int = 2,
+        ff_dim: int = 256,
+        scale: float | None = 5.0,
+    ):
+        features = TransformerFeatures(vocab_size, in_shape[0], dim, heads, layers, ff_dim, scale)
         super().__init__(features, in_shape, out_dim)
 
 
 def require_model_folder(key: str, path) -> Path:
     """A pretrained model is read from a local folder only, never downloaded."""
     if path is None or not str(path).strip():
-        raise ConfigError(key, path, "set it to a local folder holding a pretrained model "
-                                     "(transformers' save_pretrained); nothing is downloaded")
+        raise ConfigError(
+            key,
+            path,
+            "set it to a local folder holding a pretrained model "
+            "(transformers' save_pretrained); nothing is downloaded",
+        )
     folder = Path(str(path)).expanduser()
     if not (folder / "config.json").is_file():
-        raise ConfigError(key, path, "no pretrained model there (no config.json): give a local "
-                                     "folder written by transformers' save_pretrained; nothing "
-                                     "is downloaded")
+        raise ConfigError(
+            key,
+            path,
+            "no pretrained model there (no config.json): give a local "
+            "folder written by transformers' save_pretrained; nothing "
+            "is downloaded",
+        )
     return folder
 
 
@@ -176,8 +224,9 @@ class PretrainedFeatures(nn.Module):
 class TextPretrained(Backbone):
     inputs = TEXT
 
-    def __init__(self, in_shape, out_dim=None, path=None, tokenizer=None,
-                 scale: float | None = 5.0):
+    def __init__(
+        self, in_shape, out_dim=None, path=None, tokenizer=None, scale: float | None = 5.0
+    ):
         # ``tokenizer`` is for the dataset (conf/backbone/text_pretrained.yaml): the model's own
         folder = require_model_folder("backbone.path", path)
         super().__init__(PretrainedFeatures(folder, scale), in_shape, out_dim)

@@ -17,10 +17,16 @@ class WideBlock(nn.Module):
         self.pre = nn.Sequential(batch_norm(c_in), nn.ReLU())
         self.body = nn.Sequential(
             nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
-            batch_norm(c_out), nn.ReLU(), nn.Dropout(dropout),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False))
-        self.shortcut = None if c_in == c_out and stride == 1 else \
-            nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+            batch_norm(c_out),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        )
+        self.shortcut = (
+            None
+            if c_in == c_out and stride == 1
+            else nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False)
+        )
 
     def forward(self, x):
         pre = self.pre(x)
@@ -29,8 +35,9 @@ class WideBlock(nn.Module):
 
 
 class WideResNet(Backbone):
-    def __init__(self, in_shape, out_dim=None, depth: int = 28, widen: int = 10,
-                 dropout: float = 0.0):
+    def __init__(
+        self, in_shape, out_dim=None, depth: int = 28, widen: int = 10, dropout: float = 0.0
+    ):
         if depth < 10 or (depth - 4) % 6:
             raise ConfigError("backbone.depth", depth, "must be 6n + 4 with n >= 1 (28: WRN-28)")
         n = (depth - 4) // 6
@@ -39,7 +46,6 @@ class WideResNet(Backbone):
         for group, stride in zip(range(3), (1, 2, 2)):
             for i in range(n):
                 c_in = widths[group] if i == 0 else widths[group + 1]
-                layers.append(WideBlock(c_in, widths[group + 1], stride if i == 0 else 1,
-                                        dropout))
+                layers.append(WideBlock(c_in, widths[group + 1], stride if i == 0 else 1, dropout))
         layers += [batch_norm(widths[3]), nn.ReLU(), nn.AdaptiveAvgPool2d(1)]
         super().__init__(nn.Sequential(*layers), in_shape, out_dim)

@@ -102,21 +102,28 @@ def objective(records: list[RunRecord]) -> Objective:
             return Objective(metric, higher)
     for r in records:
         if not {metric for metric, _ in OBJECTIVES} & set(r.results):
-            where = (f"{r.source}/results.json" if Path(r.source).is_dir()
-                     else f"W&B run {r.source}")
+            where = f"{r.source}/results.json" if Path(r.source).is_dir() else f"W&B run {r.source}"
             raise CompareError(f"{where}: no test/acc, test/mse or test/return")
-    raise CompareError("the runs share no test metric (test/acc for classification, test/mse "
-                       "for regression, test/return for reinforcement learning): compare those "
-                       "apart")
+    raise CompareError(
+        "the runs share no test metric (test/acc for classification, test/mse "
+        "for regression, test/return for reinforcement learning): compare those "
+        "apart"
+    )
 
 
 def episode_keys(record: RunRecord) -> dict:
     """What defines the test episodes and how they are evaluated: runs that share these were
     tested on the same episodes, in the same order, the same way, and only they pair."""
-    keys = {k: v for k, v in record.config.items()
-            if k in ("eval_seed", "test_episodes")
-            or (k.startswith("dataset.") and not k.startswith("dataset.train_")
-                and not k.endswith(("cache_dir", "download")))}
+    keys = {
+        k: v
+        for k, v in record.config.items()
+        if k in ("eval_seed", "test_episodes")
+        or (
+            k.startswith("dataset.")
+            and not k.startswith("dataset.train_")
+            and not k.endswith(("cache_dir", "download"))
+        )
+    }
     protocol = record.protocol
     stats = record.config.get("inductive_stats") or "support"
     if protocol == "inductive" and stats != "support":  # its mechanisms give different numbers
@@ -127,8 +134,12 @@ def episode_keys(record: RunRecord) -> dict:
 def check_keys(records: list[RunRecord], option: str, keys: list[str]) -> None:
     for key in keys:
         if not any(k == key or k.startswith(f"{key}.") for r in records for k in r.config):
-            raise ConfigError(option, key, "no run has this config key; keys that differ "
-                              f"between the runs: {', '.join(differing_keys(records)) or 'none'}")
+            raise ConfigError(
+                option,
+                key,
+                "no run has this config key; keys that differ "
+                f"between the runs: {', '.join(differing_keys(records)) or 'none'}",
+            )
 
 
 def differing_keys(records: list[RunRecord], keys: list[str] | None = None) -> list[str]:
@@ -137,8 +148,9 @@ def differing_keys(records: list[RunRecord], keys: list[str] | None = None) -> l
     return [k for k in keys if len({repr(r.config.get(k)) for r in records}) > 1]
 
 
-def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
-               ignore: list[str] = ()) -> list[Group]:
+def group_runs(
+    records: list[RunRecord], group_by: list[str] | None = None, ignore: list[str] = ()
+) -> list[Group]:
     """Runs that differ only in `seed` and the ignored keys (or agree on every `group_by` key)
     and share their test episodes and protocol, in order of first appearance."""
     check_keys(records, "--group-by", group_by or [])
@@ -147,8 +159,11 @@ def group_runs(records: list[RunRecord], group_by: list[str] | None = None,
 
     def identity(r: RunRecord) -> str:
         if group_by:
-            keys = {k: v for k, v in r.config.items()
-                    if k in group_by or k.startswith(tuple(f"{g}." for g in group_by))}
+            keys = {
+                k: v
+                for k, v in r.config.items()
+                if k in group_by or k.startswith(tuple(f"{g}." for g in group_by))
+            }
         else:
             keys = {k: v for k, v in r.config.items() if k != SEED and not k.startswith(skip)}
         return repr(sorted({**keys, **episode_keys(r)}.items()))
@@ -172,8 +187,12 @@ def summarise(group: Group, goal: Objective) -> None:
         group.episode_ci = group.runs[0].results.get(f"{goal.test}_ci95", math.nan)
 
 
-def compare(records: list[RunRecord], group_by: list[str] | None = None,
-            ignore: list[str] = (), paired: bool = True) -> Comparison:
+def compare(
+    records: list[RunRecord],
+    group_by: list[str] | None = None,
+    ignore: list[str] = (),
+    paired: bool = True,
+) -> Comparison:
     goal = objective(records)
     label_runs(records)
     groups = group_runs(records, group_by, ignore)
@@ -184,10 +203,12 @@ def compare(records: list[RunRecord], group_by: list[str] | None = None,
     no_val = [g for g in groups if g.val is None]
     chosen_by = goal.val if not no_val else goal.test
     if no_val:
-        notes.append(f"WARNING: no {goal.val} in {len(no_val)} of {len(groups)} groups "
-                     f"({labels(no_val)}): ranked and chosen on {goal.test} instead, which "
-                     "favours the luckiest on the test episodes (selection bias); train with "
-                     "val_episodes > 0 to choose on validation")
+        notes.append(
+            f"WARNING: no {goal.val} in {len(no_val)} of {len(groups)} groups "
+            f"({labels(no_val)}): ranked and chosen on {goal.test} instead, which "
+            "favours the luckiest on the test episodes (selection bias); train with "
+            "val_episodes > 0 to choose on validation"
+        )
 
     def score(g: Group) -> float:
         value = g.val if chosen_by == goal.val else g.test
@@ -201,8 +222,10 @@ def compare(records: list[RunRecord], group_by: list[str] | None = None,
     one_seed = [g for g in groups if g.seeds == 1]
     if one_seed:
         which = "every group" if len(one_seed) == len(groups) else labels(one_seed)
-        notes.append(f"one seed only, so no CI across seeds: {which} (train several seeds, "
-                     "e.g. seed=0,1,2, to see the spread between training runs)")
+        notes.append(
+            f"one seed only, so no CI across seeds: {which} (train several seeds, "
+            "e.g. seed=0,1,2, to see the spread between training runs)"
+        )
     result = Comparison(goal, groups, chosen_by, notes=notes)
     if paired:
         result.pairs, pair_notes = pair_groups(groups, goal)
@@ -237,8 +260,11 @@ def labels(groups: list[Group]) -> str:
 def differences(group: Group, other: Group) -> str:
     """How two groups' test episodes or protocol differ, for one line."""
     a, b = episode_keys(group.runs[0]), episode_keys(other.runs[0])
-    keys = [k for k in sorted({*a, *b}, key=lambda k: (k != "protocol", k))
-            if repr(a.get(k)) != repr(b.get(k))]
+    keys = [
+        k
+        for k in sorted({*a, *b}, key=lambda k: (k != "protocol", k))
+        if repr(a.get(k)) != repr(b.get(k))
+    ]
     return ", ".join(f"{k} ({a.get(k, '–')} vs {b.get(k, '–')})" for k in keys)
 
 
@@ -246,8 +272,14 @@ def pair_groups(groups: list[Group], goal: Objective) -> tuple[list[Pairing], li
     """The best group (by the ranking) of each set of comparable groups against every other
     one, Holm-corrected within each set. ``groups`` are ranked."""
     missing = [g for g in groups if g.episodes is None]
-    notes = [f"not paired, no per-episode results (test_episodes.csv; W&B keeps none): "
-             f"{labels(missing)}"] if missing else []
+    notes = (
+        [
+            f"not paired, no per-episode results (test_episodes.csv; W&B keeps none): "
+            f"{labels(missing)}"
+        ]
+        if missing
+        else []
+    )
     classes: dict[str, list[Group]] = {}
     for g in groups:
         if g.episodes is not None:
@@ -257,8 +289,10 @@ def pair_groups(groups: list[Group], goal: Objective) -> tuple[list[Pairing], li
         family = []
         for other in others:
             if len(other.episodes) != len(best.episodes):
-                raise CompareError(f"{best.label} and {other.label}: test_episodes.csv should "
-                                   f"hold the same number of '{goal.column}' values")
+                raise CompareError(
+                    f"{best.label} and {other.label}: test_episodes.csv should "
+                    f"hold the same number of '{goal.column}' values"
+                )
             diffs = [a - b for a, b in zip(best.episodes, other.episodes)]
             family.append(Pairing(best, other, goal.column, *paired_t_test(diffs), len(diffs)))
         for pairing, adjusted in zip(family, holm([p.p for p in family])):
@@ -271,13 +305,19 @@ def pair_groups(groups: list[Group], goal: Objective) -> tuple[list[Pairing], li
             raise CompareError(
                 f"no two groups were tested on the same episodes the same way ({first.label} and "
                 f"{tested[1].label} differ in {differences(first, tested[1])}), so none can be "
-                "paired; add --no-paired to compare them without a paired test")
+                "paired; add --no-paired to compare them without a paired test"
+            )
         for members in classes.values():
             if first in members:
                 continue
-            notes += [f"{g.label}: not paired with {first.label}, not comparable: differs in "
-                      f"{differences(g, first)}" for g in members]
+            notes += [
+                f"{g.label}: not paired with {first.label}, not comparable: differs in "
+                f"{differences(g, first)}"
+                for g in members
+            ]
             if len(members) > 1:
-                notes.append(f"{labels(members[1:])}: paired with {members[0].label} instead, "
-                             "the best of the groups tested the same way")
+                notes.append(
+                    f"{labels(members[1:])}: paired with {members[0].label} instead, "
+                    "the best of the groups tested the same way"
+                )
     return pairs, notes

@@ -83,9 +83,17 @@ def scan(patterns: list[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
         for top, dirs, _ in os.walk(root):
             dirs[:] = sorted(d for d in dirs if d not in NOT_RUNS)
             folder = Path(top)
-            has = {name: (folder / name).exists() for name in
-                   ("results.json", "config.yaml", "error.txt", "pruned.txt", ".hydra",
-                    "train.log")}
+            has = {
+                name: (folder / name).exists()
+                for name in (
+                    "results.json",
+                    "config.yaml",
+                    "error.txt",
+                    "pruned.txt",
+                    ".hydra",
+                    "train.log",
+                )
+            }
             if has["results.json"] and has["config.yaml"]:
                 runs.add(folder)
             elif has["error.txt"]:
@@ -110,10 +118,15 @@ PROTOCOL_KEYS = ("protocol", "inductive_stats")
 def load_run(run_dir: Path, name: str) -> RunRecord:
     config = flatten(read_yaml(run_dir / "config.yaml"))
     results = read_results(run_dir / "results.json")
-    return RunRecord(name=name, config=config, results=results,
-                     curves=read_curves(run_dir / "metrics.csv"),
-                     episodes=read_episodes(run_dir / "test_episodes.csv"),
-                     source=str(run_dir), protocol=protocol_of(config, results))
+    return RunRecord(
+        name=name,
+        config=config,
+        results=results,
+        curves=read_curves(run_dir / "metrics.csv"),
+        episodes=read_episodes(run_dir / "test_episodes.csv"),
+        source=str(run_dir),
+        protocol=protocol_of(config, results),
+    )
 
 
 def read_yaml(path: Path) -> dict:
@@ -122,11 +135,13 @@ def read_yaml(path: Path) -> dict:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise CompareError(f"{path}: not valid YAML{where} "
-                           f"({getattr(err, 'problem', None) or err})") from None
+        raise CompareError(
+            f"{path}: not valid YAML{where} ({getattr(err, 'problem', None) or err})"
+        ) from None
     if not isinstance(tree, dict):
-        raise CompareError(f"{path}: expected a mapping of config keys, found "
-                           f"{type(tree).__name__}")
+        raise CompareError(
+            f"{path}: expected a mapping of config keys, found {type(tree).__name__}"
+        )
     return tree
 
 
@@ -138,8 +153,7 @@ def read_results(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CompareError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(results, dict):
-        raise CompareError(f"{path}: expected an object of metrics, found "
-                           f"{type(results).__name__}")
+        raise CompareError(f"{path}: expected an object of metrics, found {type(results).__name__}")
     numbers = {}
     for key, value in results.items():
         if key in PROTOCOL_KEYS:
@@ -156,8 +170,9 @@ def number(path: Path, line: int, column: str, text: str | None) -> float:
     try:
         return float(text)
     except (TypeError, ValueError):
-        raise CompareError(f"{path}: line {line}, column {column}: {text!r} is not a "
-                           "number") from None
+        raise CompareError(
+            f"{path}: line {line}, column {column}: {text!r} is not a number"
+        ) from None
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -175,15 +190,20 @@ def read_curves(path: Path) -> dict[str, list[tuple[float, float]]]:
     return curves_from_rows(read_csv(path), step_key="step", path=path)
 
 
-def curves_from_rows(rows: list[dict], step_key: str,
-                     path: Path | None = None) -> dict[str, list[tuple[float, float]]]:
+def curves_from_rows(
+    rows: list[dict], step_key: str, path: Path | None = None
+) -> dict[str, list[tuple[float, float]]]:
     curves: dict[str, list[tuple[float, float]]] = {}
     for line, row in enumerate(rows, 2):
         step = row.get(step_key)
         for key, value in row.items():
-            if (isinstance(key, str) and key.startswith(("train/", "val/"))
-                    and not key.endswith(("_ci95", "/episodes", "_best"))
-                    and value not in ("", None) and step not in ("", None)):
+            if (
+                isinstance(key, str)
+                and key.startswith(("train/", "val/"))
+                and not key.endswith(("_ci95", "/episodes", "_best"))
+                and value not in ("", None)
+                and step not in ("", None)
+            ):
                 if path is None:  # W&B history: numbers already
                     point = (float(step), float(value))
                 else:
@@ -199,8 +219,9 @@ def read_episodes(path: Path) -> dict[str, list[float]] | None:
     if not rows:
         raise CompareError(f"{path}: no episodes")
     names = [n for n in rows[0] if n not in ("episode", None)]
-    return {n: [number(path, line, n, row.get(n)) for line, row in enumerate(rows, 2)]
-            for n in names}
+    return {
+        n: [number(path, line, n, row.get(n)) for line, row in enumerate(rows, 2)] for n in names
+    }
 
 
 # -- W&B runs ------------------------------------------------------------------------------------
@@ -209,14 +230,21 @@ def from_wandb_run(run) -> RunRecord:
     keeps no per-episode results, so such runs are not paired."""
     config = {k: v for k, v in flatten(dict(run.config)).items() if not k.startswith("_")}
     summary = {k: run.summary[k] for k in run.summary.keys()}
-    results = {k: float(v) for k, v in summary.items()
-               if (k.startswith(RESULTS) or k.endswith("_best")) and isinstance(v, int | float)}
+    results = {
+        k: float(v)
+        for k, v in summary.items()
+        if (k.startswith(RESULTS) or k.endswith("_best")) and isinstance(v, int | float)
+    }
     history = run.history(samples=100_000, pandas=False)
     path = getattr(run, "path", None)  # [entity, project, run id]
-    return RunRecord(name=run.name, config=config, results=results,
-                     curves=curves_from_rows(history, step_key=CURVE_STEP),
-                     source="/".join(path) if path else run.name,
-                     protocol=protocol_of(config, summary))
+    return RunRecord(
+        name=run.name,
+        config=config,
+        results=results,
+        curves=curves_from_rows(history, step_key=CURVE_STEP),
+        source="/".join(path) if path else run.name,
+        protocol=protocol_of(config, summary),
+    )
 
 
 def wandb_records(path: str, group: str | None) -> list[RunRecord]:

@@ -74,13 +74,22 @@ class Section:
     text: str = ""
 
 
-def write_html(path: Path, title: str, summary: list[str], tables: list[Table],
-               notes: list[str], sections: list[Section]) -> None:
+def write_html(
+    path: Path,
+    title: str,
+    summary: list[str],
+    tables: list[Table],
+    notes: list[str],
+    sections: list[Section],
+) -> None:
     from plotly.offline import get_plotlyjs
 
     body = [f"<h1>{html.escape(title)}</h1>"]
-    body += [f'<p class="{"warning" if line.startswith("WARNING") else "summary"}">'
-             f"{html.escape(line)}</p>" for line in summary]
+    body += [
+        f'<p class="{"warning" if line.startswith("WARNING") else "summary"}">'
+        f"{html.escape(line)}</p>"
+        for line in summary
+    ]
     body += [table_html(t) for t in tables]
     if notes:
         items = "".join(f"<li>{html.escape(n)}</li>" for n in notes)
@@ -91,11 +100,13 @@ def write_html(path: Path, title: str, summary: list[str], tables: list[Table],
         body.append(f"<h2>{html.escape(section.heading)}</h2>")
         if section.text:
             body.append(f"<p>{html.escape(section.text)}</p>")
-        figures = [fig.to_html(full_html=False, include_plotlyjs=False,
-                               config={"displaylogo": False})
-                   for fig in section.figures]
-        body.append('<div class="figures">' + "".join(f"<div>{f}</div>" for f in figures)
-                    + "</div>")
+        figures = [
+            fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+            for fig in section.figures
+        ]
+        body.append(
+            '<div class="figures">' + "".join(f"<div>{f}</div>" for f in figures) + "</div>"
+        )
     # "</script" inside Plotly's code would end the script element early
     plotly = get_plotlyjs().replace("</script", "<\\/script")
     path.write_text(PAGE.format(title=html.escape(title), plotly=plotly, body="\n".join(body)))
@@ -118,6 +129,8 @@ def table_html(table: Table) -> str:
             cells.append(f"<td{attrs}>{html.escape(cell)}</td>")
         chosen = ' class="chosen"' if i == table.highlight else ""
         rows.append(f"<tr{chosen}>{''.join(cells)}</tr>")
-    return (f"<h2>{html.escape(table.title)}</h2>"
-            f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+    return (
+        f"<h2>{html.escape(table.title)}</h2>"
+        f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )

@@ -46,8 +46,12 @@ def paired_t_test(diffs: Sequence[float]) -> tuple[float, float, float, float]:
         return mean, math.nan, math.nan, math.nan
     se = std / math.sqrt(n)
     if se == 0:  # every episode differs by the same amount
-        return mean, 0.0, math.copysign(math.inf, mean) if mean else math.nan, (
-            0.0 if mean else 1.0)
+        return (
+            mean,
+            0.0,
+            math.copysign(math.inf, mean) if mean else math.nan,
+            (0.0 if mean else 1.0),
+        )
     t = mean / se
     return mean, t_quantile(0.975, n - 1) * se, t, 2 * t_sf(abs(t), n - 1)
 
@@ -96,8 +100,9 @@ def betainc(a: float, b: float, x: float) -> float:
         return 0.0
     if x >= 1:
         return 1.0
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
+    log_front = (
+        math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    )
     if x < (a + 1) / (a + b + 2):  # the continued fraction converges fast on this side
         return math.exp(log_front) * _beta_fraction(a, b, x) / a
     return 1.0 - math.exp(log_front) * _beta_fraction(b, a, 1 - x) / b
@@ -109,8 +114,10 @@ def _beta_fraction(a: float, b: float, x: float) -> float:
     d = 1.0 / (d if abs(d) > tiny else tiny)
     result = d
     for m in range(1, 1000):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
+        ):
             d = 1.0 + numerator * d
             d = 1.0 / (d if abs(d) > tiny else tiny)
             c = 1.0 + numerator / c

@@ -37,8 +37,13 @@ class Augment:
         return augment(x, gen, self.crop_padding, self.flip, self.color_jitter)
 
 
-def augment(x: torch.Tensor, gen: torch.Generator, crop_padding: int = 0, flip: bool = False,
-            color_jitter: float = 0.0) -> torch.Tensor:
+def augment(
+    x: torch.Tensor,
+    gen: torch.Generator,
+    crop_padding: int = 0,
+    flip: bool = False,
+    color_jitter: float = 0.0,
+) -> torch.Tensor:
     """Augment a float batch ``[N, C, H, W]`` in ``[0, 1]``; the input is never modified."""
     if crop_padding > 0:
         x = _random_crop(x, gen, crop_padding)
@@ -54,7 +59,7 @@ def _random_crop(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tenso
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).tolist()
     # Slices are views: one copy (the stack), faster than gathers on CPU and GPU alike.
-    return torch.stack([p[:, t:t + h, s:s + w] for p, (t, s) in zip(padded, offsets)])
+    return torch.stack([p[:, t : t + h, s : s + w] for p, (t, s) in zip(padded, offsets)])
 
 
 def _random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -96,8 +101,11 @@ def build_augment(cfg: Mapping | None) -> Augment | None:
     allowed = ("crop_padding", "flip", "color_jitter")
     for key in cfg:
         if key not in allowed:
-            raise ConfigError(f"dataset.augment.{key}", cfg[key],
-                              f"unknown augmentation; allowed keys: {', '.join(allowed)}")
+            raise ConfigError(
+                f"dataset.augment.{key}",
+                cfg[key],
+                f"unknown augmentation; allowed keys: {', '.join(allowed)}",
+            )
     pad = _check_int("dataset.augment.crop_padding", cfg.get("crop_padding", 0), 0)
     flip = cfg.get("flip", False)
     if not isinstance(flip, bool):

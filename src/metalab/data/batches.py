@@ -42,8 +42,7 @@ class ShuffledBatches:
     def indices(self, step: int) -> torch.Tensor:
         positions = step * self.batch_size + torch.arange(self.batch_size)
         epochs, within = positions // self.n, positions % self.n
-        return torch.cat([self.permutation(int(e))[within[epochs == e]]
-                          for e in epochs.unique()])
+        return torch.cat([self.permutation(int(e))[within[epochs == e]] for e in epochs.unique()])
 
 
 class BatchDataModule(EpisodeDataModule):
@@ -67,36 +66,50 @@ class BatchDataModule(EpisodeDataModule):
             raise ConfigError("dataset", self.cfg.name, "pretraining reads image datasets only")
         counts = source.index.counts
         if self.batch_size > int(counts.sum()):
-            raise ConfigError("algorithm.batch_size", self.batch_size,
-                              f"the train split of dataset={self.cfg.name} has only "
-                              f"{int(counts.sum())} samples ({len(counts)} classes of "
-                              f"{int(counts.min())}-{int(counts.max())}); use a smaller batch")
+            raise ConfigError(
+                "algorithm.batch_size",
+                self.batch_size,
+                f"the train split of dataset={self.cfg.name} has only "
+                f"{int(counts.sum())} samples ({len(counts)} classes of "
+                f"{int(counts.min())}-{int(counts.max())}); use a smaller batch",
+            )
         if int(counts.min()) < 2:  # a class seen once per epoch cannot be learned from batches
-            raise ConfigError("dataset", self.cfg.name,
-                              f"the train split has classes with only {int(counts.min())} "
-                              "sample; pretraining needs at least 2 per class")
+            raise ConfigError(
+                "dataset",
+                self.cfg.name,
+                f"the train split has classes with only {int(counts.min())} "
+                "sample; pretraining needs at least 2 per class",
+            )
         self.labels = split_labels(source)
         self.order = ShuffledBatches(len(self.labels), self.batch_size, self.seed)
 
     def setup(self, stage: str | None = None) -> None:
         super().setup(stage)
         if self.batch_size % self.world:
-            raise ConfigError("algorithm.batch_size", self.batch_size,
-                              f"must divide by the number of processes ({self.world})")
+            raise ConfigError(
+                "algorithm.batch_size",
+                self.batch_size,
+                f"must divide by the number of processes ({self.world})",
+            )
         self.labels = self.labels.to(self.sources["train"].images.device)
 
     def train_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """This rank's share of global batch ``step``: normalised images and class ids."""
         source = self.sources["train"]
         share = self.batch_size // self.world
-        idx = self.order.indices(step)[self.rank * share:(self.rank + 1) * share]
+        idx = self.order.indices(step)[self.rank * share : (self.rank + 1) * share]
         first = step * self.batch_size + self.rank * share  # the run's sample numbers
         x = source.images[idx.to(source.images.device)].float().div_(255)
         if source.augment is not None:
-            x = torch.cat([source.augment(x[i:i + 1], generator(self.seed, 11, first + i))
-                           for i in range(len(x))])
+            x = torch.cat(
+                [
+                    source.augment(x[i : i + 1], generator(self.seed, 11, first + i))
+                    for i in range(len(x))
+                ]
+            )
         return (x - source.mean) / source.std, self.labels[idx.to(self.labels.device)]
 
     def train_dataloader(self):
-        return _Batches(self.steps_per_epoch, self.train_batch,
-                        start=lambda: self.trainer.global_step)
+        return _Batches(
+            self.steps_per_epoch, self.train_batch, start=lambda: self.trainer.global_step
+        )

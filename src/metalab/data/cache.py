@@ -91,5 +91,8 @@ def signature(paths: Sequence[Path], keep: Callable[[str], bool] | None = None) 
 
 def corrupt(path, how: str, err: BaseException | str) -> ConfigError:
     why = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
-    return ConfigError("dataset.root", path, f"cannot read this file ({why}); it is truncated or "
-                                             f"corrupt: delete it and {how}")
+    return ConfigError(
+        "dataset.root",
+        path,
+        f"cannot read this file ({why}); it is truncated or corrupt: delete it and {how}",
+    )

@@ -34,9 +34,12 @@ def load_sources(dataset_cfg: DictConfig) -> dict[str, EpisodeSource]:
     augment = build_augment(dataset_cfg.get("augment"))  # checked before the heavy load
     loaded = hydra.utils.instantiate(dataset_cfg.load, **loader_arguments(dataset_cfg))
     if isinstance(loaded, ImageDataset):  # training episodes only are augmented
-        return {n: ImageEpisodes(loaded.split(n), loaded.mean, loaded.std, n,
-                                 augment if n == "train" else None)
-                for n in ("train", "val", "test")}
+        return {
+            n: ImageEpisodes(
+                loaded.split(n), loaded.mean, loaded.std, n, augment if n == "train" else None
+            )
+            for n in ("train", "val", "test")
+        }
     return loaded  # text and regression loaders return their sources
 
 
@@ -44,9 +47,14 @@ def loader_arguments(dataset_cfg: DictConfig) -> dict:
     """The dataset keys its loader (``load._target_``) takes as arguments, so that each knob is
     set in one place, ``dataset.<key>``; a key also given under ``load`` keeps that value."""
     params = inspect.signature(get_object(dataset_cfg.load._target_)).parameters
-    return {key: dataset_cfg[key] for key, p in params.items()
-            if key in dataset_cfg and key not in dataset_cfg.load and key != "load"
-            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {
+        key: dataset_cfg[key]
+        for key, p in params.items()
+        if key in dataset_cfg
+        and key not in dataset_cfg.load
+        and key != "load"
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
 
 
 class _Batches:
@@ -65,8 +73,17 @@ class _Batches:
 
 
 class EpisodeDataModule(pl.LightningDataModule):
-    def __init__(self, dataset: DictConfig, meta_batch: int, seed: int, eval_seed: int,
-                 steps_per_epoch: int, val_episodes: int, test_episodes: int, eval_batch: int):
+    def __init__(
+        self,
+        dataset: DictConfig,
+        meta_batch: int,
+        seed: int,
+        eval_seed: int,
+        steps_per_epoch: int,
+        val_episodes: int,
+        test_episodes: int,
+        eval_batch: int,
+    ):
         super().__init__()
         self.cfg = dataset
         self.meta_batch, self.seed, self.eval_seed = meta_batch, seed, eval_seed
@@ -104,8 +121,10 @@ class EpisodeDataModule(pl.LightningDataModule):
     def fixed_plan(self, split: str, n: int) -> torch.Tensor:
         # Episode e depends only on (eval_seed, split, e): the first 100 episodes are the same
         # whether 100 or 600 are asked for, and the same for every run.
-        plans = [self.sources[split].plan(generator(self.eval_seed, SALT[split], e), 1,
-                                          *self.eval_shape) for e in range(n)]
+        plans = [
+            self.sources[split].plan(generator(self.eval_seed, SALT[split], e), 1, *self.eval_shape)
+            for e in range(n)
+        ]
         return torch.cat(plans) if plans else torch.empty(0)
 
     def setup(self, stage: str | None = None) -> None:
@@ -113,8 +132,11 @@ class EpisodeDataModule(pl.LightningDataModule):
         if self.trainer is not None:
             self.rank, self.world = self.trainer.global_rank, self.trainer.world_size
             if self.meta_batch % self.world:
-                raise ConfigError("algorithm.meta_batch", self.meta_batch,
-                                  f"must divide by the number of processes ({self.world})")
+                raise ConfigError(
+                    "algorithm.meta_batch",
+                    self.meta_batch,
+                    f"must divide by the number of processes ({self.world})",
+                )
             device = self.trainer.strategy.root_device
             for source in self.sources.values():
                 source.to(device)
@@ -122,8 +144,9 @@ class EpisodeDataModule(pl.LightningDataModule):
     # -- batches --------------------------------------------------------------------------
     def train_episodes(self, step: int):
         """This rank's share of the global meta-batch of ``step``."""
-        plan = self.sources["train"].plan(generator(self.seed, step), self.meta_batch,
-                                          *self.train_shape)
+        plan = self.sources["train"].plan(
+            generator(self.seed, step), self.meta_batch, *self.train_shape
+        )
         share = self.meta_batch // self.world
         first, last = self.rank * share, (self.rank + 1) * share
         # one generator per task (augmentation, RL's noise): the same on any number of ranks
@@ -131,7 +154,7 @@ class EpisodeDataModule(pl.LightningDataModule):
         return self.sources["train"].episodes(plan[first:last], self.train_shape[1], gens)
 
     def eval_ids(self, split: str) -> list[torch.Tensor]:
-        ids = torch.arange(len(self.plans[split]))[self.rank::self.world]
+        ids = torch.arange(len(self.plans[split]))[self.rank :: self.world]
         return list(ids.split(self.eval_batch))
 
     def eval_episodes(self, split: str, ids: torch.Tensor):
@@ -141,8 +164,9 @@ class EpisodeDataModule(pl.LightningDataModule):
         return self.sources[split].episodes(self.plans[split][ids], self.eval_shape[1], gens)
 
     def train_dataloader(self):
-        return _Batches(self.steps_per_epoch, self.train_episodes,
-                        start=lambda: self.trainer.global_step)
+        return _Batches(
+            self.steps_per_epoch, self.train_episodes, start=lambda: self.trainer.global_step
+        )
 
     def _eval_loader(self, split: str):
         batches = self.eval_ids(split)

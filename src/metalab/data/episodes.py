@@ -47,8 +47,12 @@ class EpisodeShape:
         if not training:
             return cls(eval_ways, dataset.shots, dataset.queries)
         # RL datasets have no train_* keys: the evaluation shape
-        return cls(dataset.get("train_ways", eval_ways), dataset.get("train_shots", dataset.shots),
-                   dataset.get("train_queries", dataset.queries), training=True)
+        return cls(
+            dataset.get("train_ways", eval_ways),
+            dataset.get("train_shots", dataset.shots),
+            dataset.get("train_queries", dataset.queries),
+            training=True,
+        )
 
     def key(self, what: str) -> str:
         """The config key of ``what`` (ways, shots or queries) in this shape."""

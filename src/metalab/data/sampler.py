@@ -37,15 +37,25 @@ class ClassIndex:
     def check(self, split: str, shape: EpisodeShape) -> None:
         n_classes = len(self.counts)
         if shape.ways > n_classes:
-            raise ConfigError(shape.key("ways"), shape.ways,
-                              f"the {split} split has only {n_classes} classes")
+            raise ConfigError(
+                shape.key("ways"), shape.ways, f"the {split} split has only {n_classes} classes"
+            )
         fewest, per_class = int(self.counts.min()), shape.shots + shape.queries
         if per_class > fewest:
-            raise ConfigError(f"{shape.key('shots')} + {shape.key('queries')}", per_class,
-                              f"the {split} split has classes with only {fewest} samples")
+            raise ConfigError(
+                f"{shape.key('shots')} + {shape.key('queries')}",
+                per_class,
+                f"the {split} split has classes with only {fewest} samples",
+            )
 
-    def draw(self, gen: torch.Generator, num_tasks: int, ways: int, per_class: int,
-             allowed: torch.Tensor | None = None):
+    def draw(
+        self,
+        gen: torch.Generator,
+        num_tasks: int,
+        ways: int,
+        per_class: int,
+        allowed: torch.Tensor | None = None,
+    ):
         """Indices ``[T, ways, per_class]`` of distinct samples from ``ways`` distinct classes;
         ``allowed`` ``[T, n_classes]`` (bool): the classes each task may take (e.g. one domain)."""
         n_classes, width = self.table.shape
@@ -106,8 +116,9 @@ def split_support_query(x: torch.Tensor, shots: int) -> Episodes:
         return a.reshape(t, ways * a.shape[2], *a.shape[3:])
 
     support, query = (slice(None, shots), slice(shots, None))
-    return Episodes(flat(x[:, :, support]), flat(y[:, :, support]),
-                    flat(x[:, :, query]), flat(y[:, :, query]))
+    return Episodes(
+        flat(x[:, :, support]), flat(y[:, :, support]), flat(x[:, :, query]), flat(y[:, :, query])
+    )
 
 
 def check_episode_shape(shape: EpisodeShape) -> None:

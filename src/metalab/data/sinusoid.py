@@ -17,8 +17,9 @@ from metalab.errors import require_positive
 class SinusoidTasks:
     """Regression tasks drawn fresh for one split (an EpisodeSource)."""
 
-    def __init__(self, amplitude=(0.1, 5.0), phase=(0.0, math.pi), x_range=(-5.0, 5.0),
-                 name: str = "train"):
+    def __init__(
+        self, amplitude=(0.1, 5.0), phase=(0.0, math.pi), x_range=(-5.0, 5.0), name: str = "train"
+    ):
         self.amplitude, self.phase, self.x_range = amplitude, phase, x_range
         self.name = name
         self.device = torch.device("cpu")

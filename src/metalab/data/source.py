@@ -26,11 +26,13 @@ class EpisodeSource(Protocol):
     def check(self, shape: EpisodeShape) -> None:
         """Raise ConfigError (naming ``shape.key(...)``) if this split cannot make such episodes."""
 
-    def plan(self, gen: torch.Generator, num_tasks: int, ways: int, shots: int,
-             queries: int) -> torch.Tensor:
+    def plan(
+        self, gen: torch.Generator, num_tasks: int, ways: int, shots: int, queries: int
+    ) -> torch.Tensor:
         """A CPU tensor describing ``num_tasks`` tasks, drawn from ``gen`` only."""
 
-    def episodes(self, plan: torch.Tensor, shots: int,
-                 gens: list[torch.Generator] | None = None) -> Any:
+    def episodes(
+        self, plan: torch.Tensor, shots: int, gens: list[torch.Generator] | None = None
+    ) -> Any:
         """The tasks of ``plan`` (metalab.data.episodes.Episodes, or RL's TaskBatch); ``gens``,
         one generator per task, for what is random per task (augmentation, environment noise)."""

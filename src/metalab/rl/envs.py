@@ -25,8 +25,14 @@ class Nav2D:
 
     obs_dim, act_dim, task_dim = 2, 2, 2
 
-    def __init__(self, horizon: int = 100, goal_low: float = -0.5, goal_high: float = 0.5,
-                 max_speed: float = 0.1, name: str = "nav2d"):
+    def __init__(
+        self,
+        horizon: int = 100,
+        goal_low: float = -0.5,
+        goal_high: float = 0.5,
+        max_speed: float = 0.1,
+        name: str = "nav2d",
+    ):
         self.horizon, self.low, self.high, self.max_speed = horizon, goal_low, goal_high, max_speed
         self.name = name
 
@@ -34,8 +40,10 @@ class Nav2D:
         pass
 
     def sample_tasks(self, gen: torch.Generator, n: int) -> Tensor:
-        return self.low + (self.high - self.low) * torch.rand(n, 2, generator=gen,
-                                                               dtype=torch.float64).float()
+        return (
+            self.low
+            + (self.high - self.low) * torch.rand(n, 2, generator=gen, dtype=torch.float64).float()
+        )
 
     def reset(self, tasks: Tensor, k: int, seeds: Tensor) -> Tensor:
         self.goal = tasks[:, None, :].expand(-1, k, -1)
@@ -56,9 +64,12 @@ def require_mujoco(dataset: str) -> None:
         import gymnasium.envs.mujoco  # noqa: F401
         import mujoco  # noqa: F401
     except Exception as exc:  # ImportError, or gymnasium's DependencyNotInstalled
-        raise ConfigError("dataset", dataset,
-                          f"needs MuJoCo, which does not import here ({exc}): pip install "
-                          "'gymnasium[mujoco]' (metalab's rl extra)") from None
+        raise ConfigError(
+            "dataset",
+            dataset,
+            f"needs MuJoCo, which does not import here ({exc}): pip install "
+            "'gymnasium[mujoco]' (metalab's rl extra)",
+        ) from None
 
 
 class HalfCheetah:
@@ -73,9 +84,15 @@ class HalfCheetah:
     #: gymnasium environments with HalfCheetah's observations, actions and x_velocity info
     env_ids = ("HalfCheetah-v5", "HalfCheetah-v4")
 
-    def __init__(self, task: str = "vel", horizon: int = 200, ctrl_cost: float = 0.05,
-                 vectorization: str = "sync", env_id: str = "HalfCheetah-v5",
-                 name: str = "halfcheetah_vel"):
+    def __init__(
+        self,
+        task: str = "vel",
+        horizon: int = 200,
+        ctrl_cost: float = 0.05,
+        vectorization: str = "sync",
+        env_id: str = "HalfCheetah-v5",
+        name: str = "halfcheetah_vel",
+    ):
         if env_id not in self.env_ids:
             raise ConfigError("dataset.env.env_id", env_id, f"allowed: {', '.join(self.env_ids)}")
         if task not in ("vel", "dir"):
@@ -101,9 +118,12 @@ class HalfCheetah:
         if self.envs is not None:
             self.envs.close()
         # rewards are computed here from x_velocity; the environment's own forward reward unused
-        self.envs = gymnasium.make_vec(self.env_id, num_envs=n,
-                                       vectorization_mode=self.vectorization,
-                                       ctrl_cost_weight=self.ctrl_cost)
+        self.envs = gymnasium.make_vec(
+            self.env_id,
+            num_envs=n,
+            vectorization_mode=self.vectorization,
+            ctrl_cost_weight=self.ctrl_cost,
+        )
         return self.envs
 
     def reset(self, tasks: Tensor, k: int, seeds: Tensor) -> Tensor:

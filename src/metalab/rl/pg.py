@@ -45,8 +45,9 @@ def batched_mlp(net: MLP, params: Params, x: Tensor) -> Tensor:
     batches of a rollout's time step, where that overhead dominates)."""
     for name, module in net.named_modules():  # registration order is forward order in MLP
         if isinstance(module, nn.Linear):
-            x = torch.baddbmm(params[f"{name}.bias"].unsqueeze(1), x,
-                              params[f"{name}.weight"].transpose(1, 2))
+            x = torch.baddbmm(
+                params[f"{name}.bias"].unsqueeze(1), x, params[f"{name}.weight"].transpose(1, 2)
+            )
         elif isinstance(module, nn.ReLU):
             x = torch.relu(x)
     return x
@@ -83,8 +84,9 @@ class Rollouts:
 
 
 @torch.no_grad()
-def sample(env, net: nn.Module, params: Params, tasks: Tensor, gens: list[torch.Generator],
-           k: int) -> Rollouts:
+def sample(
+    env, net: nn.Module, params: Params, tasks: Tensor, gens: list[torch.Generator], k: int
+) -> Rollouts:
     """``k`` rollouts per task, all stepped together. Each task's action noise and reset seeds
     come from its own generator, so a task's rollouts do not depend on the other tasks of the
     batch (nor on how the batch is split across processes)."""
@@ -136,7 +138,7 @@ def linear_baseline(obs: Tensor, returns: Tensor, mask: Tensor, reg: float = 1e-
     y = (returns * mask).flatten(1).double()
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     gram = x.transpose(1, 2) @ x
-    rhs = (x.transpose(1, 2) @ y[..., None])
+    rhs = x.transpose(1, 2) @ y[..., None]
     w = torch.linalg.solve(gram + reg * eye, rhs)
     return (baseline_features(obs).double() @ w[:, None]).squeeze(-1).to(obs.dtype)
 
@@ -168,14 +170,14 @@ def inner_objective(logp: Tensor, ro: Rollouts, estimator: str) -> Tensor:
     return masked_mean(weight * ro.advantages, ro.mask)
 
 
-def pg_step(net: nn.Module, params: Params, ro: Rollouts, lr: float, estimator: str,
-            create_graph: bool) -> Params:
+def pg_step(
+    net: nn.Module, params: Params, ro: Rollouts, lr: float, estimator: str, create_graph: bool
+) -> Params:
     """One inner policy-gradient ascent step per task: theta' = theta + lr * grad J_task.
     ``create_graph``: the step is differentiable (second-order MAML); else the gradient is a
     constant (first-order), the adapted weights still depend on theta through the sum."""
     objective = inner_objective(log_prob(net, params, ro.obs, ro.actions), ro, estimator)
-    grads = torch.autograd.grad(objective.sum(), list(params.values()),
-                                create_graph=create_graph)
+    grads = torch.autograd.grad(objective.sum(), list(params.values()), create_graph=create_graph)
     return {k: v + lr * g for (k, v), g in zip(params.items(), grads)}
 
 

@@ -41,8 +41,9 @@ class EnvTasks:
     def check(self, shape: EpisodeShape) -> None:
         self.env.check()  # e.g. MuJoCo installed, before anything heavy
 
-    def plan(self, gen: torch.Generator, num_tasks: int, ways: int, shots: int,
-             queries: int) -> Tensor:
+    def plan(
+        self, gen: torch.Generator, num_tasks: int, ways: int, shots: int, queries: int
+    ) -> Tensor:
         return self.env.sample_tasks(gen, num_tasks)
 
     def episodes(self, plan: Tensor, shots: int, gens: list[torch.Generator]) -> TaskBatch:

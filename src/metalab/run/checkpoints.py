@@ -65,24 +65,33 @@ class RunCheckpoint(ModelCheckpoint):
     def load_state_dict(self, state_dict: dict) -> None:
         old = state_dict.get("dirpath")
         if old and self.dirpath and old != self.dirpath:
+
             def moved(path: str) -> str:
                 inside = path.startswith(old.rstrip(os.sep) + os.sep)
-                return os.path.join(self.dirpath, path[len(old.rstrip(os.sep)) + 1:]) if inside \
+                return (
+                    os.path.join(self.dirpath, path[len(old.rstrip(os.sep)) + 1 :])
+                    if inside
                     else ""
+                )
+
             state_dict = {**state_dict, "dirpath": self.dirpath}
             for key in self.PATHS:
                 if state_dict.get(key):
                     state_dict[key] = moved(state_dict[key])
             state_dict["best_k_models"] = {
-                moved(p): v for p, v in (state_dict.get("best_k_models") or {}).items() if moved(p)}
+                moved(p): v for p, v in (state_dict.get("best_k_models") or {}).items() if moved(p)
+            }
         super().load_state_dict(state_dict)
 
 
 def resume_candidates(run_dir: Path) -> list[Path]:
     """The checkpoints a run may continue from, newest first: checkpoints/last.ckpt, the
     hpc_ckpt_<n>.ckpt Lightning saves on SLURM's warning signal, checkpoints/best.ckpt."""
-    found = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt"),
-             run_dir / "checkpoints" / "best.ckpt"]
+    found = [
+        run_dir / "checkpoints" / "last.ckpt",
+        *run_dir.glob("hpc_ckpt_*.ckpt"),
+        run_dir / "checkpoints" / "best.ckpt",
+    ]
     found = [path for path in found if path.is_file()]
     # a stable sort: checkpoints written in the same instant keep the order above
     return sorted(found, key=lambda path: path.stat().st_mtime, reverse=True)
@@ -96,8 +105,9 @@ def newest_readable(run_dir: Path, quiet: bool = False) -> tuple[Path, int] | No
         try:
             return path, int(read_checkpoint(path).get("global_step", 0))
         except UnreadableCheckpoint as err:
-            instead = f"trying {candidates[i + 1].name}" if i + 1 < len(candidates) else \
-                "starting over"
+            instead = (
+                f"trying {candidates[i + 1].name}" if i + 1 < len(candidates) else "starting over"
+            )
             if not quiet:
                 print(f"metalab: {err}; {instead}", file=sys.stderr)
     return None
@@ -112,6 +122,9 @@ def user_checkpoint(key: str, path: str) -> tuple[Path, int]:
     try:
         step = int(read_checkpoint(ckpt).get("global_step", 0))
     except UnreadableCheckpoint as err:
-        raise ConfigError(key, path, f"{err.reason}; give a .ckpt file a run wrote, e.g. "
-                                     "<run>/checkpoints/best.ckpt") from err
+        raise ConfigError(
+            key,
+            path,
+            f"{err.reason}; give a .ckpt file a run wrote, e.g. <run>/checkpoints/best.ckpt",
+        ) from err
     return ckpt, step

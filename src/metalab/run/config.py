@@ -48,8 +48,9 @@ if not OmegaConf.has_resolver("metalab_unique"):  # conf/hydra: run folders neve
     OmegaConf.register_new_resolver("metalab_unique", rundir.unique_suffix, use_cache=True)
 
 
-def compose(overrides=(), output_dir=None, hydra: bool = False,
-            config: str = "train") -> DictConfig:
+def compose(
+    overrides=(), output_dir=None, hydra: bool = False, config: str = "train"
+) -> DictConfig:
     """The config exactly as metalab-train (``config="eval"``: metalab-eval) builds it from
     ``overrides``, for tests, benchmarks and notebooks; ``output_dir`` sets the run folder,
     ``hydra`` keeps Hydra's own node (run and sweep folders)."""
@@ -72,8 +73,14 @@ def check_config(cfg: DictConfig) -> None:
     check_targets(cfg)  # first: nothing below imports or builds anything before this check
     check_override_types(cfg)
     check_protocol(cfg.get("protocol", "transductive"), cfg.get("inductive_stats", "support"))
-    for key in ("steps", "val_every", "test_episodes", "eval_batch", "algorithm.meta_batch",
-                "log_every"):
+    for key in (
+        "steps",
+        "val_every",
+        "test_episodes",
+        "eval_batch",
+        "algorithm.meta_batch",
+        "log_every",
+    ):
         require_positive(key, OmegaConf.select(cfg, key))
     for key, value in cfg.backbone.items():
         for size in value if isinstance(value, ListConfig) else [value]:
@@ -92,23 +99,33 @@ def check_config(cfg: DictConfig) -> None:
             require_positive(shape.key(what), getattr(shape, what))
     supported = get_class(cfg.algorithm._target_).tasks
     if kind.name not in supported:
-        raise ConfigError("algorithm", cfg.algorithm.name,
-                          f"learns {'/'.join(supported)} tasks only, and dataset={d.name} is a "
-                          f"{kind.name} dataset")
+        raise ConfigError(
+            "algorithm",
+            cfg.algorithm.name,
+            f"learns {'/'.join(supported)} tasks only, and dataset={d.name} is a "
+            f"{kind.name} dataset",
+        )
     algorithm, backbone = get_class(cfg.algorithm._target_), get_class(cfg.backbone._target_)
     algorithm.check_backbone(backbone, cfg.backbone.name)
     if hasattr(algorithm, "check_run"):  # pretraining: its batch settings
         algorithm.check_run(cfg)
     if cfg.algorithm.get("needs_init") and not cfg.get("init_from"):
-        raise ConfigError("init_from", None, f"algorithm={cfg.algorithm.name} trains from a "
-                          "pretrained backbone: init_from=<run folder or .ckpt of a baseline or "
-                          "rfs run>")
+        raise ConfigError(
+            "init_from",
+            None,
+            f"algorithm={cfg.algorithm.name} trains from a "
+            "pretrained backbone: init_from=<run folder or .ckpt of a baseline or "
+            "rfs run>",
+        )
     inputs = kind.inputs(d)
     if inputs not in backbone.inputs:
         has = f"is a {kind.name} dataset" if inputs == "vector" else f"has {inputs} inputs"
-        raise ConfigError("backbone", cfg.backbone.name,
-                          f"needs {' or '.join(backbone.inputs)} inputs, and dataset={d.name} "
-                          f"{has}; use backbone={kind.suggest_backbones(d)}")
+        raise ConfigError(
+            "backbone",
+            cfg.backbone.name,
+            f"needs {' or '.join(backbone.inputs)} inputs, and dataset={d.name} "
+            f"{has}; use backbone={kind.suggest_backbones(d)}",
+        )
     if "path" in cfg.backbone:  # a pretrained model: a local folder, checked before any loading
         from metalab.backbones.text import require_model_folder
 
@@ -119,9 +136,12 @@ def check_config(cfg: DictConfig) -> None:
     spread_meta_batch(cfg)
     world = processes(cfg.hardware)
     if cfg.algorithm.meta_batch % world:
-        raise ConfigError("algorithm.meta_batch", cfg.algorithm.meta_batch,
-                          f"must divide by the number of processes ({world}): the meta-batch "
-                          "is global, each process takes an equal share")
+        raise ConfigError(
+            "algorithm.meta_batch",
+            cfg.algorithm.meta_batch,
+            f"must divide by the number of processes ({world}): the meta-batch "
+            "is global, each process takes an equal share",
+        )
     check_build(cfg)
 
 
@@ -132,14 +152,21 @@ def spread_meta_batch(cfg: DictConfig) -> None:
     world = processes(cfg.hardware)
     if cfg.algorithm.meta_batch == 1 and world > 1:
         cfg.algorithm.meta_batch = world
-        print(f"metalab: algorithm.meta_batch=1 on {world} processes: one task per process, "
-              f"{world} per step", file=sys.stderr)
+        print(
+            f"metalab: algorithm.meta_batch=1 on {world} processes: one task per process, "
+            f"{world} per step",
+            file=sys.stderr,
+        )
 
 
 # What a config file may build (hydra's _target_): metalab's algorithms, backbones and dataset
 # loaders, torch's optimizers and schedulers, and the loggers. A file is data, never a program.
-TARGET_MODULES = ("metalab.", "torch.optim.", "pytorch_lightning.loggers.",
-                  "lightning.pytorch.loggers.")
+TARGET_MODULES = (
+    "metalab.",
+    "torch.optim.",
+    "pytorch_lightning.loggers.",
+    "lightning.pytorch.loggers.",
+)
 
 
 def allowed_target(obj) -> bool:
@@ -152,8 +179,15 @@ def allowed_target(obj) -> bool:
     module = getattr(obj, "__module__", None) or ""
     if isinstance(obj, type):
         return module == "metalab.rl.envs" or issubclass(  # environments: meta-RL's tasks
-            obj, (MetaLearner, Backbone, torch.optim.Optimizer,
-                  torch.optim.lr_scheduler.LRScheduler, Logger))
+            obj,
+            (
+                MetaLearner,
+                Backbone,
+                torch.optim.Optimizer,
+                torch.optim.lr_scheduler.LRScheduler,
+                Logger,
+            ),
+        )
     loader = module.startswith("metalab.data.") and obj.__name__.startswith("load_")
     return callable(obj) and (loader or obj is wandb_logger)
 
@@ -167,10 +201,13 @@ def check_targets(cfg: DictConfig) -> None:
             except Exception:  # not found, or not importable: not allowed either
                 allowed = False
         if not allowed:
-            raise ConfigError(f"{path}._target_" if path else "_target_", target,
-                              "not allowed: a config builds only metalab's algorithms, backbones "
-                              "and dataset loaders (load_*), RL environments, torch.optim "
-                              "optimizers and schedulers, and Lightning or W&B loggers")
+            raise ConfigError(
+                f"{path}._target_" if path else "_target_",
+                target,
+                "not allowed: a config builds only metalab's algorithms, backbones "
+                "and dataset loaders (load_*), RL environments, torch.optim "
+                "optimizers and schedulers, and Lightning or W&B loggers",
+            )
 
 
 def find_targets(node, path: str = "") -> list[tuple[str, object]]:
@@ -251,8 +288,9 @@ def check_build(cfg: DictConfig) -> None:
         try:
             opt = model.configure_optimizers()
         except Exception as err:
-            raise blame(("algorithm.optimizer", "algorithm.scheduler"), cfg,
-                        "the optimizer", err) from err
+            raise blame(
+                ("algorithm.optimizer", "algorithm.scheduler"), cfg, "the optimizer", err
+            ) from err
         if isinstance(opt, dict):
             try:
                 opt["optimizer"].step()  # no gradients: changes nothing
@@ -276,8 +314,9 @@ def blame(groups: tuple[str, ...], cfg: DictConfig, what: str, err: Exception) -
         key = changed[0][0]
         return ConfigError(key, OmegaConf.select(cfg, key), reason)
     group = groups[0]
-    name = OmegaConf.select(cfg, f"{group}.name", default=None) or \
-        OmegaConf.select(cfg, f"{group}._target_", default="?")
+    name = OmegaConf.select(cfg, f"{group}.name", default=None) or OmegaConf.select(
+        cfg, f"{group}._target_", default="?"
+    )
     return ConfigError(group, name, reason)
 
 
@@ -288,26 +327,48 @@ def processes(hw: DictConfig) -> int:
     return hw.devices * hw.num_nodes
 
 
-PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true",
-              "transformer-engine", "transformer-engine-float16", "32", "16", "bf16", "64", 32, 16,
-              64)
+PRECISIONS = (
+    "32-true",
+    "16-mixed",
+    "bf16-mixed",
+    "16-true",
+    "bf16-true",
+    "64-true",
+    "transformer-engine",
+    "transformer-engine-float16",
+    "32",
+    "16",
+    "bf16",
+    "64",
+    32,
+    16,
+    64,
+)
 
 
 def check_hardware(hw: DictConfig) -> None:
     # first: several nodes on this machine is a launch mistake, whatever the accelerator
     if hw.num_nodes > 1 and not launch.launched_externally():
-        raise ConfigError("hardware.num_nodes", hw.num_nodes,
-                          "several nodes need a cluster launcher that starts one process per "
-                          "device on each node: submit with -m launcher=slurm")
+        raise ConfigError(
+            "hardware.num_nodes",
+            hw.num_nodes,
+            "several nodes need a cluster launcher that starts one process per "
+            "device on each node: submit with -m launcher=slurm",
+        )
     if hw.precision not in PRECISIONS:
-        raise ConfigError("hardware.precision", hw.precision,
-                          f"allowed: {', '.join(str(p) for p in PRECISIONS[:6])}")
+        raise ConfigError(
+            "hardware.precision",
+            hw.precision,
+            f"allowed: {', '.join(str(p) for p in PRECISIONS[:6])}",
+        )
     if hw.accelerator in ("gpu", "cuda"):
         have = torch.cuda.device_count()
         if have == 0:
-            raise ConfigError("hardware.accelerator", hw.accelerator,
-                              "no CUDA GPU is visible on this machine; use hardware=cpu "
-                              "or hardware=ddp_cpu")
+            raise ConfigError(
+                "hardware.accelerator",
+                hw.accelerator,
+                "no CUDA GPU is visible on this machine; use hardware=cpu or hardware=ddp_cpu",
+            )
         if isinstance(hw.devices, int) and hw.devices > have:
             raise ConfigError("hardware.devices", hw.devices, f"this machine has {have} GPU(s)")
     elif hw.accelerator != "cpu":

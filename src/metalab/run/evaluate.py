@@ -25,13 +25,17 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     ckpt, _step = user_checkpoint("ckpt_path", cfg.ckpt_path)  # exists, and is a checkpoint
     run_config = ckpt.resolve().parent.parent / "config.yaml"
     if not run_config.is_file():
-        raise ConfigError("ckpt_path", cfg.ckpt_path,
-                          f"expected the run's resolved config at {run_config}")
+        raise ConfigError(
+            "ckpt_path", cfg.ckpt_path, f"expected the run's resolved config at {run_config}"
+        )
     try:
         run_cfg = OmegaConf.load(run_config)
     except Exception as err:
-        raise ConfigError("ckpt_path", cfg.ckpt_path, f"the run's config {run_config} is not "
-                          f"readable YAML ({type(err).__name__})") from err
+        raise ConfigError(
+            "ckpt_path",
+            cfg.ckpt_path,
+            f"the run's config {run_config} is not readable YAML ({type(err).__name__})",
+        ) from err
     run_cfg.hardware = cfg.hardware
     if run_cfg.get("init_from"):  # the checkpoint holds the weights: no need of that run now
         run_cfg.init_from = None
@@ -43,12 +47,20 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     datamodule.load()
     model = build_model(run_cfg)
     hw = cfg.hardware
-    trainer = pl.Trainer(accelerator=hw.accelerator, devices=1, precision=hw.precision,
-                         logger=False, callbacks=[RichProgressBar(leave=True)],
-                         inference_mode=False, enable_model_summary=False,
-                         default_root_dir=str(out_dir), plugins=[AtomicCheckpointIO()])
-    trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False,
-                 weights_only=True)
+    trainer = pl.Trainer(
+        accelerator=hw.accelerator,
+        devices=1,
+        precision=hw.precision,
+        logger=False,
+        callbacks=[RichProgressBar(leave=True)],
+        inference_mode=False,
+        enable_model_summary=False,
+        default_root_dir=str(out_dir),
+        plugins=[AtomicCheckpointIO()],
+    )
+    trainer.test(
+        model, datamodule=datamodule, ckpt_path=str(ckpt), verbose=False, weights_only=True
+    )
     results = {**model.summary["test"], **protocol_config(run_cfg)}
     out_dir.mkdir(parents=True, exist_ok=True)
     write_results(out_dir, results, model.episode_metrics["test"])

@@ -20,8 +20,12 @@ def checkpoint_of(key: str, path: str) -> Path:
         for name in ("best.ckpt", "last.ckpt"):
             if (given / "checkpoints" / name).is_file():
                 return given / "checkpoints" / name
-        raise ConfigError(key, path, "a run folder without checkpoints/best.ckpt or last.ckpt; "
-                          "give a finished run's folder or a .ckpt file")
+        raise ConfigError(
+            key,
+            path,
+            "a run folder without checkpoints/best.ckpt or last.ckpt; "
+            "give a finished run's folder or a .ckpt file",
+        )
     if not given.is_file():
         raise ConfigError(key, path, "no such run folder or checkpoint file")
     return given
@@ -33,8 +37,9 @@ def read_state(key: str, path: str) -> dict[str, torch.Tensor]:
     try:
         return read_checkpoint(ckpt)["state_dict"]
     except UnreadableCheckpoint as err:
-        raise ConfigError(key, path, f"{err.reason}; give a run folder or a .ckpt a run "
-                          "wrote") from err
+        raise ConfigError(
+            key, path, f"{err.reason}; give a run folder or a .ckpt a run wrote"
+        ) from err
 
 
 def load_backbone(model: torch.nn.Module, key: str, path: str) -> None:
@@ -42,13 +47,21 @@ def load_backbone(model: torch.nn.Module, key: str, path: str) -> None:
     new run learns; a checkpoint of another backbone or shape stops with one line."""
     state = read_state(key, path)
     mine = {k: v for k, v in model.net.state_dict().items() if not k.startswith("head.")}
-    theirs = {k[len("net."):]: v for k, v in state.items() if k.startswith("net.")}
+    theirs = {k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")}
     missing = [k for k in mine if k not in theirs]
     if missing:
-        raise ConfigError(key, path, f"has no backbone weights net.{missing[0]} (and "
-                          f"{len(missing) - 1} more): not a run of this backbone")
+        raise ConfigError(
+            key,
+            path,
+            f"has no backbone weights net.{missing[0]} (and "
+            f"{len(missing) - 1} more): not a run of this backbone",
+        )
     for name, value in mine.items():
         if theirs[name].shape != value.shape:
-            raise ConfigError(key, path, f"net.{name} is {list(theirs[name].shape)} there and "
-                              f"{list(value.shape)} here: a run of another backbone or size")
+            raise ConfigError(
+                key,
+                path,
+                f"net.{name} is {list(theirs[name].shape)} there and "
+                f"{list(value.shape)} here: a run of another backbone or size",
+            )
     model.net.load_state_dict({**model.net.state_dict(), **{k: theirs[k] for k in mine}})

@@ -50,12 +50,15 @@ def free_port() -> int:
 
 def spawn_local_ranks(n: int, run_dir: Path) -> list[subprocess.Popen]:
     """Make this process rank 0 of ``n`` and start ranks 1..n-1 as workers on ``run_dir``."""
-    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()),
-           "WORLD_SIZE": str(n), "NODE_RANK": "0"}
+    env = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": str(n),
+        "NODE_RANK": "0",
+    }
     os.environ.update(env, LOCAL_RANK="0")
     cmd = [sys.executable, "-m", "metalab.run.worker", str(run_dir)]
-    return [subprocess.Popen(cmd, env={**os.environ, "LOCAL_RANK": str(r)})
-            for r in range(1, n)]
+    return [subprocess.Popen(cmd, env={**os.environ, "LOCAL_RANK": str(r)}) for r in range(1, n)]
 
 
 def wait_for(children: list[subprocess.Popen], kill: bool = False) -> None:
@@ -90,16 +93,26 @@ def leave_on_sigterm(signum: int, frame) -> None:
 
 # A job array has one sbatch script: the resources of all its jobs come from the config before
 # the sweep's overrides, so a sweep must not change them.
-RESOURCE_KEYS = ("hardware", "hardware.devices", "hardware.num_nodes", "hardware.accelerator",
-                 "hardware.gpus_per_node")
+RESOURCE_KEYS = (
+    "hardware",
+    "hardware.devices",
+    "hardware.num_nodes",
+    "hardware.accelerator",
+    "hardware.gpus_per_node",
+)
 
 
 class SlurmChecks(Callback):
     """Checks a launcher=slurm command before anything is submitted (conf/launcher/slurm)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        fail(ConfigError("launcher", "slurm", "submits multiruns only: add -m, as in "
-                         "`metalab-train -m launcher=slurm ...`"))
+        fail(
+            ConfigError(
+                "launcher",
+                "slurm",
+                "submits multiruns only: add -m, as in `metalab-train -m launcher=slurm ...`",
+            )
+        )
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         try:
@@ -118,23 +131,40 @@ def check_slurm(cfg: DictConfig) -> None:
         key = override.key_or_group
         resources = key in RESOURCE_KEYS or key.startswith("hydra.launcher.")
         if override.is_sweep_override() and resources:
-            raise ConfigError(key, override.input_line.split("=", 1)[1],
-                              "launcher=slurm asks for the same resources for every job of a "
-                              "multirun: submit one multirun per value")
+            raise ConfigError(
+                key,
+                override.input_line.split("=", 1)[1],
+                "launcher=slurm asks for the same resources for every job of a "
+                "multirun: submit one multirun per value",
+            )
     hw, sl = cfg.hardware, cfg.hydra.launcher
     if not isinstance(hw.devices, int) or isinstance(hw.devices, bool) or hw.devices < 1:
-        raise ConfigError("hardware.devices", hw.devices,
-                          "launcher=slurm starts one task per device: give a number, e.g. 8")
+        raise ConfigError(
+            "hardware.devices",
+            hw.devices,
+            "launcher=slurm starts one task per device: give a number, e.g. 8",
+        )
     if sl.tasks_per_node != hw.devices:
-        raise ConfigError("hydra.launcher.tasks_per_node", sl.tasks_per_node,
-                          f"must equal hardware.devices ({hw.devices}): one task per device")
+        raise ConfigError(
+            "hydra.launcher.tasks_per_node",
+            sl.tasks_per_node,
+            f"must equal hardware.devices ({hw.devices}): one task per device",
+        )
     if sl.nodes != hw.num_nodes:
-        raise ConfigError("hydra.launcher.nodes", sl.nodes,
-                          f"must equal hardware.num_nodes ({hw.num_nodes})")
+        raise ConfigError(
+            "hydra.launcher.nodes", sl.nodes, f"must equal hardware.num_nodes ({hw.num_nodes})"
+        )
     if hw.accelerator in ("gpu", "cuda") and (sl.gpus_per_node or 0) < hw.devices:
-        raise ConfigError("hydra.launcher.gpus_per_node", sl.gpus_per_node,
-                          f"hardware.devices={hw.devices} GPUs need as many from SLURM on each "
-                          f"node: hydra.launcher.gpus_per_node={hw.devices}")
+        raise ConfigError(
+            "hydra.launcher.gpus_per_node",
+            sl.gpus_per_node,
+            f"hardware.devices={hw.devices} GPUs need as many from SLURM on each "
+            f"node: hydra.launcher.gpus_per_node={hw.devices}",
+        )
     if shutil.which("sbatch") is None:
-        raise ConfigError("launcher", "slurm", "sbatch is not on PATH: submit from a machine of "
-                          "a SLURM cluster, or start a local one with `make slurm-up`")
+        raise ConfigError(
+            "launcher",
+            "slurm",
+            "sbatch is not on PATH: submit from a machine of "
+            "a SLURM cluster, or start a local one with `make slurm-up`",
+        )

@@ -39,12 +39,16 @@ def locked(run_dir: Path):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunError(f"{run_dir} is in use by another run ({holder or 'starting'}): wait "
-                           "for it to end, or give this run its own folder (hydra.run.dir)"
-                           ) from None
+            raise RunError(
+                f"{run_dir} is in use by another run ({holder or 'starting'}): wait "
+                "for it to end, or give this run its own folder (hydra.run.dir)"
+            ) from None
         if holder:
-            print(f"metalab: {path}: the run that held this folder ({holder}) is gone; taking "
-                  "the folder over", file=sys.stderr)
+            print(
+                f"metalab: {path}: the run that held this folder ({holder}) is gone; taking "
+                "the folder over",
+                file=sys.stderr,
+            )
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         try:

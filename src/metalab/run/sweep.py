@@ -36,8 +36,11 @@ class SearchSession(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         if config.val_episodes == 0:  # before any study or job
-            err = ConfigError("val_episodes", 0, "an Optuna search optimises the validation "
-                                                 "metric: use val_episodes > 0")
+            err = ConfigError(
+                "val_episodes",
+                0,
+                "an Optuna search optimises the validation metric: use val_episodes > 0",
+            )
             print(f"metalab-train: error: {err}", file=sys.stderr)
             sys.exit(2)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -101,8 +104,11 @@ def record_failure(run_dir: Path, err: Exception) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "error.txt").write_text("".join(traceback.format_exception(err)))
     reason = user_error(err) or f"{type(err).__name__}: {err}"
-    print(f"metalab-train: job failed, the sweep goes on: {reason} "
-          f"(traceback in {run_dir / 'error.txt'})", file=sys.stderr)
+    print(
+        f"metalab-train: job failed, the sweep goes on: {reason} "
+        f"(traceback in {run_dir / 'error.txt'})",
+        file=sys.stderr,
+    )
 
 
 def best_validation(run_dir: Path) -> float | None:

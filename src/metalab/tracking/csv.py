@@ -35,6 +35,7 @@ class CSVLogger(LightningCSVLogger):
 
     def __init__(self, *args, flush_logs_every_n_steps: int = 1, **kwargs):
         super().__init__(*args, flush_logs_every_n_steps=flush_logs_every_n_steps, **kwargs)
+
     @property
     @rank_zero_experiment
     def experiment(self) -> _ExperimentWriter:

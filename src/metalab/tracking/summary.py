@@ -14,11 +14,13 @@ from rich.console import Console
 from metalab.run.rundir import write_atomic
 
 
-def write_results(run_dir: Path, results: dict, per_episode: dict[str, torch.Tensor],
-                  loggers: list = ()) -> None:
+def write_results(
+    run_dir: Path, results: dict, per_episode: dict[str, torch.Tensor], loggers: list = ()
+) -> None:
     # strict JSON: a non-finite metric (a diverged model) is null, never a bare NaN
-    finite = {k: v if not isinstance(v, float) or math.isfinite(v) else None
-              for k, v in results.items()}
+    finite = {
+        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in results.items()
+    }
     text = json.dumps(finite, indent=2, sort_keys=True, allow_nan=False) + "\n"
     write_atomic(run_dir / "results.json", text.encode())
     if per_episode:  # the same episodes in every run: paired comparisons read this file
@@ -47,10 +49,15 @@ def print_results(results: dict, run_dir: Path | None = None) -> None:
         console.print(f"[bold]{name}[/bold] = {value:.4f}{spread}  (95% CI, {n} test episodes)")
     if "protocol" in results:
         stats = results.get("inductive_stats")
-        console.print(f"protocol: {results['protocol']}"
-                      + (f" (batch-norm statistics: {stats})" if stats else ""))
-    perf = ", ".join(f"{k.removeprefix('perf/')} {v:.1f}" for k, v in sorted(results.items())
-                     if k.startswith("perf/"))
+        console.print(
+            f"protocol: {results['protocol']}"
+            + (f" (batch-norm statistics: {stats})" if stats else "")
+        )
+    perf = ", ".join(
+        f"{k.removeprefix('perf/')} {v:.1f}"
+        for k, v in sorted(results.items())
+        if k.startswith("perf/")
+    )
     if perf:
         console.print(f"speed: {perf}")
     if run_dir is not None:

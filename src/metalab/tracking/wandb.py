@@ -39,13 +39,27 @@ def sweep_agent_run() -> str | None:
     return os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
 
 
-def wandb_logger(cfg: DictConfig, run_dir: Path, project: str, mode: str, job_type: str = "train",
-                 group: str | None = None, entity: str | None = None) -> WandbLogger:
+def wandb_logger(
+    cfg: DictConfig,
+    run_dir: Path,
+    project: str,
+    mode: str,
+    job_type: str = "train",
+    group: str | None = None,
+    entity: str | None = None,
+) -> WandbLogger:
     if sweep_agent_run():  # the agent's sweep learns from what the run reports online
         mode = "online"
     logger = WandbLogger(
-        project=project, entity=entity, name=cfg.run_name, group=group, job_type=job_type,
-        tags=run_tags(cfg), save_dir=str(run_dir), id=run_id(run_dir), mode=mode,
+        project=project,
+        entity=entity,
+        name=cfg.run_name,
+        group=group,
+        job_type=job_type,
+        tags=run_tags(cfg),
+        save_dir=str(run_dir),
+        id=run_id(run_dir),
+        mode=mode,
         config=OmegaConf.to_container(cfg, resolve=True),
     )
     define_summaries(logger.experiment)

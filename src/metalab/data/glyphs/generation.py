@@ -60,8 +60,9 @@ def distinct_characters(seed: int, counts: np.ndarray) -> tuple[np.ndarray, ...]
     chars = [[make_character(st, r) for _ in range(n)] for st, r, n in zip(styles, rngs, counts)]
     for _ in range(8):
         flat = [c for alphabet in chars for c in alphabet]
-        canon = canonical_renders(np.stack([c[0] for c in flat]), np.stack([c[1] for c in flat]),
-                                  20)
+        canon = canonical_renders(
+            np.stack([c[0] for c in flat]), np.stack([c[1] for c in flat]), 20
+        )
         start, redone = 0, False
         for a, alphabet in enumerate(chars):
             n = len(alphabet)
@@ -113,8 +114,9 @@ def generate(
     dctrl = ctrl[:, None] + noise
     # dots do not deform, they only move
     dctrl = np.where(dots[:, None, :, None, None], ctrl[:, None] + noise[:, :, :, :1], dctrl)
-    t_ext = d_over[None, :, None, None] + rng.normal(0.0, 0.05 * jitter,
-                                                     (n_chars, n_drawers, n_strokes, 2))
+    t_ext = d_over[None, :, None, None] + rng.normal(
+        0.0, 0.05 * jitter, (n_chars, n_drawers, n_strokes, 2)
+    )
     t_ext = np.clip(t_ext, -0.12, 0.2)
     t_ext = np.where(dots[:, None, :, None], 0.0, t_ext)
     rot = rng.normal(0.0, 0.12 * jitter, (n_chars, n_drawers))

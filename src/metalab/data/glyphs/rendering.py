@@ -54,8 +54,9 @@ def _render_chunk(ctrl, nseg, affine, shift, t_ext, radius, image_size) -> torch
     unit = np.linspace(0.0, 1.0, SAMPLES)
     param = start[..., None] + (stop - start)[..., None] * unit  # [B, K, 2, T]
     rest = 1.0 - param
-    weights = np.stack([rest**3, 3 * rest * rest * param, 3 * rest * param * param, param**3],
-                       axis=-1)  # [B, K, 2, T, 4]
+    weights = np.stack(
+        [rest**3, 3 * rest * rest * param, 3 * rest * param * param, param**3], axis=-1
+    )  # [B, K, 2, T, 4]
     segments = np.stack([ctrl[:, :, 0:4], ctrl[:, :, 3:7]], axis=2)  # [B, K, 2, 4, 2]
     points = weights @ segments  # [B, K, 2, T, 2]
     points = np.einsum("bij,bkstj->bksti", affine, points) + shift[:, None, None, None, :]
@@ -87,8 +88,9 @@ def _render_chunk(ctrl, nseg, affine, shift, t_ext, radius, image_size) -> torch
         inside = (col >= 0) & (col < side) & (row >= 0) & (row < side)
         cells.append((offset + row * side + col)[inside])
         inks.append((share * mass)[inside])
-    grid = np.bincount(np.concatenate(cells), np.concatenate(inks),
-                       minlength=n_drawings * side * side)
+    grid = np.bincount(
+        np.concatenate(cells), np.concatenate(inks), minlength=n_drawings * side * side
+    )
     grid = torch.from_numpy(grid.astype(np.float32)).view(1, n_drawings, side, side)
     # per-drawing soft disc pen
     pen_radius = radius * SUPERSAMPLING

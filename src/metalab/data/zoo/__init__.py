@@ -8,5 +8,4 @@ from metalab.data.zoo.fc100 import load_fc100
 from metalab.data.zoo.mini_imagenet import load_mini_imagenet
 from metalab.data.zoo.tiered_imagenet import load_tiered_imagenet
 
-__all__ = ["load_cifar_fs", "load_cub", "load_fc100", "load_mini_imagenet",
-           "load_tiered_imagenet"]
+__all__ = ["load_cifar_fs", "load_cub", "load_fc100", "load_mini_imagenet", "load_tiered_imagenet"]

@@ -59,15 +59,25 @@ class Benchmark:
         for split in splits if self.download_per_split else ["train"]:
             self.dataset_class()(str(root), mode=SPLITS[split], download=True)
 
-    def read(self, root: Path, split: str, files: list[Needed], image_size: int,
-             options: dict) -> dict:
-        data = read_l2l(files[0], lambda: self.dataset_class()(str(root), mode=SPLITS[split],
-                                                                **options))
+    def read(
+        self, root: Path, split: str, files: list[Needed], image_size: int, options: dict
+    ) -> dict:
+        data = read_l2l(
+            files[0], lambda: self.dataset_class()(str(root), mode=SPLITS[split], **options)
+        )
         return self.convert(data, root, split, files, image_size, f"{self.title} {split}")
 
 
-def load_benchmark(benchmark: Benchmark, root, cache_dir, download: bool = False,
-                   image_size: int = 84, mean=None, std=None, **options) -> ImageDataset:
+def load_benchmark(
+    benchmark: Benchmark,
+    root,
+    cache_dir,
+    download: bool = False,
+    image_size: int = 84,
+    mean=None,
+    std=None,
+    **options,
+) -> ImageDataset:
     """The benchmark's three splits, converted once into cached uint8 tensors. ``mean`` and
     ``std``: None for the benchmark's own statistics."""
     mean = benchmark.mean if mean is None else mean
@@ -88,10 +98,16 @@ def load_benchmark(benchmark: Benchmark, root, cache_dir, download: bool = False
     if benchmark.pickles:
         for n in needed:
             check_pickle(n)
-    splits = {split: load_split(cache_dir, benchmark.name, split, image_size,
-                                [n.path for n in files[split]],
-                                partial(benchmark.read, root, split, files[split], image_size,
-                                        options),
-                                extra=tuple(options.items()))
-              for split in SPLITS}
+    splits = {
+        split: load_split(
+            cache_dir,
+            benchmark.name,
+            split,
+            image_size,
+            [n.path for n in files[split]],
+            partial(benchmark.read, root, split, files[split], image_size, options),
+            extra=tuple(options.items()),
+        )
+        for split in SPLITS
+    }
     return ImageDataset(**splits, mean=tuple(mean), std=tuple(std))

@@ -71,12 +71,21 @@ def missing_error(title: str, root: Path, missing: list[Needed]) -> ConfigError:
     auto = "or set dataset.download=true on a machine with internet"
     if len(missing) == 1:
         return ConfigError("dataset.root", root, f"{title} needs {_listing(missing)}, {auto}")
-    return ConfigError("dataset.root", root, f"{title} needs {len(missing)} files or folders "
-                                             f"that are missing ({auto}):{_listing(missing)}")
+    return ConfigError(
+        "dataset.root",
+        root,
+        f"{title} needs {len(missing)} files or folders "
+        f"that are missing ({auto}):{_listing(missing)}",
+    )
 
 
-def ensure_files(title: str, root: Path, needed: list[Needed], download: bool,
-                 fetch: Callable[[list[Needed]], None]) -> None:
+def ensure_files(
+    title: str,
+    root: Path,
+    needed: list[Needed],
+    download: bool,
+    fetch: Callable[[list[Needed]], None],
+) -> None:
     """Raise the one-line-per-item error for missing files, after ``fetch`` if ``download``."""
     missing = [n for n in needed if not n.path.exists()]
     if missing and download:
@@ -85,10 +94,13 @@ def ensure_files(title: str, root: Path, needed: list[Needed], download: bool,
         except ConfigError:
             raise
         except Exception as err:  # no network, a moved file, ...: the user's next step
-            raise ConfigError("dataset.download", True,
-                              f"downloading {title} into {root} through learn2learn failed "
-                              f"({type(err).__name__}: {err}); get it by hand: "
-                              f"{_listing(missing)}") from err
+            raise ConfigError(
+                "dataset.download",
+                True,
+                f"downloading {title} into {root} through learn2learn failed "
+                f"({type(err).__name__}: {err}); get it by hand: "
+                f"{_listing(missing)}",
+            ) from err
         missing = [n for n in needed if not n.path.exists()]
     if missing:
         raise missing_error(title, root, missing)
@@ -114,9 +126,11 @@ def learn2learn_datasets():
         with contextlib.redirect_stderr(io.StringIO()):
             import learn2learn.vision.datasets as datasets
     except ImportError as err:
-        raise ConfigError("dataset", "a learn2learn benchmark",
-                          f"needs learn2learn, which does not import here ({err}); "
-                          f"`make install` builds it") from err
+        raise ConfigError(
+            "dataset",
+            "a learn2learn benchmark",
+            f"needs learn2learn, which does not import here ({err}); `make install` builds it",
+        ) from err
     return datasets
 
 
@@ -127,8 +141,9 @@ def read_l2l(suspect: Needed, construct: Callable):
     except ConfigError:
         raise
     except FileNotFoundError as err:
-        raise ConfigError("dataset.root", err.filename or suspect.path,
-                          f"not found; {suspect.how}") from err
+        raise ConfigError(
+            "dataset.root", err.filename or suspect.path, f"not found; {suspect.how}"
+        ) from err
     except Exception as err:  # unpickling, zip or format errors
         raise corrupt(suspect.path, suspect.how, err) from err
 
@@ -145,8 +160,9 @@ def progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
     from rich.console import Console
     from rich.progress import MofNCompleteColumn, Progress
 
-    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(),
-                  console=Console(stderr=True)) as bar:
+    with Progress(
+        *Progress.get_default_columns(), MofNCompleteColumn(), console=Console(stderr=True)
+    ) as bar:
         task = bar.add_task(what, total=total)
         yield lambda n: bar.advance(task, n)
 
@@ -167,9 +183,9 @@ def from_arrays(arrays: np.ndarray, size: int, what: str, source: Needed) -> tor
     out = torch.empty((len(arrays), 3, size, size), dtype=torch.uint8)
     with progress(what, len(arrays)) as advance:
         for lo in range(0, len(arrays), _CHUNK):
-            block = arrays[lo:lo + _CHUNK].astype(np.uint8, copy=False)
+            block = arrays[lo : lo + _CHUNK].astype(np.uint8, copy=False)
             if block.shape[1:3] == (size, size):
-                out[lo:lo + len(block)] = torch.from_numpy(block).permute(0, 3, 1, 2)
+                out[lo : lo + len(block)] = torch.from_numpy(block).permute(0, 3, 1, 2)
             else:
                 for i, a in enumerate(block):
                     out[lo + i] = rgb(Image.fromarray(a), size)
@@ -177,8 +193,14 @@ def from_arrays(arrays: np.ndarray, size: int, what: str, source: Needed) -> tor
     return out
 
 
-def from_images(n: int, get: Callable[[int], Image.Image], where: Callable[[int], str],
-                size: int, what: str, how: str) -> torch.Tensor:
+def from_images(
+    n: int,
+    get: Callable[[int], Image.Image],
+    where: Callable[[int], str],
+    size: int,
+    what: str,
+    how: str,
+) -> torch.Tensor:
     """Decode ``n`` PIL images (``get(i)``) into ``uint8 [n, 3, size, size]``."""
     out = torch.empty((n, 3, size, size), dtype=torch.uint8)
     with progress(what, n) as advance:
@@ -195,12 +217,22 @@ def split_dict(images: torch.Tensor, labels, name_of: Callable[[int], str]) -> d
     """The cached form of a split: the labels that occur, renumbered ``0..n_classes-1`` in
     sorted order, and ``name_of(label)`` for each."""
     values, labels = np.unique(np.asarray(labels, dtype=np.int64), return_inverse=True)
-    return {"images": images, "labels": torch.from_numpy(labels.astype(np.int64)),
-            "class_names": [str(name_of(int(v))) for v in values]}
+    return {
+        "images": images,
+        "labels": torch.from_numpy(labels.astype(np.int64)),
+        "class_names": [str(name_of(int(v))) for v in values],
+    }
 
 
-def load_split(cache_dir, tag: str, split: str, image_size: int, sources: Sequence[Path],
-               build: Callable[[], dict], extra=()) -> ImageSplit:
+def load_split(
+    cache_dir,
+    tag: str,
+    split: str,
+    image_size: int,
+    sources: Sequence[Path],
+    build: Callable[[], dict],
+    extra=(),
+) -> ImageSplit:
     """One split from the cache, built by ``build()`` when the sources changed or on first use."""
     key = cache_key(tag, split, image_size, RECIPE, signature(sources), extra)
     path = Path(cache_dir) / f"{tag}_{split}_{image_size}px_{key}.pt"

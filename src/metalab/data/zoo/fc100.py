@@ -27,10 +27,12 @@ def _convert(data, root: Path, split: str, files: list[Needed], image_size: int,
 
 
 # CIFAR-100's statistics, as for CIFAR-FS
-FC100 = Benchmark("fc100", "FC100", "FC100", _files, _convert, pickles=True,
-                  mean=CIFAR_FS.mean, std=CIFAR_FS.std)
+FC100 = Benchmark(
+    "fc100", "FC100", "FC100", _files, _convert, pickles=True, mean=CIFAR_FS.mean, std=CIFAR_FS.std
+)
 
 
-def load_fc100(root: str, cache_dir: str, download: bool = False, image_size: int = 32,
-               mean=None, std=None) -> ImageDataset:
+def load_fc100(
+    root: str, cache_dir: str, download: bool = False, image_size: int = 32, mean=None, std=None
+) -> ImageDataset:
     return load_benchmark(FC100, root, cache_dir, download, image_size, mean, std)
