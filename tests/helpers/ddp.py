@@ -44,13 +44,20 @@ def finish(run_dir, *overrides):
     return ckpt["state_dict"], read_results(run_dir), read_csv(run_dir / "test_episodes.csv")
 
 
+# MAML's `auto` engine on CPU is `fused`: the first inner step is one convolution over all of a
+# rank's tasks, and oneDNN chooses its kernel (and so its summation order) by batch size, so 4
+# tasks on one process and 2 on each of two round differently: 1.4e-6 after 4 steps, where the
+# per-task `loop` engine stays at 1.2e-7. A split or gathering bug is orders of magnitude larger.
+TOLERANCE = {"maml": 5e-6}
+
+
 def one_and_two_processes_agree(tmp_path, algorithm: str, overrides: list[str]) -> None:
     args = [f"algorithm={algorithm}", *overrides]
     one, one_results, one_episodes = finish(tmp_path / "one", *args)
     two, two_results, two_episodes = finish(tmp_path / "two", "hardware=ddp_cpu", *args)
     largest = max((one[k] - two[k]).abs().max().item() for k in one)
     print(f"{algorithm}: largest parameter difference 1 vs 2 processes: {largest:.3g}")
-    assert largest < 1e-6
+    assert largest < TOLERANCE.get(algorithm, 1e-6)
     assert one_results["test/episodes"] == two_results["test/episodes"] == 6
     assert [row["episode"] for row in two_episodes] == [str(i) for i in range(6)]
     assert one_episodes[0].keys() == two_episodes[0].keys() >= {"acc", "loss"}
