@@ -93,9 +93,11 @@ TEXT_RUNS = {  # algorithm: (overrides, budget)
     "protonet": (["algorithm=protonet", "dataset.train_ways=20", "dataset.train_queries=5",
                   "steps=600", "val_every=200"],
                  "20-way 1-shot 5-query episodes, Adam 1e-3"),
-    # 600 steps diverged (a NaN loss at step 222) with text_cnn's bag and embed_std=0.1
-    "maml": (["algorithm=maml", "algorithm.meta_batch=4", "steps=200", "val_every=100"],
-             "meta-batch 4, 2nd order, inner 1 step a=0.4 (test 3)"),
+    # the settings of conf/experiment/maml_clinc150_5w1s.yaml (why alpha = 2 there)
+    "maml": (["algorithm=maml", "algorithm.meta_batch=4", "algorithm.inner_lr=2.0",
+              "algorithm.inner_steps=1", "algorithm.eval_inner_steps=1", "steps=400",
+              "val_every=100"],
+             "meta-batch 4, 2nd order, inner 1 step a=2 (test 1), 400 steps"),
     # the 50-step test is the slow part: a 5-shot test of 100 episodes costs about as much as
     # the 150 training steps
     "reptile": (["algorithm=reptile", "dataset.train_shots=5", "dataset.train_queries=1",

@@ -21,6 +21,7 @@ from conftest import (
     run_cli,
 )
 from metalab.config import CONF_DIR
+from test_text import CLINC, SMALL_CNN, needs_clinc
 from test_zoo import write_mini
 
 PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
@@ -89,6 +90,21 @@ PAPER = {
         "backbone.max_pool": ("the conv4 network with max-pooling", True),
         "steps": ("60,000 iterations", "60,000"),
         "test_episodes": ("the code tests 600 tasks", "600"),
+    },
+    "maml_clinc150_5w1s": {
+        "dataset.name": ("data: CLINC150 (Larson et al., EMNLP 2019", "clinc150"),
+        "dataset.within_domain": ("5-way 1-shot intents across domains", False),
+        "algorithm.name": ("MAML, CLINC150 5-way 1-shot", "maml"),
+        "backbone.name": ("Backbone: text_cnn with its defaults", "text_cnn"),
+        "dataset.ways": ("MAML, CLINC150 5-way 1-shot", "5"),
+        "dataset.shots": ("MAML, CLINC150 5-way 1-shot", "1"),
+        "algorithm.inner_lr": ("Inner step: alpha = 2.0", "2.0"),
+        "algorithm.inner_steps": ("trained and tested with 1 gradient step", "1"),
+        "algorithm.eval_inner_steps": ("trained and tested with 1 gradient step", "1"),
+        "algorithm.first_order": ("Second order: first_order false", False),
+        "algorithm.meta_batch": ("a meta-batch of 4 tasks", "4"),
+        "steps": ("400 iterations", "400"),
+        "test_episodes": ("600 test episodes", "600"),
     },
     "reptile_omniglot_5w1s": {
         "dataset.name": ("Reptile, Omniglot 5-way 1-shot", "omniglot"),
@@ -415,10 +431,13 @@ def local_data(cfg: dict, root: Path) -> list[str]:
                 "dataset.train_shots=1"]
     elif dataset == "sinusoid":
         data = []
+    elif dataset == "clinc150":
+        data = ["dataset=clinc150", f"dataset.root={CLINC}"]
     else:
         raise AssertionError(f"dataset={dataset}: no local data for it here; add it")
     small = {"conv4": ["backbone.hidden=8"],
              "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
+             "text_cnn": SMALL_CNN,
              }.get(cfg["backbone"]["name"], [])
     if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold (++: the
         small.append("++algorithm.batch_size=4")  # multirun checks it on the default algorithm)
@@ -441,7 +460,8 @@ def pretrained(root: Path, overrides: list[str]) -> Path:
 
 
 def runnable(name: str) -> bool:
-    return "omniglot" not in name or OMNIGLOT_SMALL.is_dir()
+    return (("omniglot" not in name or OMNIGLOT_SMALL.is_dir())
+            and ("clinc150" not in name or (CLINC / "data_full.json").is_file()))
 
 
 @pytest.fixture(scope="module")
@@ -467,7 +487,8 @@ def preset_runs(tmp_path_factory) -> dict[str, tuple]:
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param(n, marks=needs_omniglot) if "omniglot" in n else n for n in PRESETS])
+    pytest.param(n, marks=needs_omniglot) if "omniglot" in n
+    else pytest.param(n, marks=needs_clinc) if "clinc150" in n else n for n in PRESETS])
 def test_preset_runs_a_few_steps_on_local_data(name, preset_runs):
     proc, run_dir, overrides = preset_runs[name]
     assert proc.returncode == 0, proc.stderr[-3000:]
