@@ -118,24 +118,36 @@ TEXT_RUNS = {  # algorithm: (overrides, budget)
         ],
         "20-way 1-shot 5-query episodes, Adam 1e-3",
     ),
-    # 600 steps diverged (a NaN loss at step 222) with text_cnn's bag and embed_std=0.1
+    # the settings of conf/experiment/maml_clinc150_5w1s.yaml (why alpha = 2 there)
     "maml": (
-        ["algorithm=maml", "algorithm.meta_batch=4", "steps=200", "val_every=100"],
-        "meta-batch 4, 2nd order, inner 1 step a=0.4 (test 3)",
+        [
+            "algorithm=maml",
+            "algorithm.meta_batch=4",
+            "algorithm.inner_lr=2.0",
+            "algorithm.inner_steps=1",
+            "algorithm.eval_inner_steps=1",
+            "steps=400",
+            "val_every=100",
+        ],
+        "meta-batch 4, 2nd order, inner 1 step a=2 (test 1), 400 steps",
     ),
-    # the 50-step test is the slow part: a 5-shot test of 100 episodes costs about as much as
-    # the 150 training steps
+    # the settings of conf/experiment/reptile_clinc150_5w1s.yaml (why SGD and meta-batch 20)
     "reptile": (
         [
             "algorithm=reptile",
             "dataset.train_shots=5",
             "dataset.train_queries=1",
+            "algorithm.inner_optimizer=sgd",
+            "algorithm.inner_lr=0.4",
+            "algorithm.inner_steps=5",
+            "algorithm.eval_inner_steps=10",
+            "algorithm.meta_batch=20",
             "steps=150",
             "val_every=150",
             "val_episodes=0",
-            "test_episodes=100",
+            "test_episodes=200",
         ],
-        "meta-batch 5, 5 shots/class, 5 Adam steps lr 1e-3, eps 1->0, test 50 steps",
+        "meta-batch 20, 5 shots/class, 5 SGD steps lr 0.4, eps 1->0, test 10 steps, 150 steps",
     ),
 }
 # config.yaml is resolved: the loader's copy of within_domain is edited too; a domain holds 15

@@ -12,11 +12,14 @@ import yaml
 from omegaconf import OmegaConf
 
 from helpers import (
+    CLINC,
     OMNIGLOT_ARGS,
     OMNIGLOT_SMALL,
+    SMALL_CNN,
     TINY,
     assert_results_are_the_episode_means,
     compose,
+    needs_clinc,
     needs_omniglot,
     run_cli,
 )
@@ -92,6 +95,39 @@ PAPER = {
         "backbone.max_pool": ("the conv4 network with max-pooling", True),
         "steps": ("60,000 iterations", "60,000"),
         "test_episodes": ("the code tests 600 tasks", "600"),
+    },
+    "maml_clinc150_5w1s": {
+        "dataset.name": ("data: CLINC150 (Larson et al., EMNLP 2019", "clinc150"),
+        "dataset.within_domain": ("5-way 1-shot intents across domains", False),
+        "algorithm.name": ("MAML, CLINC150 5-way 1-shot", "maml"),
+        "backbone.name": ("Backbone: text_cnn with its defaults", "text_cnn"),
+        "dataset.ways": ("MAML, CLINC150 5-way 1-shot", "5"),
+        "dataset.shots": ("MAML, CLINC150 5-way 1-shot", "1"),
+        "algorithm.inner_lr": ("Inner step: alpha = 2.0", "2.0"),
+        "algorithm.inner_steps": ("trained and tested with 1 gradient step", "1"),
+        "algorithm.eval_inner_steps": ("trained and tested with 1 gradient step", "1"),
+        "algorithm.first_order": ("Second order: first_order false", False),
+        "algorithm.meta_batch": ("a meta-batch of 4 tasks", "4"),
+        "steps": ("400 iterations", "400"),
+        "test_episodes": ("600 test episodes", "600"),
+    },
+    "reptile_clinc150_5w1s": {
+        "dataset.name": ("data: CLINC150 (Larson et al., EMNLP 2019", "clinc150"),
+        "dataset.within_domain": ("5-way 1-shot intents across domains", False),
+        "algorithm.name": ("Reptile, CLINC150 5-way 1-shot", "reptile"),
+        "backbone.name": ("Backbone: text_cnn with its defaults", "text_cnn"),
+        "dataset.ways": ("Reptile, CLINC150 5-way 1-shot", "5"),
+        "dataset.shots": ("Reptile, CLINC150 5-way 1-shot", "1"),
+        "dataset.train_shots": ("5 shots per class at training", "5"),
+        "algorithm.inner_optimizer": ("Inner optimizer: SGD with lr 0.4", "sgd"),
+        "algorithm.inner_lr": ("Inner optimizer: SGD with lr 0.4", "0.4"),
+        "algorithm.inner_steps": ("5 inner steps at training as the paper", "5"),
+        "algorithm.eval_inner_steps": ("10 at test", "10"),
+        "algorithm.inner_batch": ("the whole support set in each inner step", None),
+        "algorithm.meta_batch": ("Meta-batch: 20 tasks, not 5", "20"),
+        "algorithm.optimizer.lr": ("eps = 1.0 annealed linearly to 0", "1.0"),
+        "algorithm.scheduler.end_factor": ("eps = 1.0 annealed linearly to 0", "0"),
+        "steps": ("over 150 iterations", "150"),
     },
     "reptile_omniglot_5w1s": {
         "dataset.name": ("Reptile, Omniglot 5-way 1-shot", "omniglot"),
@@ -444,11 +480,14 @@ def local_data(cfg: dict, root: Path) -> list[str]:
         ]
     elif dataset == "sinusoid":
         data = []
+    elif dataset == "clinc150":
+        data = ["dataset=clinc150", f"dataset.root={CLINC}"]
     else:
         raise AssertionError(f"dataset={dataset}: no local data for it here; add it")
     small = {
         "conv4": ["backbone.hidden=8"],
         "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
+        "text_cnn": SMALL_CNN,
     }.get(cfg["backbone"]["name"], [])
     if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold (++: the
         small.append("++algorithm.batch_size=4")  # multirun checks it on the default algorithm)
@@ -471,7 +510,9 @@ def pretrained(root: Path, overrides: list[str]) -> Path:
 
 
 def runnable(name: str) -> bool:
-    return "omniglot" not in name or OMNIGLOT_SMALL.is_dir()
+    return ("omniglot" not in name or OMNIGLOT_SMALL.is_dir()) and (
+        "clinc150" not in name or (CLINC / "data_full.json").is_file()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -503,7 +544,15 @@ def preset_runs(tmp_path_factory) -> dict[str, tuple]:
 
 
 @pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=needs_omniglot) if "omniglot" in n else n for n in PRESETS]
+    "name",
+    [
+        pytest.param(n, marks=needs_omniglot)
+        if "omniglot" in n
+        else pytest.param(n, marks=needs_clinc)
+        if "clinc150" in n
+        else n
+        for n in PRESETS
+    ],
 )
 def test_preset_runs_a_few_steps_on_local_data(name, preset_runs):
     proc, run_dir, overrides = preset_runs[name]

@@ -21,6 +21,12 @@ OMNIGLOT_ARGS = [
     "dataset.background=[images_background_small1]",
     "dataset.evaluation=[images_background_small2]",
 ]
+CLINC = (ROOT / "../shared/data/clinc150").resolve()
+needs_clinc = pytest.mark.skipif(
+    not (CLINC / "data_full.json").is_file(), reason=f"CLINC150 not found at {CLINC}"
+)
+# a small text CNN: every algorithm runs in seconds
+SMALL_CNN = ["backbone=text_cnn", "backbone.embed_dim=16", "backbone.filters=8"]
 # A training budget small enough for the default suite.
 TINY = [
     "steps=6",
