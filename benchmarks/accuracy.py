@@ -150,11 +150,9 @@ TEXT_RUNS = {  # algorithm: (overrides, budget)
         "meta-batch 20, 5 shots/class, 5 SGD steps lr 0.4, eps 1->0, test 10 steps, 150 steps",
     ),
 }
-# config.yaml is resolved: the loader's copy of within_domain is edited too; a domain holds 15
-# intents, so the (unused) training shape of the evaluation must fit in one
+# a domain holds 15 intents, so the (unused) training shape of the evaluation must fit in one
 WITHIN = {
     "dataset.within_domain": True,
-    "dataset.load.within_domain": True,
     "dataset.train_ways": 5,
 }
 TEXT_TESTS = [

@@ -477,10 +477,25 @@ def load_text(
 
 
 def load_clinc150(
-    root, cache_dir, val_domains=1, test_domains=3, **knobs
+    root,
+    cache_dir,
+    val_domains=1,
+    test_domains=3,
+    split_seed: int = 0,
+    within_domain: bool = False,
+    tokenizer: str = "wordpiece",
+    vocab_size: int = 8000,
+    max_length: int = 32,
 ) -> dict[str, TextEpisodes]:
-    """CLINC150 (Larson et al., EMNLP 2019): 150 intents in 10 domains, split by domain. The
-    other knobs (split_seed, within_domain, tokenizer, vocab_size, max_length) as load_text's."""
+    """CLINC150 (Larson et al., EMNLP 2019): 150 intents in 10 domains, split by domain; the
+    knobs as load_text's (named, so that the dataset config's keys reach them)."""
+    knobs = {
+        "split_seed": split_seed,
+        "within_domain": within_domain,
+        "tokenizer": tokenizer,
+        "vocab_size": vocab_size,
+        "max_length": max_length,
+    }
     rows, oos = read_clinc150(root)
     root = Path(str(root)).expanduser()
     files = [root / "data_full.json", root / "domains.json"]
