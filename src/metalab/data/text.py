@@ -489,23 +489,9 @@ def load_clinc150(
 ) -> dict[str, TextEpisodes]:
     """CLINC150 (Larson et al., EMNLP 2019): 150 intents in 10 domains, split by domain; the
     knobs as load_text's (named, so that the dataset config's keys reach them)."""
-    knobs = {
-        "split_seed": split_seed,
-        "within_domain": within_domain,
-        "tokenizer": tokenizer,
-        "vocab_size": vocab_size,
-        "max_length": max_length,
-    }
+    knobs = {key: value for key, value in locals().items() if key != "root"}
     rows, oos = read_clinc150(root)
-    root = Path(str(root)).expanduser()
-    files = [root / "data_full.json", root / "domains.json"]
+    path = Path(str(root)).expanduser()
     return _sources(
-        rows,
-        oos,
-        files,
-        cache_dir=cache_dir,
-        name="clinc150",
-        val_domains=val_domains,
-        test_domains=test_domains,
-        **knobs,
+        rows, oos, [path / "data_full.json", path / "domains.json"], name="clinc150", **knobs
     )
