@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
@@ -65,6 +66,23 @@ def restore_environ():
     for key, value in saved.items():
         if os.environ.get(key) != value:
             os.environ[key] = value
+
+
+@pytest.fixture(autouse=True)
+def lightning_rank_zero():
+    """Each test starts, and leaves, Lightning at rank 0. A Trainer built in the test process as
+    rank 1 of a DDP job (test_ddp) sets Lightning's process-wide ``rank_zero_only.rank`` to 1,
+    and only a DDP strategy sets it again: every later run in the process would skip what only
+    rank 0 does (its loggers write no metrics.csv, its rank-zero messages never show)."""
+
+    def reset():
+        rank_zero = sys.modules.get("lightning_utilities.core.rank_zero")
+        if rank_zero is not None:  # not imported yet: Lightning's import reads the environment
+            rank_zero.rank_zero_only.rank = 0
+
+    reset()
+    yield
+    reset()
 
 
 @pytest.fixture

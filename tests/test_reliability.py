@@ -85,11 +85,6 @@ def kill_after_first_checkpoint(run_dir: Path, *extra: str) -> None:
     assert child.exitcode == -signal.SIGKILL
 
 
-# Passes alone and with its neighbours, but failed after the whole default suite in a fresh-clone
-# run (no metrics.csv in the killed child; Lightning's restore line missing from caplog): some
-# earlier in-process test leaves global state (logging or the forked child's) behind. Slow until
-# that is found.
-@pytest.mark.slow
 def test_sigkill_then_resume_keeps_every_metrics_row_once(tmp_path, one_thread):
     run_dir = tmp_path / "run"
     kill_after_first_checkpoint(run_dir)
@@ -139,11 +134,6 @@ def test_a_copied_run_reads_only_its_own_checkpoints(finished, tmp_path, one_thr
         ), state
 
 
-# Passes alone and with its neighbours, but failed after the whole default suite in a fresh-clone
-# run (no metrics.csv in the killed child; Lightning's restore line missing from caplog): some
-# earlier in-process test leaves global state (logging or the forked child's) behind. Slow until
-# that is found.
-@pytest.mark.slow
 def test_an_unreadable_last_ckpt_is_named_and_the_newest_readable_one_used(
     finished, tmp_path, capfd, caplog, one_thread
 ):
