@@ -3,11 +3,10 @@ same parameters and the same test metrics, episode for episode, in one run folde
 computes its half of the meta-batch and evaluates its share of the episodes."""
 
 import pytest
-import pytorch_lightning as pl
 import torch
 
 from helpers import compose
-from helpers.ddp import SMALL, one_and_two_processes_agree
+from helpers.ddp import SMALL, one_and_two_processes_agree, rank_1_of_2_trainer
 from metalab.errors import ConfigError
 from metalab.run.training import build_datamodule
 
@@ -45,25 +44,7 @@ def test_each_rank_takes_its_half_of_the_meta_batch(monkeypatch):
     ]
     whole = build_datamodule(compose(overrides))
     whole.load()
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    for var, value in {
-        "LOCAL_RANK": "1",
-        "RANK": "1",
-        "WORLD_SIZE": "2",
-        "NODE_RANK": "0",
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": "29400",
-    }.items():
-        monkeypatch.setenv(var, value)
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=2,
-        strategy="ddp",
-        logger=False,
-        enable_progress_bar=False,
-        enable_checkpointing=False,
-    )
-    assert (trainer.global_rank, trainer.world_size) == (1, 2)
+    trainer = rank_1_of_2_trainer(monkeypatch)
     rank1 = build_datamodule(compose(overrides))
     rank1.trainer = trainer
     rank1.setup("fit")

@@ -6,40 +6,19 @@ from __future__ import annotations
 import logging
 
 import pytest
-import pytorch_lightning as pl
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
 from helpers import read_csv
+from helpers.ddp import rank_1_of_2_trainer
 from metalab.tracking.csv import CSVLogger
-
-RANK_1_OF_2 = {  # the launcher's environment, as under torchrun (test_ddp builds one such Trainer)
-    "LOCAL_RANK": "1",
-    "RANK": "1",
-    "WORLD_SIZE": "2",
-    "NODE_RANK": "0",
-    "MASTER_ADDR": "127.0.0.1",
-    "MASTER_PORT": "29400",
-    "CUDA_VISIBLE_DEVICES": "",
-}
 
 
 @pytest.fixture(scope="module")
 def rank_1_trainer():
-    """A Trainer built in this process as rank 1 of a DDP job, before the test starts (module
-    fixtures come first): it leaves Lightning's process-wide rank at 1."""
+    """A Trainer built in this process as rank 1 of a DDP job (as test_ddp builds one), before
+    the test starts (module fixtures come first): it leaves Lightning's process-wide rank at 1."""
     with pytest.MonkeyPatch.context() as env:
-        for var, value in RANK_1_OF_2.items():
-            env.setenv(var, value)
-        trainer = pl.Trainer(
-            accelerator="cpu",
-            devices=2,
-            strategy="ddp",
-            logger=False,
-            enable_progress_bar=False,
-            enable_checkpointing=False,
-        )
-    assert trainer.global_rank == 1
-    return trainer
+        return rank_1_of_2_trainer(env)
 
 
 def test_a_test_after_a_rank_1_trainer_logs_as_rank_0(rank_1_trainer, tmp_path, caplog):

@@ -4,6 +4,7 @@ both end with the same parameters and the same test episodes."""
 from __future__ import annotations
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from helpers import read_csv, read_results, train_cli
@@ -66,3 +67,29 @@ def one_and_two_processes_agree(tmp_path, algorithm: str, overrides: list[str]) 
     for key in ("test/acc", "test/acc_ci95", "test/loss"):
         assert one_results[key] == pytest.approx(two_results[key], abs=1e-6), key
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+
+
+def rank_1_of_2_trainer(env: pytest.MonkeyPatch) -> pl.Trainer:
+    """A real Lightning Trainer that is rank 1 of 2, as under torchrun: the launcher's environment
+    (set on ``env``), no process group needed to ask it. Building it leaves Lightning's
+    process-wide rank at 1 (tests/conftest.py's lightning_rank_zero resets it for each test)."""
+    env.setenv("CUDA_VISIBLE_DEVICES", "")
+    for var, value in {
+        "LOCAL_RANK": "1",
+        "RANK": "1",
+        "WORLD_SIZE": "2",
+        "NODE_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29400",
+    }.items():
+        env.setenv(var, value)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+    )
+    assert (trainer.global_rank, trainer.world_size) == (1, 2)
+    return trainer
