@@ -37,10 +37,13 @@ start_munged() {
 }
 
 write_config() {
-  local mem_mb
+  local mem_mb cpus
   mem_mb=$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)  # slurmd checks it
   mkdir -p "$dir/ctld" "$dir/slurmd"
-  sed -e "s|@HOST@|$host|g" -e "s|@DIR@|$dir|g" -e "s|@CPUS@|$(nproc)|g" \
+  # nproc counts OMP_NUM_THREADS=1 (how the tests run on a small machine) as one CPU: a node of
+  # one CPU leaves the two-task DDP jobs pending for ever (PartitionConfig)
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
+  sed -e "s|@HOST@|$host|g" -e "s|@DIR@|$dir|g" -e "s|@CPUS@|$cpus|g" \
       -e "s|@MEM_MB@|$mem_mb|g" -e "s|@CTLD_PORT@|${METALAB_SLURMCTLD_PORT:-6817}|g" \
       -e "s|@SLURMD_PORT@|${METALAB_SLURMD_PORT:-6818}|g" "$here/slurm.conf.in" >"$SLURM_CONF"
 }
