@@ -40,7 +40,7 @@ COMMON = [
     "log_every=5",
 ]
 # nav2d: the paper's task, policy (100-100), inner step (alpha 0.1, K = 20 rollouts) and
-# meta-batch (20 tasks); 3 clipped-surrogate steps per meta-batch, 50 meta-steps (~10 CPU min).
+# meta-batch (20 tasks); 3 clipped-surrogate steps per meta-batch, 50 meta-steps (~2 CPU min).
 SETTINGS = {
     "nav2d": {
         "common": ["dataset=nav2d", "test_episodes=50", "algorithm.outer_steps=3"],
@@ -49,7 +49,7 @@ SETTINGS = {
         "random_rl": ["steps=1"],
         "reptile_rl": ["steps=50"],  # optional: --only reptile_rl
     },
-    # HalfCheetah goal velocity on a CPU budget (~30 CPU minutes for the three runs). Kept from
+    # HalfCheetah goal velocity on a CPU budget (24 CPU minutes for the three runs). Kept from
     # the MAML paper (5.3): target velocity in [0, 2], alpha = 0.1, K = 20 rollouts per inner
     # step, one inner step in training. From ProMP's code (Rothfuss et al. 2019, run_scripts/
     # pro-mp_run_mujoco.py), whose outer objective this is: horizon 100 (the paper: 200), a
