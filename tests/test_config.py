@@ -19,7 +19,7 @@ DATASETS, ALGORITHMS, BACKBONES = options("dataset"), options("algorithm"), opti
 
 
 TEXT_BACKBONES = {"text_cnn", "text_transformer", "text_pretrained"}
-RL_ALGORITHMS = ("maml_rl", "pretrained_rl", "random_rl")
+RL_ALGORITHMS = ("maml_rl", "pretrained_rl", "random_rl", "reptile_rl")
 PRETRAIN = ("baseline", "baseline_pp", "rfs")
 CLASSIFIERS = ("protonet", "r2d2", "metaoptnet", "matching", "relation", "meta_baseline", *PRETRAIN)
 #: the default suite builds every backbone on one dataset of each kind and the small backbones

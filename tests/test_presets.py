@@ -33,6 +33,22 @@ PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
 # key: (cited sentence, words stating the value, or the value itself where no number is cited).
 # The test reads the number from those words, so a preset that drifts from its citation fails.
 FROM = {"1e-3 code": ("Adam (meta_lr 0.001 in the code)", "0.001")}
+# The MAML paper's settings of all its RL experiments (5.3, A.2), and of its cheetah tasks.
+MAML_RL = {
+    "backbone.name": ("two hidden layers of size 100, with ReLU nonlinearities", "policy"),
+    "backbone.hidden": ("two hidden layers of size 100, with ReLU", [100, 100]),
+    "algorithm.inner_lr": ("trained using a single gradient step with alpha = 0.1", "0.1"),
+    "algorithm.inner_steps": ("trained using a single gradient step", 1),
+    "algorithm.first_order": ("finite differences to compute the Hessian-vector", False),
+    "steps": ("trained for up to 500 meta-iterations", "500"),
+}
+CHEETAH = {
+    "dataset.shots": ("The horizon is H = 200, with 20 rollouts per gradient step", "20"),
+    "dataset.queries": ("The horizon is H = 200, with 20 rollouts per gradient step", "20"),
+    "dataset.env.horizon": ("The horizon is H = 200", "200"),
+    "algorithm.meta_batch": ("we used a meta batch size of 40 tasks", "40"),
+    "algorithm.eval_inner_steps": ("Figure 5 plots the return after 0 to 3 gradient steps", "3"),
+}
 PAPER = {
     "maml_omniglot_5w1s": {
         "dataset.name": ("Omniglot images downsampled to 28x28", "omniglot"),
@@ -366,6 +382,28 @@ PAPER = {
         "algorithm.optimizer.weight_decay": ("weight decay 5e-4", 5e-4),
         "steps": ("(4,000 batches)", "4,000"),
     },
+    "maml_rl_nav2d": {
+        "dataset.name": ("MAML-RL, 2D navigation", "nav2d"),
+        "algorithm.name": ("MAML-RL, 2D navigation", "maml_rl"),
+        **MAML_RL,
+        "dataset.shots": ("after 1 policy gradient update using 20 trajectories", "20"),
+        "dataset.queries": ("after 1 policy gradient update using 20 trajectories", "20"),
+        "dataset.env.horizon": ("or at the horizon of H = 100", "100"),
+        "algorithm.meta_batch": ("In the 2D navigation, we used a meta batch size of 20", "20"),
+        "algorithm.eval_inner_steps": ('evaluated "with up to 4 gradient updates', "4"),
+    },
+    "maml_rl_halfcheetah_vel": {
+        "dataset.name": ("chosen uniformly at random between 0.0 and 2.0", "halfcheetah_vel"),
+        "algorithm.name": ("MAML-RL, HalfCheetah goal velocity", "maml_rl"),
+        **MAML_RL,
+        **CHEETAH,
+    },
+    "maml_rl_halfcheetah_dir": {
+        "dataset.name": ("in either the forward or backward direction", "halfcheetah_dir"),
+        "algorithm.name": ("MAML-RL, HalfCheetah forward/backward", "maml_rl"),
+        **MAML_RL,
+        **CHEETAH,
+    },
 }
 WORDS = {"one": 1, "half": 0.5}
 
@@ -482,12 +520,15 @@ def local_data(cfg: dict, root: Path) -> list[str]:
         data = []
     elif dataset == "clinc150":
         data = ["dataset=clinc150", f"dataset.root={CLINC}"]
+    elif cfg["dataset"]["task"] == "rl":  # short rollouts, few: every environment in one process
+        data = ["++dataset.env.horizon=10", "dataset.shots=2", "dataset.queries=2"]
     else:
         raise AssertionError(f"dataset={dataset}: no local data for it here; add it")
     small = {
         "conv4": ["backbone.hidden=8"],
         "resnet12": ["backbone=resnet12", "backbone.channels=[8,8,8,8]"],
         "text_cnn": SMALL_CNN,
+        "policy": ["backbone=policy", "backbone.hidden=[16]"],
     }.get(cfg["backbone"]["name"], [])
     if "batch_size" in cfg["algorithm"]:  # pretraining: a batch the fake data hold (++: the
         small.append("++algorithm.batch_size=4")  # multirun checks it on the default algorithm)
@@ -563,7 +604,7 @@ def test_preset_runs_a_few_steps_on_local_data(name, preset_runs):
     results = json.loads((run_dir / "results.json").read_text())
     assert results["test/episodes"] == 4
     ran = yaml.safe_load((run_dir / "config.yaml").read_text())
-    metric = "test/mse" if ran["dataset"]["task"] == "regression" else "test/acc"
+    metric = {"regression": "test/mse", "rl": "test/return"}.get(ran["dataset"]["task"], "test/acc")
     assert_results_are_the_episode_means(run_dir, metric.split("/")[1])
     # the run used the preset: its resolved config holds the preset's settings
     shrunk = {o.split("=")[0].lstrip("+") for o in overrides}

@@ -14,6 +14,9 @@ equal or better returns than MAML-TRPO on these tasks.
 - ``pretrained_rl``: the same outer objective on rollouts of the unadapted policy over all
   tasks jointly (no inner step in training); tested with the same inner steps.
 - ``random_rl``: no training; the random initialisation tested with the same inner steps.
+- ``reptile_rl``: Reptile (Nichol et al. 2018) on the same engine: ``inner_steps``
+  policy-gradient steps on each task (fresh rollouts before each), then the initialisation
+  moves towards the adapted weights.
 """
 
 from __future__ import annotations
@@ -185,3 +188,39 @@ class PretrainedRL(MAMLRL):
 class RandomRL(MAMLRL):
     def training_step(self, batch: TaskBatch, batch_idx: int) -> None:
         self.optimizers().step()  # no gradients: counts the step, leaves the random init
+
+
+class ReptileRL(MAMLRL):
+    """Reptile's outer update, ``theta += eps * mean_i(theta'_i - theta)``, where theta'_i is
+    theta after ``inner_steps`` of the inner policy-gradient step on task i (the steps the test
+    takes too). The pseudo-gradient ``theta - mean_i theta'_i`` goes to the configured optimizer
+    (SGD with lr = eps, annealed), as in metalab.algorithms.reptile; no second derivatives."""
+
+    def reptile_direction(self, batch: TaskBatch) -> tuple[list[torch.Tensor], list[Rollouts]]:
+        """``theta - mean_i theta'_i`` per parameter (this rank's tasks), and the rollouts
+        before each inner step."""
+        gens = batch.generators()
+        theta = {k: v.detach() for k, v in self.params().items()}
+        params, stages = per_task(theta, len(batch.tasks)), []
+        for _ in range(self.inner_steps):
+            stages.append(self.rollouts(params, batch, gens, self.shots))
+            params = {
+                k: v.detach() for k, v in self.step(leaves(params), stages[-1], False).items()
+            }
+        return [theta[k] - params[k].mean(0) for k in theta], stages
+
+    def training_step(self, batch: TaskBatch, batch_idx: int) -> None:
+        opt = self.optimizers()
+        direction, stages = self.reptile_direction(batch)
+        for p, g in zip(self.params().values(), self.mean_over_ranks(direction)):
+            p.grad = g
+        opt.step()
+        opt.zero_grad()
+        if (scheduler := self.lr_schedulers()) is not None:
+            scheduler.step()
+        # the return before adaptation, and before the last inner step
+        self.log("train/return_pre", stages[0].returns.mean(), sync_dist=True)
+        self.log("train/return", stages[-1].returns.mean(), prog_bar=True, sync_dist=True)
+        self.log(
+            "train/env_steps", float(sum(s.steps for s in stages)), reduce_fx="sum", sync_dist=True
+        )
