@@ -212,8 +212,8 @@ class TextTransformer(Backbone):
         layers: int = 2,
         ff_dim: int = 256,
         scale: float | None = 5.0,
-        bag: bool = False,
-        embed_std: float = 1.0,
+        bag: bool = True,
+        embed_std: float = 0.1,
         floor: float = 0.05,
     ):
         features = TransformerFeatures(
