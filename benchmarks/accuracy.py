@@ -131,23 +131,26 @@ TEXT_RUNS = {  # algorithm: (overrides, budget)
         ],
         "meta-batch 4, 2nd order, inner 1 step a=2 (test 1), 400 steps",
     ),
-    # the settings of conf/experiment/reptile_clinc150_5w1s.yaml (why SGD and meta-batch 20)
+    # the settings of conf/experiment/reptile_clinc150_5w1s.yaml (why a zero head and Adam there)
     "reptile": (
         [
             "algorithm=reptile",
             "dataset.train_shots=5",
             "dataset.train_queries=1",
+            "algorithm.head_init=zero",
             "algorithm.inner_optimizer=sgd",
             "algorithm.inner_lr=0.4",
             "algorithm.inner_steps=5",
-            "algorithm.eval_inner_steps=10",
-            "algorithm.meta_batch=20",
-            "steps=150",
-            "val_every=150",
+            "algorithm.eval_inner_steps=1",
+            "algorithm.meta_batch=5",
+            "algorithm.optimizer._target_=torch.optim.Adam",
+            "algorithm.optimizer.lr=0.001",
+            "steps=300",
+            "val_every=300",
             "val_episodes=0",
-            "test_episodes=200",
         ],
-        "meta-batch 20, 5 shots/class, 5 SGD steps lr 0.4, eps 1->0, test 10 steps, 150 steps",
+        "meta-batch 5, zero head, 5 shots/class, 5 SGD steps lr 0.4 (test 1), "
+        "Adam 1e-3 -> 0, 300 steps",
     ),
 }
 # a domain holds 15 intents, so the (unused) training shape of the evaluation must fit in one
