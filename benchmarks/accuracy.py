@@ -145,12 +145,12 @@ TEXT_RUNS = {  # algorithm: (overrides, budget)
             "algorithm.meta_batch=5",
             "algorithm.optimizer._target_=torch.optim.Adam",
             "algorithm.optimizer.lr=0.001",
-            "steps=300",
-            "val_every=300",
+            "steps=600",
+            "val_every=600",
             "val_episodes=0",
         ],
         "meta-batch 5, zero head, 5 shots/class, 5 SGD steps lr 0.4 (test 1), "
-        "Adam 1e-3 -> 0, 300 steps",
+        "Adam 1e-3 -> 0, 600 steps",
     ),
 }
 # a domain holds 15 intents, so the (unused) training shape of the evaluation must fit in one

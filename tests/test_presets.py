@@ -129,7 +129,7 @@ PAPER = {
         "algorithm.optimizer._target_": ("Outer step: Adam", "torch.optim.Adam"),
         "algorithm.optimizer.lr": ("lr 1e-3 annealed linearly to 0", "1e-3"),
         "algorithm.scheduler.end_factor": ("lr 1e-3 annealed linearly to 0", "0"),
-        "steps": ("300 iterations", "300"),
+        "steps": ("600 iterations", "600"),
     },
     "reptile_omniglot_5w1s": {
         "dataset.name": ("Reptile, Omniglot 5-way 1-shot", "omniglot"),
