@@ -131,24 +131,34 @@ TEXT_RUNS = {  # algorithm: (overrides, budget)
         ],
         "meta-batch 4, 2nd order, inner 1 step a=2 (test 1), 400 steps",
     ),
-    # the settings of conf/experiment/reptile_clinc150_5w1s.yaml (why SGD and meta-batch 20)
+    # the settings of conf/experiment/reptile_clinc150_5w1s.yaml (why a zero head and Adam there)
     "reptile": (
         [
             "algorithm=reptile",
             "dataset.train_shots=5",
             "dataset.train_queries=1",
+            "algorithm.head_init=zero",
             "algorithm.inner_optimizer=sgd",
             "algorithm.inner_lr=0.4",
             "algorithm.inner_steps=5",
-            "algorithm.eval_inner_steps=10",
-            "algorithm.meta_batch=20",
-            "steps=150",
-            "val_every=150",
+            "algorithm.eval_inner_steps=1",
+            "algorithm.meta_batch=5",
+            "algorithm.optimizer._target_=torch.optim.Adam",
+            "algorithm.optimizer.lr=0.001",
+            "steps=600",
+            "val_every=600",
             "val_episodes=0",
-            "test_episodes=200",
         ],
-        "meta-batch 20, 5 shots/class, 5 SGD steps lr 0.4, eps 1->0, test 10 steps, 150 steps",
+        "meta-batch 5, zero head, 5 shots/class, 5 SGD steps lr 0.4 (test 1), "
+        "Adam 1e-3 -> 0, 600 steps",
     ),
+}
+# per backbone, beside TEXT_RUNS: MAML on text_transformer lost to the baseline at the settings
+# above (62.5 % against 69.1 %); from a zero head the one inner step does not move the encoder
+# and alpha only sets the prototype classifier's temperature, alpha 10 that of ProtoNet's
+# squared distances (probe, 200 episodes: 73.6 % against 68.7 %)
+TEXT_BACKBONE_RUNS = {
+    ("maml", "text_transformer"): ["algorithm.head_init=zero", "algorithm.inner_lr=10.0"],
 }
 # a domain holds 15 intents, so the (unused) training shape of the evaluation must fit in one
 WITHIN = {
@@ -167,14 +177,20 @@ def text_settings() -> list[Setting]:
     settings = []
     for backbone in ("text_cnn", "text_transformer"):
         for algorithm, (overrides, budget) in TEXT_RUNS.items():
+            extra = TEXT_BACKBONE_RUNS.get((algorithm, backbone), [])
             label = f"{NAMES[algorithm]} {backbone} 5-way, CLINC150"
             derived = [Derived(d.suffix, f"{label} {d.label}", d.set) for d in TEXT_TESTS]
             settings.append(
                 Setting(
                     f"{algorithm}-clinc150-{backbone}",
                     f"{label} 1-shot, across domains",
-                    [*TEXT, f"backbone={backbone}", *overrides],
-                    f"{budget}, {backbone}",
+                    [
+                        *TEXT,
+                        f"backbone={backbone}",
+                        *overrides,
+                        *extra,
+                    ],
+                    ", ".join([budget, backbone, *extra]),
                     derived,
                 )
             )

@@ -142,6 +142,9 @@ def test_bad_knobs_are_config_errors():
     assert err.value.key == "algorithm.inner_steps"
     with pytest.raises(ConfigError, match="learn_inner_lr"):
         small_maml(engine="learn2learn", learn_inner_lr=True)
+    with pytest.raises(ConfigError) as err:
+        small_maml(head_init="random")
+    assert (err.value.key, err.value.value) == ("algorithm.head_init", "random")
 
 
 # -- behaviour ----------------------------------------------------------------------------------
@@ -204,6 +207,33 @@ def test_evaluation_adapts_with_eval_inner_steps():
             torch.testing.assert_close(preds, want, rtol=1e-9, atol=1e-12)
         else:
             assert (preds - want).abs().max() > 1e-3  # one step gives other predictions
+
+
+@pytest.mark.parametrize("engine", ["loop", "fused", "vmap"])
+def test_zero_head_makes_one_step_a_prototype_classifier(engine):
+    """head_init=zero (Kao et al. 2022): from a zero head the backbone's support gradient is zero
+    and one SGD step of size alpha sets head row c to alpha/N * sum_i (1[y_i = c] - 1/ways) z_i
+    (bias: the same without z_i), the closed form computed here from the embeddings. The head's
+    own weights get a zero meta-gradient, the backbone a non-zero one."""
+    torch.manual_seed(0)
+    model = small_maml(engine=engine, inner_lr=0.7, eval_inner_steps=1, head_init="zero")
+    model = model.double()
+    eps = float64(episodes(num_tasks=3, shots=2))
+    with torch.no_grad():  # batch norm: each task's own statistics, per set (transductive)
+        z_s, z_q = (
+            torch.stack([model.net.embed(t) for t in x]) for x in (eps.support_x, eps.query_x)
+        )
+    centred = F.one_hot(eps.support_y, 5).double() - 1 / 5  # [T, N, ways]
+    weight = 0.7 / 10 * torch.einsum("tnc,tnd->tcd", centred, z_s)
+    bias = 0.7 / 10 * centred.sum(1)
+    want = torch.einsum("tqd,tcd->tqc", z_q, weight) + bias[:, None]
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict(eps, training=False), want)
+    preds = model.predict(eps, training=True)
+    torch.testing.assert_close(preds.detach(), want)
+    F.cross_entropy(preds.flatten(0, 1), eps.query_y.flatten()).backward()
+    assert model.net.head.weight.grad.abs().max() == 0
+    assert sum(p.grad.abs().sum() for p in model.net.features.parameters()) > 0
 
 
 @pytest.mark.parametrize("engine", ["loop", "vmap"])

@@ -91,6 +91,35 @@ def test_outer_steps_are_theta_plus_annealed_eps_times_mean_delta(engine, inner)
             torch.testing.assert_close(p.detach(), expected[k], rtol=1e-10, atol=1e-12)
 
 
+def test_zero_head_starts_every_task_at_zero_and_is_not_meta_learned():
+    """head_init=zero: each task adapts from the network with its head at zero (by hand, on a
+    copy with a zeroed head); the outer step moves the rest by eps * mean delta, not the head."""
+    torch.manual_seed(0)
+    model = small_reptile(eps=0.5, inner_optimizer="sgd", inner_lr=0.05, inner_steps=3)
+    model_zero = small_reptile(
+        eps=0.5, inner_optimizer="sgd", inner_lr=0.05, inner_steps=3, head_init="zero"
+    )
+    model_zero.load_state_dict(model.state_dict())
+    episodes = sine_episodes()
+    theta = {k: p.detach().clone() for k, p in model_zero.net.named_parameters()}
+    start = copy.deepcopy(model_zero.net)
+    torch.nn.init.zeros_(start.head.weight), torch.nn.init.zeros_(start.head.bias)
+    adapted = by_hand(start, episodes, "sgd", 0.05, 3)
+    opt = model_zero.configure_optimizers()["optimizer"]
+    _, metrics = model_zero.meta_loss(episodes)
+    model_zero.meta_loss(episodes)[0].backward()
+    opt.step()
+    for k, p in model_zero.net.named_parameters():
+        if k.startswith("head."):
+            assert torch.equal(p.detach(), theta[k])
+        else:
+            delta = torch.stack([a[k] - theta[k] for a in adapted]).mean(0)
+            assert delta.abs().max() > 0
+            torch.testing.assert_close(p.detach(), theta[k] + 0.5 * delta)
+    _, plain = model.meta_loss(episodes)  # the meta-learned head: other predictions
+    assert (plain["mse"] - metrics["mse"]).abs().max() > 1e-3
+
+
 def test_metrics_are_the_adapted_query_errors():
     torch.manual_seed(0)
     model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=3)

@@ -4,6 +4,7 @@ baseline against scikit-learn, DDP, and the one-line errors."""
 
 import json
 import re
+from functools import partial
 
 import pytest
 import torch
@@ -227,15 +228,23 @@ def test_padding_changes_nothing(one_thread):
         assert torch.allclose(net.embed(ids), net.embed(padded), atol=1e-5)
 
 
-def test_bag_half_of_the_cnn_is_the_mean_token_embedding(one_thread):
-    """bag=true: beside the convolutions, the normalised mean of the sentence's token embeddings
-    (checked against torch's embedding_bag, in direction: each half is normalised softly);
-    bag=false: the convolutions alone."""
+@pytest.mark.parametrize(
+    "make, width",
+    [
+        (partial(TextCNN, (7,), vocab_size=30, embed_dim=8, filters=4), 3 * 4),
+        (partial(TextTransformer, (7,), vocab_size=30, dim=8, heads=2, layers=1, ff_dim=8), 8),
+    ],
+    ids=["text_cnn", "text_transformer"],
+)
+def test_bag_half_is_the_mean_token_embedding(make, width, one_thread):
+    """bag=true: beside the convolutions (the encoder), the normalised mean of the sentence's
+    token embeddings, without positions (checked against torch's embedding_bag, in direction:
+    each half is normalised softly); bag=false: the convolutions (the encoder) alone."""
     torch.manual_seed(0)
-    net = TextCNN((7,), vocab_size=30, embed_dim=8, filters=4, scale=5.0, bag=True)
+    net = make(scale=5.0, bag=True)
     ids = torch.tensor([[3, 9, 9, 2, 0, 0, 0], [30, 1, 4, 5, 6, 7, 8]])
     z = net.embed(ids)
-    assert z.shape == (2, 3 * 4 + 8) and torch.allclose(z.norm(dim=1), torch.full((2,), 5.0))
+    assert z.shape == (2, width + 8) and torch.allclose(z.norm(dim=1), torch.full((2,), 5.0))
     lengths = (ids > 0).sum(1)
     flat = ids[ids > 0]  # the real tokens, sentence after sentence
     offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)[:-1]])
@@ -243,9 +252,8 @@ def test_bag_half_of_the_cnn_is_the_mean_token_embedding(one_thread):
         flat, net.features.embedding.weight, offsets, mode="mean"
     )
     unit = torch.nn.functional.normalize
-    assert torch.allclose(unit(z[:, 12:], dim=1), unit(mean, dim=1), atol=1e-6)
-    plain = TextCNN((7,), vocab_size=30, embed_dim=8, filters=4, bag=False)
-    assert plain.embed(ids).shape == (2, 12)
+    assert torch.allclose(unit(z[:, width:], dim=1), unit(mean, dim=1), atol=1e-6)
+    assert make(bag=False).embed(ids).shape == (2, width)
 
 
 def test_inner_step_stays_small_when_no_filter_fires(one_thread):
@@ -274,10 +282,12 @@ def test_inner_step_stays_small_when_no_filter_fires(one_thread):
         ("backbone.bag=maybe", "backbone.bag=maybe"),
         ("backbone.embed_std=0.0", "backbone.embed_std=0.0: must be a positive number"),
         ("backbone.embed_std=-1.5", "backbone.embed_std=-1.5: must be a positive number"),
+        ("backbone=text_transformer backbone.bag=maybe", "backbone.bag=maybe"),
+        ("backbone=text_transformer backbone.floor=0", "backbone.floor=0: must be a positive"),
     ],
 )
-def test_bad_text_cnn_options_are_one_line(override, message):
-    cfg = compose(["dataset=clinc150", "backbone=text_cnn", override])
+def test_bad_text_backbone_options_are_one_line(override, message):
+    cfg = compose(["dataset=clinc150", "backbone=text_cnn", *override.split()])
     with pytest.raises(ConfigError) as err:
         check_config(cfg)
     assert message in str(err.value) and "\n" not in str(err.value)

@@ -37,7 +37,7 @@ class ANIL(MAML):
                 ]
             )
         preds, _ = self.inner.run(
-            self.inner.params(),
+            self.start_params(),
             support,
             episodes.support_y,
             query,

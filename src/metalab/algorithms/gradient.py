@@ -28,9 +28,12 @@ class GradientMetaLearner(MetaLearner):
         eval_inner_steps: int = 3,
         engine: str = "auto",
         eval_ways: int | None = None,
+        head_init: str = "meta",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if head_init not in HEAD_INITS:
+            raise ConfigError("algorithm.head_init", head_init, f"allowed: {', '.join(HEAD_INITS)}")
         require_positive("algorithm.inner_steps", inner_steps)
         require_positive("algorithm.eval_inner_steps", eval_inner_steps)
         check_engine(engine, self.engines)
@@ -40,6 +43,21 @@ class GradientMetaLearner(MetaLearner):
         self.inner_steps, self.eval_inner_steps = inner_steps, eval_inner_steps
         self.net = backbone(out_dim=ways)
         self.inner = InnerLoop(self.adapted(), self.task)
+        head = {id(p) for p in self.net.head.parameters()}
+        #: the adapted parameters that every task starts from zero (``head_init: zero``)
+        self.zeroed = {
+            name
+            for name, p in self.adapted().named_parameters()
+            if head_init == "zero" and id(p) in head
+        }
+
+    def start_params(self) -> dict[str, torch.Tensor]:
+        """The weights each task's adaptation starts from: the meta-learned ones, with the head
+        at zero under ``head_init: zero`` (``p * 0``: still in the graph, so the head gets a
+        zero meta-gradient rather than none, as DDP wants)."""
+        return {
+            name: p * 0 if name in self.zeroed else p for name, p in self.inner.params().items()
+        }
 
     def adapt_and_predict(
         self, episodes: Episodes, steps: int, mode: Mode, training: bool, **options
@@ -48,7 +66,7 @@ class GradientMetaLearner(MetaLearner):
         set, then the query predictions, under the protocol of training or evaluation; the
         adapted parameters too if ``options`` ask for them (InnerLoop.run)."""
         return self.inner.run(
-            self.inner.params(),
+            self.start_params(),
             episodes.support_x,
             episodes.support_y,
             episodes.query_x,
@@ -70,6 +88,10 @@ class GradientMetaLearner(MetaLearner):
             ways = int(episodes.support_y.max()) + 1
             if ways != self.ways:
                 raise ConfigError("dataset.ways", ways, _ways_message(self.ways))
+
+
+#: ``meta``: the head's meta-learned weights; ``zero``: the zeroing trick (Kao et al., ICLR 2022)
+HEAD_INITS = ("meta", "zero")
 
 
 def _ways_message(ways: int) -> str:

@@ -77,8 +77,10 @@ class Reptile(GradientMetaLearner):
         and accuracy (MSE) of the adapted weights."""
         preds, adapted = self.adapt(episodes, training=True)
         metrics = self.task_metrics(preds, episodes.query_y)
+        # a head that every task starts from zero (head_init: zero) is not meta-learned: its
+        # pseudo-gradient is zero
         surrogate = sum(
-            (p * (p - adapted[name].mean(0)).detach()).sum()
+            (p * (p - (p if name in self.zeroed else adapted[name].mean(0))).detach()).sum()
             for name, p in self.net.named_parameters()
         )
         return surrogate, metrics

@@ -44,6 +44,33 @@ def token_ids(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, ids > 0
 
 
+def check_bag(bag, floor) -> None:
+    if not isinstance(bag, bool):
+        raise ConfigError("backbone.bag", bag, "must be true or false")
+    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
+        raise ConfigError("backbone.floor", floor, "must be a positive number")
+
+
+def embedding(vocab_size: int, dim: int, std: float) -> nn.Embedding:
+    """Token embeddings (id 0 = padding) of initial scale ``std`` (backbone.embed_std)."""
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ConfigError("backbone.embed_std", std, "must be a positive number")
+    layer = nn.Embedding(vocab_size + 1, dim, padding_idx=0)
+    with torch.no_grad():
+        layer.weight.mul_(std)
+    return layer
+
+
+def beside_mean_embedding(
+    z: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor, floor: float
+) -> torch.Tensor:
+    """SWEM-concat (Shen et al. 2018): ``z`` beside the mean of the real tokens' embeddings
+    (``tokens``: ``[N, L, E]``, zero at padding), each half normalised softly, unit length
+    together (where neither half is near zero)."""
+    mean = tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).to(tokens.dtype)
+    return torch.cat([soft_normalize(z, floor), soft_normalize(mean, floor)], dim=1) / 2**0.5
+
+
 class CNNFeatures(nn.Module):
     """Kim (2014): embeddings, parallel 1-D convolutions, ReLU, max-pool over time, concatenated.
 
@@ -70,20 +97,9 @@ class CNNFeatures(nn.Module):
         floor: float = 0.05,
     ):
         super().__init__()
-        if not isinstance(bag, bool):
-            raise ConfigError("backbone.bag", bag, "must be true or false")
-        if (
-            isinstance(embed_std, bool)
-            or not isinstance(embed_std, (int, float))
-            or not embed_std > 0
-        ):
-            raise ConfigError("backbone.embed_std", embed_std, "must be a positive number")
-        if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
-            raise ConfigError("backbone.floor", floor, "must be a positive number")
+        check_bag(bag, floor)
         self.widths, self.scale, self.bag, self.floor = tuple(widths), scale, bag, float(floor)
-        self.embedding = nn.Embedding(vocab_size + 1, embed_dim, padding_idx=0)
-        with torch.no_grad():
-            self.embedding.weight.mul_(embed_std)
+        self.embedding = embedding(vocab_size, embed_dim, embed_std)
         self.convs = nn.ModuleList(nn.Conv1d(embed_dim, filters, w) for w in self.widths)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,11 +118,7 @@ class CNNFeatures(nn.Module):
             pooled.append(h.amax(dim=2))
         z = torch.cat(pooled, dim=1)
         if self.bag:
-            mean = tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).to(tokens.dtype)
-            z = (
-                torch.cat([soft_normalize(z, self.floor), soft_normalize(mean, self.floor)], dim=1)
-                / 2**0.5
-            )
+            z = beside_mean_embedding(z, tokens, mask, self.floor)
         return rescale(z, self.scale)
 
 
@@ -145,7 +157,8 @@ def plain_attention():
 
 class TransformerFeatures(nn.Module):
     """Token + learned position embeddings, a pre-norm ``nn.TransformerEncoder``, mean pooling
-    over the real tokens."""
+    over the real tokens. ``bag``, ``embed_std``, ``floor``: as CNNFeatures (the mean of the
+    token embeddings, without positions, beside the encoder's output)."""
 
     def __init__(
         self,
@@ -156,10 +169,14 @@ class TransformerFeatures(nn.Module):
         layers: int,
         ff_dim: int,
         scale=None,
+        bag: bool = False,
+        embed_std: float = 1.0,
+        floor: float = 0.05,
     ):
         super().__init__()
-        self.scale = scale
-        self.embedding = nn.Embedding(vocab_size + 1, dim, padding_idx=0)
+        check_bag(bag, floor)
+        self.scale, self.bag, self.floor = scale, bag, float(floor)
+        self.embedding = embedding(vocab_size, dim, embed_std)
         self.position = nn.Parameter(torch.randn(max_length, dim) * 0.02)
         layer = nn.TransformerEncoderLayer(
             dim, heads, ff_dim, dropout=0.0, batch_first=True, norm_first=True
@@ -169,13 +186,17 @@ class TransformerFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ids, mask = token_ids(x)
-        h = self.embedding(ids) + self.position[: ids.shape[1]]
+        tokens = self.embedding(ids)
+        h = tokens + self.position[: ids.shape[1]]
         # an additive float mask (not a bool one): the same math on every code path, vmap too
         pad = torch.zeros(mask.shape, dtype=h.dtype, device=h.device).masked_fill(~mask, -1e9)
         with plain_attention():
             h = self.norm(self.encoder(h, src_key_padding_mask=pad))
         weights = mask.to(h.dtype).unsqueeze(-1)
-        return rescale((h * weights).sum(1) / weights.sum(1).clamp(min=1), self.scale)
+        z = (h * weights).sum(1) / weights.sum(1).clamp(min=1)
+        if self.bag:
+            z = beside_mean_embedding(z, tokens * weights, mask, self.floor)
+        return rescale(z, self.scale)
 
 
 class TextTransformer(Backbone):
@@ -191,8 +212,13 @@ class TextTransformer(Backbone):
         layers: int = 2,
         ff_dim: int = 256,
         scale: float | None = 5.0,
+        bag: bool = True,
+        embed_std: float = 0.1,
+        floor: float = 0.05,
     ):
-        features = TransformerFeatures(vocab_size, in_shape[0], dim, heads, layers, ff_dim, scale)
+        features = TransformerFeatures(
+            vocab_size, in_shape[0], dim, heads, layers, ff_dim, scale, bag, embed_std, floor
+        )
         super().__init__(features, in_shape, out_dim)
 
 
