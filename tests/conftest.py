@@ -33,6 +33,7 @@ MUTANT_TESTS = {
     "metalab.algorithms.matching.": ["test_matching_relation"],
     "metalab.algorithms.relation.": ["test_matching_relation"],
     "metalab.algorithms.anil.": ["test_anil"],
+    "metalab.algorithms.first_step.": ["test_speed_paths", "test_inner_loop"],
     "metalab.algorithms.gradient.": ["test_maml", "test_reptile", "test_anil"],
     "metalab.algorithms.metaoptnet.": ["test_metaoptnet"],
     "metalab.compare.statistics.": ["test_stats", "test_compare_stats"],
@@ -41,15 +42,33 @@ MUTANT_TESTS = {
 }
 
 
-def pytest_collection_modifyitems(config, items):
+def mutant_test_files() -> set[str] | None:
+    """The test files of the module whose mutant runs, or None (not a mutant's run)."""
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
     prefix = next((p for p in MUTANT_TESTS if mutant.startswith(p)), None)
-    if prefix is None:
+    return None if prefix is None else {f"{name}.py" for name in MUTANT_TESTS[prefix]}
+
+
+def pytest_configure(config):
+    files = mutant_test_files()
+    if files is not None:  # the other files' tests are not even collected
+        config.args[:] = [a for a in config.args if a.split("::")[0].rsplit("/", 1)[-1] in files]
+
+
+def pytest_collection_modifyitems(config, items):
+    files = mutant_test_files()
+    if files is None:
         return
-    files = {f"{name}.py" for name in MUTANT_TESTS[prefix]}
-    keep = [item for item in items if item.path.name in files]
+    from mutmut.state import state  # the stats run's test durations, loaded in the fork server
+
+    seconds = state().duration_by_test
+    keep = sorted(
+        (item for item in items if item.path.name in files),
+        key=lambda item: seconds.get(item.nodeid, 0.0),
+    )
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
-    items[:] = keep  # none left: exit code 5, which mutmut counts as "no tests"
+    items[:] = keep  # fastest first (mutmut's fork server does not sort); none left: exit 5,
+    # which mutmut counts as "no tests"
 
 
 @pytest.fixture(autouse=True)
