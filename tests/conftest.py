@@ -29,7 +29,7 @@ MUTANT_TESTS = {
     "metalab.algorithms.maml.": ["test_maml"],
     "metalab.algorithms.reptile.": ["test_reptile"],
     "metalab.algorithms.protonet.": ["test_protonet"],
-    "metalab.algorithms.embedding.": ["test_protonet", "test_matching_relation"],
+    "metalab.algorithms.embedding.": ["test_protonet", "test_matching_relation", "test_protocols"],
     "metalab.algorithms.matching.": ["test_matching_relation"],
     "metalab.algorithms.relation.": ["test_matching_relation"],
     "metalab.algorithms.anil.": ["test_anil"],

@@ -115,3 +115,49 @@ def test_bad_head_settings_are_config_errors():
     ):
         with pytest.raises(ConfigError, match=f"algorithm.{key}="):
             cls(lambda out_dim: Fixed(), optimizer=None, **{key: value})
+
+
+def test_fixed_scale_and_lambda_are_buffers_that_scale_the_logits():
+    """learn_scale/learn_lam false: the values are kept (saved with the model, moved with it)
+    but not trained; the logits are still scale * the closed-form head's, lambda as given."""
+    support, labels, query = features(shots=1, dim=8)
+    ridge = Ridge(alpha=3.0, fit_intercept=False).fit(support.numpy(), np.eye(WAYS)[labels])
+    head = R2D2(
+        lambda out_dim: Fixed(),
+        lam=3.0,
+        learn_lam=False,
+        scale=0.5,
+        learn_scale=False,
+        optimizer=None,
+    ).double()
+    assert list(head.parameters()) == []
+    assert sorted(head.state_dict()) == ["log_lam", "scale"]
+    np.testing.assert_allclose(
+        head.classify(support, labels, query, WAYS).numpy(),
+        0.5 * query.numpy() @ ridge.coef_.T,
+        rtol=1e-6,
+        atol=1e-9,
+    )
+
+
+def test_heads_solve_in_float32_under_bf16_autocast():
+    """Under bf16-mixed precision the embeddings arrive in bfloat16: the heads solve in float32
+    with autocast off (a bfloat16 solve is off by ~1e-2), returning float32 logits."""
+    support, labels, query = features(shots=5, dim=8)
+    ridge = Ridge(alpha=1.0, fit_intercept=False).fit(support.numpy(), np.eye(WAYS)[labels])
+    head = R2D2(lambda out_dim: Fixed(), lam=1.0, optimizer=None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head.classify(support.float(), labels, query.float(), WAYS)
+        rounded = head.classify(support.bfloat16(), labels, query.bfloat16(), WAYS)
+    assert logits.dtype == rounded.dtype == torch.float32
+    want = query.numpy() @ ridge.coef_.T
+    np.testing.assert_allclose(logits.detach().numpy(), want, rtol=1e-4, atol=1e-5)
+    reference = Ridge(alpha=1.0, fit_intercept=False).fit(
+        support.bfloat16().double().numpy(), np.eye(WAYS)[labels]
+    )  # the bfloat16-rounded features, solved exactly
+    np.testing.assert_allclose(
+        rounded.detach().numpy(),
+        query.bfloat16().double().numpy() @ reference.coef_.T,
+        rtol=1e-4,
+        atol=1e-5,
+    )
