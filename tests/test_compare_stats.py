@@ -38,6 +38,26 @@ def test_paired_t_test_and_t_ci_match_scipy(n):
     assert (mean - half, mean + half) == pytest.approx((low, high), rel=1e-9)
 
 
+@pytest.mark.parametrize("diff", [0.25, -0.25])
+def test_a_constant_difference_is_certain(diff):
+    """Every episode differs by the same amount (exact in binary): the CI has no width and the
+    t statistic is infinite with the sign of the difference, p = 0, as scipy's."""
+    diffs = [diff] * 4
+    want = scipy.stats.ttest_1samp(diffs, 0.0)
+    mean, half, t, p = stats.paired_t_test(diffs)
+    assert (mean, half) == (diff, 0.0)
+    assert (t, p) == (want.statistic, want.pvalue) == (math.copysign(math.inf, diff), 0.0)
+
+
+def test_identical_runs_differ_by_nothing():
+    """All differences zero: no t statistic (0/0, as scipy's NaN) and p = 1, so that Holm's
+    correction counts the comparison and never rejects it (scipy's p is NaN)."""
+    mean, half, t, p = stats.paired_t_test([0.0, 0.0, 0.0])
+    assert (mean, half, p) == (0.0, 0.0, 1.0) and math.isnan(t)
+    assert math.isnan(scipy.stats.ttest_1samp([0.0] * 3, 0.0).statistic)
+    assert stats.paired_t_test([0.0, 2.0])[2:] == pytest.approx((1.0, 0.5), rel=1e-12)  # se 1
+
+
 def test_one_value_has_no_t_ci():
     mean, half = stats.t_ci95([0.7])
     assert mean == 0.7 and math.isnan(half)

@@ -107,14 +107,15 @@ def test_svm_head_gradient_matches_finite_differences(dual_ridge, shots):
 
 
 def test_bad_head_settings_are_config_errors():
-    for cls, key, value in (
-        (R2D2, "lam", 0.0),
-        (MetaOptNet, "c", -1.0),
-        (MetaOptNet, "dual_ridge", -1.0),
-        (MetaOptNet, "max_iter", 0),
+    for cls, key, value, allowed in (
+        (R2D2, "lam", 0.0, "the ridge penalty must be > 0"),
+        (MetaOptNet, "c", -1.0, "the SVM's slack penalty C must be > 0"),
+        (MetaOptNet, "dual_ridge", -1.0, "must be >= 0"),
+        (MetaOptNet, "max_iter", 0, "must be a positive integer"),
     ):
-        with pytest.raises(ConfigError, match=f"algorithm.{key}="):
+        with pytest.raises(ConfigError) as err:
             cls(lambda out_dim: Fixed(), optimizer=None, **{key: value})
+        assert str(err.value) == f"algorithm.{key}={value}: {allowed}"
 
 
 def test_fixed_scale_and_lambda_are_buffers_that_scale_the_logits():
