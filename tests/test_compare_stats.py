@@ -22,6 +22,26 @@ def test_t_distribution_matches_scipy(df):
         assert stats.t_sf(t, df) == pytest.approx(scipy.stats.t.sf(t, df), rel=1e-9, abs=1e-15)
 
 
+def test_t_distribution_edges():
+    """Infinite t (a constant difference) has tail 0 or 1; quantiles exist only inside (0, 1)."""
+    for df in (1, 7):
+        for t in (math.inf, -math.inf):
+            assert stats.t_sf(t, df) == scipy.stats.t.sf(t, df)
+    for q in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^quantile {q} outside \(0, 1\)$"):
+            stats.t_quantile(q, 3)
+
+
+def test_incomplete_beta_matches_scipy():
+    """I_x(a, b) at the t distribution's b = 1/2 and a = df / 2, across (0, 1) and at its ends."""
+    from scipy.special import betainc
+
+    for a in (0.5, 1.0, 1.5, 2.5, 20.0):
+        for b in (0.5, 3.0):
+            for x in np.linspace(0.0, 1.0, 41):
+                assert stats.betainc(a, b, x) == pytest.approx(betainc(a, b, x), rel=1e-9, abs=0)
+
+
 @pytest.mark.parametrize("n", [2, 3, 5, 40])
 def test_paired_t_test_and_t_ci_match_scipy(n):
     rng = np.random.default_rng(n)
