@@ -340,20 +340,26 @@ def test_evaluation_returns_are_those_of_the_adapted_policy(one_thread):
     torch.testing.assert_close(metrics["return"], reference[:, 1])
 
 
-@pytest.mark.parametrize("algorithm", ["maml_rl", "pretrained_rl", "random_rl"])
-def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm):
+@pytest.mark.parametrize(
+    ("algorithm", "outer_steps"),
+    [("maml_rl", 2), ("maml_rl", 1), ("pretrained_rl", 2), ("random_rl", 2)],
+)
+def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm, outer_steps):
     """One training step through Lightning: MAML-RL takes outer_steps SGD ascent steps on the
     clipped surrogate of the same rollouts (theta <- theta + lr * grad J, lr 0.01), counted as
-    one global step, and logs the returns before and after adaptation and the environment steps
-    of both; pretrained_rl's rollouts are of the unadapted policy; random_rl leaves the
-    initialisation as it is."""
+    one global step (also when outer_steps is 1), and logs the returns before and after
+    adaptation and the environment steps of both; pretrained_rl's rollouts are of the unadapted
+    policy; random_rl leaves the initialisation as it is."""
     import copy
 
     import pytorch_lightning as pl
 
     from metalab.run.training import build_datamodule, build_model
 
-    cfg = compose([*RL, *SGD, f"algorithm={algorithm}", "dataset.queries=3"])
+    cfg = compose(
+        [*RL, *SGD, f"algorithm={algorithm}", "dataset.queries=3"]
+        + [f"algorithm.outer_steps={outer_steps}"]
+    )
     model, dm = build_model(cfg), build_datamodule(cfg)
     dm.load()
     batch = dm.train_episodes(0)  # the first training batch
@@ -361,13 +367,15 @@ def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm):
     stages, post = reference.collect(batch)
     assert len(stages) == (0 if algorithm == "pretrained_rl" else 1)
     theta = list(reference.params().values())
-    for _ in range(0 if algorithm == "random_rl" else 2):  # algorithm.outer_steps=2
+    for _ in range(0 if algorithm == "random_rl" else outer_steps):
         grads = torch.autograd.grad(reference.outer_objective(stages, post, 4), theta)
         with torch.no_grad():
             for p, g in zip(theta, grads):
                 p += 0.01 * g
     trainer = pl.Trainer(
         max_steps=1,
+        max_epochs=1,
+        limit_train_batches=1,  # ends after one batch even if no step were counted
         limit_val_batches=0,
         num_sanity_val_steps=0,
         logger=False,
