@@ -394,6 +394,7 @@ def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm, outer_step
         return
     logged = trainer.callback_metrics
     torch.testing.assert_close(logged["train/return"], post.returns.mean())
+    assert list(trainer.progress_bar_metrics) == ["train/return"]  # the one shown
     steps = post.steps + sum(ro.steps for ro in stages)
     assert logged["train/env_steps"].item() == steps
     if stages:
