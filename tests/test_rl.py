@@ -340,6 +340,29 @@ def test_evaluation_returns_are_those_of_the_adapted_policy(one_thread):
     torch.testing.assert_close(metrics["return"], reference[:, 1])
 
 
+def test_bad_maml_rl_settings_are_config_errors():
+    from metalab.algorithms.maml_rl import MAMLRL
+    from metalab.backbones.mlp import MLP
+    from metalab.errors import ConfigError
+
+    for kwargs, message in (
+        ({"inner_steps": 0}, "algorithm.inner_steps=0: must be a positive integer"),
+        ({"eval_inner_steps": 0}, "algorithm.eval_inner_steps=0: must be a positive integer"),
+        ({"outer_steps": 0}, "algorithm.outer_steps=0: must be a positive integer"),
+        (
+            {"inner_steps": 2, "eval_inner_steps": 1},
+            "algorithm.eval_inner_steps=1: must be at least algorithm.inner_steps=2",
+        ),
+        ({"estimator": "dice"}, "algorithm.estimator=dice: allowed: lvc, reinforce"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            MAMLRL(lambda out_dim: MLP((2,), out_dim), Nav2D(), optimizer=None, **kwargs)
+        assert str(err.value) == message
+    # as many evaluation as training steps is allowed
+    model = MAMLRL(lambda out_dim: MLP((2,), out_dim), Nav2D(), optimizer=None, eval_inner_steps=1)
+    assert model.automatic_optimization is False  # several optimizer steps per training step
+
+
 @pytest.mark.parametrize(
     ("algorithm", "outer_steps"),
     [("maml_rl", 2), ("maml_rl", 1), ("pretrained_rl", 2), ("random_rl", 2)],
