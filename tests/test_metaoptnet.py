@@ -110,6 +110,7 @@ def test_bad_head_settings_are_config_errors():
     for cls, key, value, allowed in (
         (R2D2, "lam", 0.0, "the ridge penalty must be > 0"),
         (MetaOptNet, "c", -1.0, "the SVM's slack penalty C must be > 0"),
+        (MetaOptNet, "c", 0.0, "the SVM's slack penalty C must be > 0"),
         (MetaOptNet, "dual_ridge", -1.0, "must be >= 0"),
         (MetaOptNet, "max_iter", 0, "must be a positive integer"),
     ):
@@ -133,6 +134,8 @@ def test_fixed_scale_and_lambda_are_buffers_that_scale_the_logits():
     ).double()
     assert list(head.parameters()) == []
     assert sorted(head.state_dict()) == ["log_lam", "scale"]
+    learned = R2D2(lambda out_dim: Fixed(), optimizer=None)  # R2-D2 learns both by default
+    assert sorted(n for n, _ in learned.named_parameters()) == ["log_lam", "scale"]
     np.testing.assert_allclose(
         head.classify(support, labels, query, WAYS).numpy(),
         0.5 * query.numpy() @ ridge.coef_.T,
@@ -162,3 +165,17 @@ def test_heads_solve_in_float32_under_bf16_autocast():
         rtol=1e-4,
         atol=1e-5,
     )
+
+
+def test_svm_head_takes_and_returns_float32():
+    """Float32 embeddings (the default precision): the QP is solved in float64 and the logits
+    come back in float32, equal to scikit-learn's SVM to float32 precision."""
+    support, labels, query = features()
+    svm = LinearSVC(
+        C=0.1, multi_class="crammer_singer", fit_intercept=False, tol=1e-12, max_iter=1_000_000
+    ).fit(support.numpy(), labels.numpy())
+    head = MetaOptNet(lambda out_dim: Fixed(), c=0.1, dual_ridge=0.0, max_iter=50, optimizer=None)
+    logits = head.classify(support.float(), labels, query.float(), WAYS)
+    assert logits.dtype == torch.float32
+    want = query.numpy() @ svm.coef_.T
+    np.testing.assert_allclose(logits.detach().numpy(), want, rtol=1e-4, atol=1e-5)
