@@ -21,7 +21,7 @@ def pytest_runtest_setup(item):
 # function, only those in that module's own fast test files (mutmut sets MUTANT_UNDER_TEST to
 # the mutant's name; "stats", "" and "fail" in its other phases). Longest prefix first.
 MUTANT_TESTS = {
-    "metalab.algorithms.inner_loop.": ["test_inner_loop"],
+    "metalab.algorithms.inner_loop.": ["test_inner_loop", "test_speed_paths"],
     "metalab.data.sampler.": ["test_sampler"],
     "metalab.data.datamodule.": ["test_datamodule", "test_ddp"],
     "metalab.algorithms.base.": ["test_base", "test_protonet"],
