@@ -38,7 +38,7 @@ MUTANT_TESTS = {
     "metalab.algorithms.metaoptnet.": ["test_metaoptnet"],
     "metalab.compare.statistics.": ["test_stats", "test_compare_stats"],
     "metalab.compare.records.": ["test_records"],
-    "metalab.tasks.": ["test_base", "test_protonet", "test_inner_loop"],
+    "metalab.tasks.": ["test_base", "test_protonet", "test_inner_loop", "test_reptile", "test_rl"],
 }
 
 

@@ -206,3 +206,13 @@ def test_training_step_logs_the_mean_task_metrics_and_returns_the_meta_loss():
     assert logged["train/acc"][0].item() == pytest.approx(metrics["acc"].mean().item())
     assert logged["train/acc"][1] == {"prog_bar": True, "sync_dist": True}
     assert logged["train/loss"][1] == {"prog_bar": False, "sync_dist": True}
+
+
+def test_unknown_task_kind_is_a_config_error():
+    from metalab.errors import ConfigError
+    from metalab.tasks import task_kind
+
+    assert task_kind("regression").name == "regression"
+    with pytest.raises(ConfigError) as err:
+        task_kind("ranking")
+    assert str(err.value) == "dataset.task=ranking: allowed: classification, regression, rl"
