@@ -22,7 +22,7 @@ def pytest_runtest_setup(item):
 # function, only those in that module's own fast test files (mutmut sets MUTANT_UNDER_TEST to
 # the mutant's name; "stats", "" and "fail" in its other phases). Longest prefix first.
 MUTANT_TESTS = {
-    "metalab.algorithms.inner_loop.": ["test_inner_loop"],
+    "metalab.algorithms.inner_loop.": ["test_inner_loop", "test_speed_paths"],
     "metalab.data.sampler.": ["test_sampler"],
     "metalab.data.datamodule.": ["test_datamodule", "test_ddp"],
     "metalab.algorithms.base.": ["test_base", "test_protonet"],
@@ -30,27 +30,46 @@ MUTANT_TESTS = {
     "metalab.algorithms.maml.": ["test_maml"],
     "metalab.algorithms.reptile.": ["test_reptile"],
     "metalab.algorithms.protonet.": ["test_protonet"],
-    "metalab.algorithms.embedding.": ["test_protonet", "test_matching_relation"],
+    "metalab.algorithms.embedding.": ["test_protonet", "test_matching_relation", "test_protocols"],
     "metalab.algorithms.matching.": ["test_matching_relation"],
     "metalab.algorithms.relation.": ["test_matching_relation"],
     "metalab.algorithms.anil.": ["test_anil"],
+    "metalab.algorithms.first_step.": ["test_speed_paths", "test_inner_loop"],
     "metalab.algorithms.gradient.": ["test_maml", "test_reptile", "test_anil"],
     "metalab.algorithms.metaoptnet.": ["test_metaoptnet"],
     "metalab.compare.statistics.": ["test_stats", "test_compare_stats"],
     "metalab.compare.records.": ["test_records"],
-    "metalab.tasks.": ["test_base", "test_protonet", "test_inner_loop"],
+    "metalab.tasks.": ["test_base", "test_protonet", "test_inner_loop", "test_reptile", "test_rl"],
 }
 
 
-def pytest_collection_modifyitems(config, items):
+def mutant_test_files() -> set[str] | None:
+    """The test files of the module whose mutant runs, or None (not a mutant's run)."""
     mutant = os.environ.get("MUTANT_UNDER_TEST", "")
     prefix = next((p for p in MUTANT_TESTS if mutant.startswith(p)), None)
-    if prefix is None:
+    return None if prefix is None else {f"{name}.py" for name in MUTANT_TESTS[prefix]}
+
+
+def pytest_configure(config):
+    files = mutant_test_files()
+    if files is not None:  # the other files' tests are not even collected
+        config.args[:] = [a for a in config.args if a.split("::")[0].rsplit("/", 1)[-1] in files]
+
+
+def pytest_collection_modifyitems(config, items):
+    files = mutant_test_files()
+    if files is None:
         return
-    files = {f"{name}.py" for name in MUTANT_TESTS[prefix]}
-    keep = [item for item in items if item.path.name in files]
+    from mutmut.state import state  # the stats run's test durations, loaded in the fork server
+
+    seconds = state().duration_by_test
+    keep = sorted(
+        (item for item in items if item.path.name in files),
+        key=lambda item: seconds.get(item.nodeid, 0.0),
+    )
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
-    items[:] = keep  # none left: exit code 5, which mutmut counts as "no tests"
+    items[:] = keep  # fastest first (mutmut's fork server does not sort); none left: exit 5,
+    # which mutmut counts as "no tests"
 
 
 @pytest.fixture(autouse=True)

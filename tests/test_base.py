@@ -206,3 +206,33 @@ def test_training_step_logs_the_mean_task_metrics_and_returns_the_meta_loss():
     assert logged["train/acc"][0].item() == pytest.approx(metrics["acc"].mean().item())
     assert logged["train/acc"][1] == {"prog_bar": True, "sync_dist": True}
     assert logged["train/loss"][1] == {"prog_bar": False, "sync_dist": True}
+
+
+def test_unknown_task_kind_is_a_config_error():
+    from metalab.errors import ConfigError
+    from metalab.tasks import task_kind
+
+    assert task_kind("regression").name == "regression"
+    with pytest.raises(ConfigError) as err:
+        task_kind("ranking")
+    assert str(err.value) == "dataset.task=ranking: allowed: classification, regression, rl"
+
+
+def test_classification_inputs_and_their_shapes():
+    """A classification dataset's samples are images (the default) or token ids (inputs: text),
+    with the backbones suggested for each; anything else is named in one line."""
+    from omegaconf import OmegaConf
+
+    from metalab.errors import ConfigError
+    from metalab.tasks import CLASSIFICATION, REGRESSION
+
+    images = OmegaConf.create({"channels": 3, "image_size": 32})
+    text = OmegaConf.create({"inputs": "text", "max_length": 48})
+    assert CLASSIFICATION.input_shape(images) == (3, 32, 32)
+    assert CLASSIFICATION.input_shape(text) == (48,)
+    assert CLASSIFICATION.suggest_backbones(images) == "conv4, resnet12 or mlp"
+    assert CLASSIFICATION.suggest_backbones(text) == "text_cnn, text_transformer or text_pretrained"
+    assert REGRESSION.inputs(text) == "vector"
+    with pytest.raises(ConfigError) as err:
+        CLASSIFICATION.input_shape(OmegaConf.create({"inputs": "audio"}))
+    assert str(err.value) == "dataset.inputs=audio: allowed: image, text"

@@ -22,6 +22,26 @@ def test_t_distribution_matches_scipy(df):
         assert stats.t_sf(t, df) == pytest.approx(scipy.stats.t.sf(t, df), rel=1e-9, abs=1e-15)
 
 
+def test_t_distribution_edges():
+    """Infinite t (a constant difference) has tail 0 or 1; quantiles exist only inside (0, 1)."""
+    for df in (1, 7):
+        for t in (math.inf, -math.inf):
+            assert stats.t_sf(t, df) == scipy.stats.t.sf(t, df)
+    for q in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=rf"^quantile {q} outside \(0, 1\)$"):
+            stats.t_quantile(q, 3)
+
+
+def test_incomplete_beta_matches_scipy():
+    """I_x(a, b) at the t distribution's b = 1/2 and a = df / 2, across (0, 1) and at its ends."""
+    from scipy.special import betainc
+
+    for a in (0.5, 1.0, 1.5, 2.5, 20.0):
+        for b in (0.5, 3.0):
+            for x in np.linspace(0.0, 1.0, 41):
+                assert stats.betainc(a, b, x) == pytest.approx(betainc(a, b, x), rel=1e-9, abs=0)
+
+
 @pytest.mark.parametrize("n", [2, 3, 5, 40])
 def test_paired_t_test_and_t_ci_match_scipy(n):
     rng = np.random.default_rng(n)
@@ -36,6 +56,26 @@ def test_paired_t_test_and_t_ci_match_scipy(n):
     mean, half = stats.t_ci95(a.tolist())
     low, high = scipy.stats.t.interval(0.95, n - 1, loc=a.mean(), scale=scipy.stats.sem(a))
     assert (mean - half, mean + half) == pytest.approx((low, high), rel=1e-9)
+
+
+@pytest.mark.parametrize("diff", [0.25, -0.25])
+def test_a_constant_difference_is_certain(diff):
+    """Every episode differs by the same amount (exact in binary): the CI has no width and the
+    t statistic is infinite with the sign of the difference, p = 0, as scipy's."""
+    diffs = [diff] * 4
+    want = scipy.stats.ttest_1samp(diffs, 0.0)
+    mean, half, t, p = stats.paired_t_test(diffs)
+    assert (mean, half) == (diff, 0.0)
+    assert (t, p) == (want.statistic, want.pvalue) == (math.copysign(math.inf, diff), 0.0)
+
+
+def test_identical_runs_differ_by_nothing():
+    """All differences zero: no t statistic (0/0, as scipy's NaN) and p = 1, so that Holm's
+    correction counts the comparison and never rejects it (scipy's p is NaN)."""
+    mean, half, t, p = stats.paired_t_test([0.0, 0.0, 0.0])
+    assert (mean, half, p) == (0.0, 0.0, 1.0) and math.isnan(t)
+    assert math.isnan(scipy.stats.ttest_1samp([0.0] * 3, 0.0).statistic)
+    assert stats.paired_t_test([0.0, 2.0])[2:] == pytest.approx((1.0, 0.5), rel=1e-12)  # se 1
 
 
 def test_one_value_has_no_t_ci():

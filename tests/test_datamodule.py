@@ -25,9 +25,10 @@ def test_evaluation_episodes_identical_across_runs_seeds_and_algorithms():
 
 
 def test_training_tasks_follow_the_step_and_ranks_split_the_global_batch():
-    dm = datamodule("algorithm.meta_batch=4")
+    dm = datamodule("algorithm.meta_batch=4", "dataset.train_shots=2", "dataset.train_queries=3")
     whole = dm.train_episodes(5)
-    assert whole.support_x.shape[0] == 4
+    ways = dm.train_shape[0]  # support and query sets of the training shape
+    assert whole.support_x.shape[:2] == (4, 2 * ways) and whole.query_x.shape[:2] == (4, 3 * ways)
     assert torch.equal(whole.query_x, dm.train_episodes(5).query_x)
     assert not torch.equal(whole.query_x, dm.train_episodes(6).query_x)
     shares = []

@@ -133,15 +133,20 @@ def test_train_ways_must_equal_eval_ways():
 
 
 def test_bad_knobs_are_config_errors():
-    with pytest.raises(ConfigError, match="algorithm.engine"):
-        small_maml(engine="jit")
-    with pytest.raises(ConfigError, match="algorithm.eval_inner_steps"):
-        small_maml(eval_inner_steps=0)
-    with pytest.raises(ConfigError) as err:
-        small_maml(inner_steps=0)
-    assert err.value.key == "algorithm.inner_steps"
-    with pytest.raises(ConfigError, match="learn_inner_lr"):
-        small_maml(engine="learn2learn", learn_inner_lr=True)
+    for kwargs, message in (
+        ({"engine": "jit"}, "algorithm.engine=jit: allowed: auto, loop, fused, vmap, learn2learn"),
+        ({"eval_inner_steps": 0}, "algorithm.eval_inner_steps=0: must be a positive integer"),
+        ({"inner_steps": 0}, "algorithm.inner_steps=0: must be a positive integer"),
+        ({"checkpoint": "yes"}, "algorithm.checkpoint=yes: true or false"),
+        (
+            {"engine": "learn2learn", "learn_inner_lr": True},
+            "algorithm.engine=learn2learn: learn_inner_lr=true needs engine loop, fused, vmap "
+            "or auto",
+        ),
+    ):
+        with pytest.raises(ConfigError) as err:
+            small_maml(**kwargs)
+        assert str(err.value) == message
     with pytest.raises(ConfigError) as err:
         small_maml(head_init="random")
     assert (err.value.key, err.value.value) == ("algorithm.head_init", "random")

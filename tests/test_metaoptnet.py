@@ -107,11 +107,75 @@ def test_svm_head_gradient_matches_finite_differences(dual_ridge, shots):
 
 
 def test_bad_head_settings_are_config_errors():
-    for cls, key, value in (
-        (R2D2, "lam", 0.0),
-        (MetaOptNet, "c", -1.0),
-        (MetaOptNet, "dual_ridge", -1.0),
-        (MetaOptNet, "max_iter", 0),
+    for cls, key, value, allowed in (
+        (R2D2, "lam", 0.0, "the ridge penalty must be > 0"),
+        (MetaOptNet, "c", -1.0, "the SVM's slack penalty C must be > 0"),
+        (MetaOptNet, "c", 0.0, "the SVM's slack penalty C must be > 0"),
+        (MetaOptNet, "dual_ridge", -1.0, "must be >= 0"),
+        (MetaOptNet, "max_iter", 0, "must be a positive integer"),
     ):
-        with pytest.raises(ConfigError, match=f"algorithm.{key}="):
+        with pytest.raises(ConfigError) as err:
             cls(lambda out_dim: Fixed(), optimizer=None, **{key: value})
+        assert str(err.value) == f"algorithm.{key}={value}: {allowed}"
+
+
+def test_fixed_scale_and_lambda_are_buffers_that_scale_the_logits():
+    """learn_scale/learn_lam false: the values are kept (saved with the model, moved with it)
+    but not trained; the logits are still scale * the closed-form head's, lambda as given."""
+    support, labels, query = features(shots=1, dim=8)
+    ridge = Ridge(alpha=3.0, fit_intercept=False).fit(support.numpy(), np.eye(WAYS)[labels])
+    head = R2D2(
+        lambda out_dim: Fixed(),
+        lam=3.0,
+        learn_lam=False,
+        scale=0.5,
+        learn_scale=False,
+        optimizer=None,
+    ).double()
+    assert list(head.parameters()) == []
+    assert sorted(head.state_dict()) == ["log_lam", "scale"]
+    learned = R2D2(lambda out_dim: Fixed(), optimizer=None)  # R2-D2 learns both by default
+    assert sorted(n for n, _ in learned.named_parameters()) == ["log_lam", "scale"]
+    np.testing.assert_allclose(
+        head.classify(support, labels, query, WAYS).numpy(),
+        0.5 * query.numpy() @ ridge.coef_.T,
+        rtol=1e-6,
+        atol=1e-9,
+    )
+
+
+def test_heads_solve_in_float32_under_bf16_autocast():
+    """Under bf16-mixed precision the embeddings arrive in bfloat16: the heads solve in float32
+    with autocast off (a bfloat16 solve is off by ~1e-2), returning float32 logits."""
+    support, labels, query = features(shots=5, dim=8)
+    ridge = Ridge(alpha=1.0, fit_intercept=False).fit(support.numpy(), np.eye(WAYS)[labels])
+    head = R2D2(lambda out_dim: Fixed(), lam=1.0, optimizer=None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head.classify(support.float(), labels, query.float(), WAYS)
+        rounded = head.classify(support.bfloat16(), labels, query.bfloat16(), WAYS)
+    assert logits.dtype == rounded.dtype == torch.float32
+    want = query.numpy() @ ridge.coef_.T
+    np.testing.assert_allclose(logits.detach().numpy(), want, rtol=1e-4, atol=1e-5)
+    reference = Ridge(alpha=1.0, fit_intercept=False).fit(
+        support.bfloat16().double().numpy(), np.eye(WAYS)[labels]
+    )  # the bfloat16-rounded features, solved exactly
+    np.testing.assert_allclose(
+        rounded.detach().numpy(),
+        query.bfloat16().double().numpy() @ reference.coef_.T,
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_svm_head_takes_and_returns_float32():
+    """Float32 embeddings (the default precision): the QP is solved in float64 and the logits
+    come back in float32, equal to scikit-learn's SVM to float32 precision."""
+    support, labels, query = features()
+    svm = LinearSVC(
+        C=0.1, multi_class="crammer_singer", fit_intercept=False, tol=1e-12, max_iter=1_000_000
+    ).fit(support.numpy(), labels.numpy())
+    head = MetaOptNet(lambda out_dim: Fixed(), c=0.1, dual_ridge=0.0, max_iter=50, optimizer=None)
+    logits = head.classify(support.float(), labels, query.float(), WAYS)
+    assert logits.dtype == torch.float32
+    want = query.numpy() @ svm.coef_.T
+    np.testing.assert_allclose(logits.detach().numpy(), want, rtol=1e-4, atol=1e-5)

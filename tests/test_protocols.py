@@ -183,6 +183,7 @@ def inductive_run(tmp_path_factory):
     return run_dir, *finish(run_dir, *INDUCTIVE_RUN)
 
 
+@pytest.mark.e2e
 def test_results_carry_the_protocol(inductive_run, capsys):
     run_dir, _, results, _ = inductive_run
     assert results["protocol"] == "inductive" and results["inductive_stats"] == "support"
@@ -196,6 +197,7 @@ def retest(run_dir: Path, out_dir: Path, *overrides: str) -> dict:
     return evaluate(cfg, out_dir)
 
 
+@pytest.mark.e2e
 def test_eval_retests_a_checkpoint_under_another_protocol(inductive_run, tmp_path):
     run_dir, _, results, _ = inductive_run
     again = retest(run_dir, tmp_path / "again")  # the run's own protocol: the same numbers
@@ -210,6 +212,7 @@ def test_eval_retests_a_checkpoint_under_another_protocol(inductive_run, tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.e2e
 def test_inductive_two_processes_equal_one(inductive_run):
     """No running statistics: the inductive numbers are the same on 1 and 2 DDP processes."""
     run_dir, params, one, one_episodes = inductive_run

@@ -1,9 +1,14 @@
-"""Prototypical Networks against a hand-computed prototype classifier."""
+"""Prototypical Networks against a hand-computed prototype classifier; Meta-Baseline's cosine
+variant against scikit-learn's cosine similarity."""
 
+import numpy as np
+import pytest
 import torch
+from sklearn.metrics.pairwise import cosine_similarity
 
 from metalab.algorithms.protonet import ProtoNet, prototype_logits
 from metalab.data.episodes import Episodes
+from metalab.errors import ConfigError
 
 
 def test_prototype_logits_by_hand():
@@ -28,3 +33,32 @@ def test_protonet_predict_uses_each_task_own_prototypes():
     for t in range(3):
         protos = sx[t].view(3, 2, 4).mean(1)
         assert torch.allclose(logits[t], -torch.cdist(qx[t], protos).pow(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("learn_scale", [True, False])
+def test_cosine_protonet_is_meta_baselines_scaled_cosine_to_prototypes(learn_scale):
+    """distance=cosine: the temperature times the cosine similarity (scikit-learn's) of each
+    query to its task's class means; the temperature is trained unless learn_scale=false."""
+    model = ProtoNet(
+        backbone=lambda out_dim: Identity(),
+        distance="cosine",
+        scale=4.0,
+        learn_scale=learn_scale,
+        optimizer=None,
+    )
+    assert [n for n, _ in model.named_parameters()] == (["scale"] if learn_scale else [])
+    assert list(model.state_dict()) == ["scale"]
+    g = torch.Generator().manual_seed(1)
+    sx, qx = torch.randn(2, 6, 4, generator=g), torch.randn(2, 5, 4, generator=g)
+    sy = torch.tensor([0, 1, 2, 0, 1, 2]).expand(2, 6)
+    logits = model.predict(Episodes(sx, sy, qx, torch.zeros(2, 5, dtype=torch.long)), False)
+    for t in range(2):
+        protos = torch.stack([sx[t][sy[t] == c].mean(0) for c in range(3)])
+        want = 4.0 * cosine_similarity(qx[t].numpy(), protos.numpy())
+        np.testing.assert_allclose(logits[t].detach().numpy(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_distance_is_a_config_error():
+    with pytest.raises(ConfigError) as err:
+        ProtoNet(backbone=lambda out_dim: Identity(), distance="manhattan", optimizer=None)
+    assert str(err.value) == "algorithm.distance=manhattan: allowed: euclidean, cosine"

@@ -204,6 +204,41 @@ def test_training_with_minibatches_is_deterministic():
     assert sorted(torch.cat(batches[:1] + [batches[1][:2]]).tolist()) == list(range(6))
 
 
+def test_evaluation_episodes_must_have_the_heads_number_of_classes():
+    """A 3-way head evaluated on 4-way episodes: one line naming the key and the fix; training
+    episodes are not checked (they are made with the head's ways)."""
+    model = Reptile(
+        backbone=functools.partial(MLP, (2,), hidden=(8,)),
+        ways=3,
+        optimizer=functools.partial(torch.optim.SGD, lr=0.1),
+        inner_optimizer="sgd",
+        inner_lr=0.1,
+        inner_steps=1,
+        eval_inner_steps=2,
+    ).double()
+    g = torch.Generator().manual_seed(0)
+    four = torch.arange(4).repeat(2)
+    eps = Episodes(
+        torch.randn(1, 8, 2, generator=g, dtype=torch.float64),
+        four[None],
+        torch.randn(1, 8, 2, generator=g, dtype=torch.float64),
+        four[None],
+    )
+    with pytest.raises(ConfigError) as err:
+        model.predict(eps, training=False)
+    assert str(err.value) == (
+        "dataset.ways=4: the classifier head has dataset.train_ways=3 outputs, so the "
+        "evaluation episodes must have the same number of classes: set dataset.ways=3"
+    )
+    three = eps._replace(support_y=eps.support_y % 3, query_y=eps.query_y % 3)
+    logits = model.predict(three, training=True)  # one inner SGD step on the support set
+    net = copy.deepcopy(model.net)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    F.cross_entropy(net(three.support_x[0]), three.support_y[0]).backward()
+    opt.step()
+    torch.testing.assert_close(logits[0], net(three.query_x[0]))
+
+
 def test_reptile_config_and_errors():
     cfg = compose(["algorithm=reptile", "steps=300"], output_dir="/tmp/unused")
     assert cfg.algorithm.scheduler.total_iters == 300

@@ -343,6 +343,144 @@ def test_reptile_rl_trains_and_tests_end_to_end(tmp_path):
     assert state["log_std"].abs().max() > 0  # moved from its initial 0 by the Reptile steps
 
 
+def l2l_adapted_returns(model, batch, steps: int) -> torch.Tensor:
+    """Per task alone (its own generator), learn2learn's first-order MAML adapting a copy of the
+    policy on ``shots`` fresh rollouts of its current weights, ``steps`` times: the mean return
+    of each round of rollouts ``[B, steps + 1]``."""
+    import learn2learn as l2l
+
+    rows = []
+    for b, gen in enumerate(batch.generators()):
+        policy = GaussianPolicy(model.net, model.log_std)
+        learner = l2l.algorithms.MAML(policy, lr=model.inner_lr, first_order=True).clone()
+        row = []
+        for s in range(steps + 1):
+            weights = {k: v[None] for k, v in learner.net.named_parameters()}
+            weights[pg.LOG_STD] = learner.log_std[None]
+            ro = pg.sample(
+                model.env, model.net, weights, batch.tasks[b : b + 1], [gen], model.shots
+            )
+            ro = pg.add_advantages(ro, model.gamma, model.normalize)
+            row.append(ro.returns[0])
+            if s < steps:
+                logp = learner.log_prob(ro.obs[0], ro.actions[0])
+                ratio = torch.exp(logp - logp.detach())
+                learner.adapt(-(ratio * ro.advantages[0]).sum() / ro.mask[0].sum())
+        rows.append(torch.stack(row))
+    return torch.stack(rows).detach()
+
+
+def test_evaluation_returns_are_those_of_the_adapted_policy(one_thread):
+    """Evaluation (under no_grad, as Lightning's test loop runs it) reports the return before
+    adaptation and after each of eval_inner_steps inner steps, each on fresh rollouts; `return`
+    is the one after the trained number of inner steps."""
+    from metalab.rl.tasks import TaskBatch
+    from metalab.run.training import build_model
+
+    overrides = ["algorithm.eval_inner_steps=2", "dataset.queries=3"]  # shots 4 != queries 3
+    model = build_model(compose([*RL, *overrides]))
+    batch = TaskBatch(
+        model.env.sample_tasks(torch.Generator().manual_seed(1), 2), torch.tensor([8, 9])
+    )
+    reference = l2l_adapted_returns(model, batch, 2)
+    assert (reference[:, 1:] - reference[:, :1]).abs().min() > 1e-3  # adaptation changes them
+    model._outputs.clear()
+    with torch.no_grad():
+        model._eval_step((torch.tensor([3, 4]), batch), "test")
+    ((ids, metrics),) = model._outputs
+    assert ids.tolist() == [3, 4]
+    assert sorted(metrics) == ["return", "return_step0", "return_step1", "return_step2"]
+    for s in range(3):
+        torch.testing.assert_close(metrics[f"return_step{s}"], reference[:, s])
+    torch.testing.assert_close(metrics["return"], reference[:, 1])
+
+
+def test_bad_maml_rl_settings_are_config_errors():
+    from metalab.algorithms.maml_rl import MAMLRL
+    from metalab.backbones.mlp import MLP
+    from metalab.errors import ConfigError
+
+    for kwargs, message in (
+        ({"inner_steps": 0}, "algorithm.inner_steps=0: must be a positive integer"),
+        ({"eval_inner_steps": 0}, "algorithm.eval_inner_steps=0: must be a positive integer"),
+        ({"outer_steps": 0}, "algorithm.outer_steps=0: must be a positive integer"),
+        (
+            {"inner_steps": 2, "eval_inner_steps": 1},
+            "algorithm.eval_inner_steps=1: must be at least algorithm.inner_steps=2",
+        ),
+        ({"estimator": "dice"}, "algorithm.estimator=dice: allowed: lvc, reinforce"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            MAMLRL(lambda out_dim: MLP((2,), out_dim), Nav2D(), optimizer=None, **kwargs)
+        assert str(err.value) == message
+    # as many evaluation as training steps is allowed
+    model = MAMLRL(lambda out_dim: MLP((2,), out_dim), Nav2D(), optimizer=None, eval_inner_steps=1)
+    assert model.automatic_optimization is False  # several optimizer steps per training step
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "outer_steps"),
+    [("maml_rl", 2), ("maml_rl", 1), ("pretrained_rl", 2), ("random_rl", 2)],
+)
+def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm, outer_steps):
+    """One training step through Lightning: MAML-RL takes outer_steps SGD ascent steps on the
+    clipped surrogate of the same rollouts (theta <- theta + lr * grad J, lr 0.01), counted as
+    one global step (also when outer_steps is 1), and logs the returns before and after
+    adaptation and the environment steps of both; pretrained_rl's rollouts are of the unadapted
+    policy; random_rl leaves the initialisation as it is."""
+    import copy
+
+    import pytorch_lightning as pl
+
+    from metalab.run.training import build_datamodule, build_model
+
+    cfg = compose(
+        [*RL, *SGD, f"algorithm={algorithm}", "dataset.queries=3"]
+        + [f"algorithm.outer_steps={outer_steps}"]
+    )
+    model, dm = build_model(cfg), build_datamodule(cfg)
+    dm.load()
+    batch = dm.train_episodes(0)  # the first training batch
+    reference = copy.deepcopy(model)
+    stages, post = reference.collect(batch)
+    assert len(stages) == (0 if algorithm == "pretrained_rl" else 1)
+    theta = list(reference.params().values())
+    for _ in range(0 if algorithm == "random_rl" else outer_steps):
+        grads = torch.autograd.grad(reference.outer_objective(stages, post, 4), theta)
+        with torch.no_grad():
+            for p, g in zip(theta, grads):
+                p += 0.01 * g
+    trainer = pl.Trainer(
+        max_steps=1,
+        max_epochs=1,
+        limit_train_batches=1,  # ends after one batch even if no step were counted
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 1
+    for (name, ours), want in zip(model.params().items(), reference.params().values()):
+        torch.testing.assert_close(ours, want, rtol=1e-5, atol=1e-7, msg=name)
+    if algorithm == "random_rl":
+        return
+    logged = trainer.callback_metrics
+    torch.testing.assert_close(logged["train/return"], post.returns.mean())
+    assert list(trainer.progress_bar_metrics) == ["train/return"]  # the one shown
+    steps = post.steps + sum(ro.steps for ro in stages)
+    assert logged["train/env_steps"].item() == steps
+    if stages:
+        torch.testing.assert_close(logged["train/return_pre"], stages[0].returns.mean())
+    else:
+        assert "train/return_pre" not in logged
+
+
 # -- the pipeline ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):

@@ -100,3 +100,43 @@ def test_a_task_needs_two_classes():
     with pytest.raises(ConfigError) as err:
         index_source.check(EpisodeShape(1, 1, 1, training=True))
     assert str(err.value) == "dataset.train_ways=1: a classification task needs ways >= 2"
+
+
+def test_tasks_take_only_their_allowed_classes():
+    """``allowed`` (e.g. one domain per task): every task's classes are among its own."""
+    index = ClassIndex(make_split().labels, 10)
+    allowed = torch.zeros(6, 10, dtype=torch.bool)
+    allowed[::2, :5] = True  # even tasks: classes 0-4, odd tasks: 5-9
+    allowed[1::2, 5:] = True
+    idx = index.draw(generator(2, 3), 6, 3, 2, allowed)
+    classes = make_split().labels[idx]  # [T, ways, per_class]
+    for t in range(6):
+        assert set(classes[t].flatten().tolist()) <= set(allowed[t].nonzero()[:, 0].tolist())
+        assert len(set(classes[t, :, 0].tolist())) == 3
+
+
+def test_colour_images_are_normalised_per_channel():
+    """x = (pixel / 255 - mean_c) / std_c, channel by channel, on 3-channel images."""
+    labels = torch.arange(4).repeat_interleave(3)
+    images = torch.randint(0, 256, (12, 3, 2, 2), generator=generator(5), dtype=torch.uint8)
+    split = ImageSplit(images, labels, [f"c{i}" for i in range(4)])
+    mean, std = (0.1, 0.5, 0.9), (0.2, 0.3, 0.4)
+    source = ImageEpisodes(split, mean=mean, std=std)
+    plan = source.plan(generator(0), 2, 4, 1, 2)
+    ep = source.episodes(plan, shots=1)
+    want = images[plan.flatten()].double() / 255
+    want = (want - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    want = want.view(2, 4, 3, 3, 2, 2)  # [T, ways, shots + queries, C, H, W]
+    torch.testing.assert_close(ep.support_x.double(), want[:, :, :1].flatten(1, 2))
+    torch.testing.assert_close(ep.query_x.double(), want[:, :, 1:].flatten(1, 2))
+    assert ep.query_y[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_two_ways_are_enough():
+    source = ImageEpisodes(make_split(), mean=(0.0,), std=(1.0,))
+    source.check(EpisodeShape(2, 1, 1, training=True))
+    for what in ("ways", "shots", "queries"):
+        sizes = dict(ways=2, shots=1, queries=1) | {what: 0}
+        with pytest.raises(ConfigError) as err:
+            source.check(EpisodeShape(**sizes))
+        assert str(err.value) == f"dataset.{what}=0: must be a positive integer"

@@ -23,3 +23,9 @@ def test_one_value_has_no_spread_and_none_has_no_mean():
     mean, ci = mean_ci95(torch.tensor([]))
     assert math.isnan(mean) and math.isnan(ci)
     assert mean_ci95(torch.ones(2, 3)) == (1.0, 0.0)  # any shape is flattened
+
+
+def test_a_plain_sequence_is_summarised_as_a_tensor_is():
+    values = [0.25, 0.5, 1.0]
+    assert mean_ci95(values) == mean_ci95(torch.tensor(values)) == mean_ci95(tuple(values))
+    assert mean_ci95(values)[1] == pytest.approx(1.96 * stats.sem(values), rel=1e-12)
