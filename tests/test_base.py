@@ -236,3 +236,32 @@ def test_classification_inputs_and_their_shapes():
     with pytest.raises(ConfigError) as err:
         CLASSIFICATION.input_shape(OmegaConf.create({"inputs": "audio"}))
     assert str(err.value) == "dataset.inputs=audio: allowed: image, text"
+
+
+def test_config_keys_are_every_init_keyword_up_the_chain_and_only_those():
+    """An algorithm's config keys: each conf/algorithm/*.yaml key (but the run's own) is one
+    (through the ``**kwargs`` chain up to MetaLearner), and nothing else: no ``self``/``kwargs``,
+    and a subclass that does not forward ``**kwargs`` stops the walk."""
+    from pathlib import Path
+
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+
+    from metalab.run.training import RUN_KEYS
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "algorithm"
+    for path in sorted(conf.glob("*.yaml")):
+        spec = OmegaConf.load(path)
+        while "_target_" not in spec:  # a config built on another (defaults: [maml_rl])
+            spec = OmegaConf.merge(OmegaConf.load(conf / f"{spec.defaults[0]}.yaml"), spec)
+        keys = get_class(spec._target_).config_keys()
+        wanted = set(spec) - {"_target_", "defaults", *RUN_KEYS}
+        assert wanted <= keys, (path.name, wanted - keys)
+        assert not keys & {"self", "kwargs", "args"}, path.name
+        assert {"backbone", "task"} <= keys  # MetaLearner's own, reached through **kwargs
+
+    class Closed(MetaLearner):
+        def __init__(self, backbone, only: int = 1):  # no **kwargs: MetaLearner's are not keys
+            super().__init__(backbone=backbone)
+
+    assert Closed.config_keys() == {"backbone", "only"}

@@ -615,3 +615,49 @@ def test_missing_mujoco_is_one_line(tmp_path, monkeypatch):
         ["dataset=halfcheetah_vel", "algorithm=maml_rl", "backbone=policy"],
         ["dataset=halfcheetah_vel", "needs MuJoCo", "gymnasium[mujoco]"],
     )
+
+
+def test_reptile_rl_step_in_lightning_moves_theta_by_eps_times_the_direction(tmp_path, one_thread):
+    """One Lightning training step of reptile_rl: theta <- theta - eps * (theta - mean theta'),
+    eps the optimizer's first learning rate (0.5, annealed after the step), with the direction of
+    the same rollouts (checked against task-by-task SGD above); one global step; the returns
+    before adaptation and before the last inner step logged, and the environment steps of all
+    inner steps (shots x horizon x tasks each)."""
+    import copy
+
+    import pytorch_lightning as pl
+
+    from metalab.run.training import build_datamodule, build_model
+
+    cfg = compose([*REPTILE, "algorithm.inner_steps=2", "algorithm.optimizer.lr=0.5", "steps=4"])
+    model, dm = build_model(cfg), build_datamodule(cfg)
+    dm.load()
+    batch = dm.train_episodes(0)
+    reference = copy.deepcopy(model)
+    direction, stages = reference.reptile_direction(batch)
+    want = [theta.detach() - 0.5 * d for theta, d in zip(reference.params().values(), direction)]
+    trainer = pl.Trainer(
+        max_steps=1,
+        max_epochs=1,
+        limit_train_batches=1,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 1
+    for (name, ours), theirs in zip(model.params().items(), want):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7, msg=name)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.5 * 3 / 4)  # annealed
+    logged = trainer.callback_metrics
+    torch.testing.assert_close(logged["train/return_pre"], stages[0].returns.mean())
+    torch.testing.assert_close(logged["train/return"], stages[-1].returns.mean())
+    assert list(trainer.progress_bar_metrics) == ["train/return"]
+    shots, horizon, tasks = cfg.dataset.shots, cfg.dataset.env.horizon, cfg.algorithm.meta_batch
+    assert logged["train/env_steps"] == 2 * shots * horizon * tasks
