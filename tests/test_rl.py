@@ -418,6 +418,28 @@ def test_bad_maml_rl_settings_are_config_errors():
     assert model.automatic_optimization is False  # several optimizer steps per training step
 
 
+def fit_one_batch(model, dm, root):
+    """A Lightning fit of one training batch on CPU, nothing logged or saved: the trainer."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(
+        max_steps=1,
+        max_epochs=1,
+        limit_train_batches=1,  # ends after one batch even if no step were counted
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=root,
+    )
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
 @pytest.mark.parametrize(
     ("algorithm", "outer_steps"),
     [("maml_rl", 2), ("maml_rl", 1), ("pretrained_rl", 2), ("random_rl", 2)],
@@ -429,8 +451,6 @@ def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm, outer_step
     adaptation and the environment steps of both; pretrained_rl's rollouts are of the unadapted
     policy; random_rl leaves the initialisation as it is."""
     import copy
-
-    import pytorch_lightning as pl
 
     from metalab.run.training import build_datamodule, build_model
 
@@ -450,21 +470,7 @@ def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm, outer_step
         with torch.no_grad():
             for p, g in zip(theta, grads):
                 p += 0.01 * g
-    trainer = pl.Trainer(
-        max_steps=1,
-        max_epochs=1,
-        limit_train_batches=1,  # ends after one batch even if no step were counted
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=dm)
+    trainer = fit_one_batch(model, dm, tmp_path)
     assert trainer.global_step == 1
     for (name, ours), want in zip(model.params().items(), reference.params().values()):
         torch.testing.assert_close(ours, want, rtol=1e-5, atol=1e-7, msg=name)
@@ -625,8 +631,6 @@ def test_reptile_rl_step_in_lightning_moves_theta_by_eps_times_the_direction(tmp
     inner steps (shots x horizon x tasks each)."""
     import copy
 
-    import pytorch_lightning as pl
-
     from metalab.run.training import build_datamodule, build_model
 
     cfg = compose([*REPTILE, "algorithm.inner_steps=2", "algorithm.optimizer.lr=0.5", "steps=4"])
@@ -636,21 +640,7 @@ def test_reptile_rl_step_in_lightning_moves_theta_by_eps_times_the_direction(tmp
     reference = copy.deepcopy(model)
     direction, stages = reference.reptile_direction(batch)
     want = [theta.detach() - 0.5 * d for theta, d in zip(reference.params().values(), direction)]
-    trainer = pl.Trainer(
-        max_steps=1,
-        max_epochs=1,
-        limit_train_batches=1,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(model, datamodule=dm)
+    trainer = fit_one_batch(model, dm, tmp_path)
     assert trainer.global_step == 1
     for (name, ours), theirs in zip(model.params().items(), want):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7, msg=name)
