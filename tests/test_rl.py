@@ -654,3 +654,18 @@ def test_reptile_rl_step_in_lightning_moves_theta_by_eps_times_the_direction(tmp
     assert (
         0.5 * 2 * shots * horizon * tasks < logged["train/env_steps"] <= 2 * shots * horizon * tasks
     )
+
+
+@pytest.mark.slow
+def test_reptile_rl_two_processes_equal_one(tmp_path):
+    """Reptile-RL's tasks split across two DDP processes (the direction averaged over ranks):
+    the same update and test returns as one process."""
+    runs = {}
+    for name, extra in (("one", []), ("two", ["hardware=ddp_cpu"])):
+        proc = train_cli(tmp_path / name, *TINY, *REPTILE, *extra, env=ONE_THREAD)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[name] = tmp_path / name
+    one, two = final_params(runs["one"]), final_params(runs["two"])
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    results = [json.loads((runs[n] / "results.json").read_text()) for n in ("one", "two")]
+    assert results[1]["test/return"] == pytest.approx(results[0]["test/return"], abs=1e-3)
