@@ -207,3 +207,39 @@ def test_composite_layer_norm_equals_torch_layer_norm(affine):
         with CompositeBatchNorm():
             out = F.layer_norm(x, shape, weight, bias, eps)
         torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("dims", [2, 3, 4])
+def test_composite_batch_norm_equals_torch_batch_norm(affine, dims):
+    """The batch norm that CompositeBatchNorm puts in place of the fused kernel gives torch's
+    values on batch statistics (training, or no running statistics) and on running statistics
+    (evaluation), and leaves updating running statistics to torch (float64)."""
+    from metalab.algorithms.inner_loop import CompositeBatchNorm
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, *(4,) * (dims - 2), generator=g) * 3 + 1
+    weight = torch.randn(3, generator=g) if affine else None
+    bias = torch.randn(3, generator=g) if affine else None
+    mean, var = torch.randn(3, generator=g), torch.rand(3, generator=g) + 0.5
+    eps = 0.5
+    # batch statistics: torch computes them in training mode; without running statistics the
+    # composite takes them in evaluation mode too (nn.BatchNorm with track_running_stats=False)
+    expected = F.batch_norm(x, None, None, weight, bias, True, 0.3, eps)
+    for training in (True, False):
+        with CompositeBatchNorm():
+            out = F.batch_norm(x, None, None, weight, bias, training, 0.3, eps)
+        torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    expected = F.batch_norm(x, mean, var, weight, bias, False, 0.3, eps)
+    with CompositeBatchNorm():
+        out = F.batch_norm(x, mean, var, weight=weight, bias=bias, training=False, eps=eps)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    # training with running statistics: torch's kernel, which also updates them
+    ours, theirs = (mean.clone(), var.clone()), (mean.clone(), var.clone())
+    expected = F.batch_norm(x, *theirs, weight, bias, True, 0.3, eps)
+    with CompositeBatchNorm():
+        out = F.batch_norm(x, *ours, weight, bias, True, 0.3, eps)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-12)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    assert not torch.equal(ours[0], mean)  # they were updated

@@ -110,3 +110,59 @@ def test_checkpoint_config_errors():
         make(checkpoint=True, engine="vmap")
     assert make(checkpoint=True).checkpoint
     assert resolve_engine("auto", torch.device("cuda"), checkpoint=True) == "loop"
+
+
+class MixedLayers(nn.Module):
+    """Every form of layer the fused first step covers: convolutions with stride, padding and
+    dilation, with and without bias, one called as ``F.conv2d`` with its defaults; batch norm with
+    and without affine parameters on 4-d and 2-d inputs; a linear layer on 3-d inputs with its
+    bias passed by keyword, and one without bias."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, stride=2, padding=1, dilation=2, bias=False)
+        self.bn1 = nn.BatchNorm2d(4, affine=False, track_running_stats=False)
+        self.kernel = nn.Parameter(torch.randn(4, 4, 2, 2) / 4)
+        self.bn2 = nn.BatchNorm2d(4, track_running_stats=False)
+        self.weight, self.bias = nn.Parameter(torch.randn(6, 4) / 2), nn.Parameter(torch.randn(6))
+        self.bn3 = nn.BatchNorm1d(6, track_running_stats=False)
+        self.head = nn.Linear(6, 5, bias=False)
+
+    def forward(self, x):
+        h = torch.relu(self.bn1(self.conv1(x)))
+        h = torch.relu(self.bn2(F.conv2d(h, self.kernel)))
+        h = F.linear(h.flatten(2).transpose(1, 2), self.weight, bias=self.bias)  # [N, L, 6]
+        return self.head(self.bn3(torch.tanh(h).mean(1)))
+
+
+def test_fused_first_step_covers_every_form_of_its_layers():
+    torch.manual_seed(0)
+    net = MixedLayers()
+    sx, sy, _, _ = image_tasks(num_tasks=3, shots=2, queries=1, size=12)
+    params = dict(net.named_parameters())
+    grads = per_task_gradients(
+        lambda p, x: torch.func.functional_call(net, p, (x,)), F.cross_entropy, params, sx, sy, True
+    )
+    assert grads is not None and list(grads) == list(params)
+    for t in range(sx.shape[0]):
+        want = torch.autograd.grad(F.cross_entropy(net(sx[t]), sy[t]), list(params.values()))
+        for (k, g), w in zip(grads.items(), want, strict=True):
+            assert g.shape == (3, *w.shape)
+            torch.testing.assert_close(g[t], w, rtol=1e-10, atol=1e-12, msg=k)
+
+
+@pytest.mark.parametrize(
+    "conv",
+    [
+        lambda: nn.Conv2d(2, 4, 3, groups=2),
+        lambda: nn.Conv2d(2, 4, 3, padding="same"),
+    ],
+    ids=["groups", "padding_same"],
+)
+def test_fused_first_step_refuses_grouped_and_same_padded_convolutions(conv):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), conv(), nn.Flatten(), nn.LazyLinear(5))
+    sx, sy, _, _ = image_tasks(num_tasks=2, size=8)
+    net(sx[0])  # materialise the lazy layer
+    inner = InnerLoop(net)
+    assert per_task_gradients(inner.forward, F.cross_entropy, inner.params(), sx, sy, True) is None

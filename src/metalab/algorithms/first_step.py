@@ -76,6 +76,11 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+def per_channel(t: Tensor) -> Tensor:
+    """``[T, N, C, ...]`` summed over the samples and the dims after the channel: ``[T, C]``."""
+    return t.transpose(1, 2).flatten(2).sum(2)
+
+
 def per_task_gradients(
     forward: Callable[[Params, Tensor], Tensor],
     loss,
@@ -114,11 +119,10 @@ def per_task_gradients(
         d = delta.unflatten(0, (tasks, -1))  # [T, N, C_out, ...]
         if kind == "linear":
             add(bias, d.flatten(1, -2).sum(1))
-        else:  # a channel per dim 2
-            add(bias, d.flatten(3).sum((1, 3)))
+        else:  # a channel per dim 2; batch norm's input may have no dims after it (2-d)
+            add(bias, per_channel(d))
         if kind == "bn":
-            prod = (d * inp.unflatten(0, (tasks, -1))).flatten(3).sum((1, 3))
-            add(weight, prod)
+            add(weight, per_channel(d * inp.unflatten(0, (tasks, -1))))
         elif kind == "linear":
             a = inp.unflatten(0, (tasks, -1)).flatten(1, -2)  # [T, M, in]
             add(weight, torch.einsum("tmo,tmi->toi", d.flatten(1, -2), a))
