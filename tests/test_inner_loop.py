@@ -117,7 +117,8 @@ def test_detached_evaluation_builds_no_graph_and_works_under_no_grad(engine):
     with torch.no_grad():
         preds, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.4), Mode.DETACHED, engine)
     # and with gradients enabled: detached all the same
-    outside, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.4), Mode.DETACHED, engine)
+    outside, adapted = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.4), Mode.DETACHED, engine)
+    assert adapted is None  # not asked for
     for out in (preds, outside):
         assert out.grad_fn is None and not out.requires_grad
         torch.testing.assert_close(out, expected.detach(), rtol=1e-10, atol=1e-10)
@@ -188,13 +189,47 @@ def test_engine_choice():
     assert resolve_engine("auto", torch.device("cuda")) == "vmap"
     assert resolve_engine("auto", torch.device("cpu")) == CPU_ENGINE
     assert resolve_engine("vmap", torch.device("cpu")) == "vmap"
-    with pytest.raises(ConfigError, match="algorithm.engine"):
+    with pytest.raises(ConfigError) as err:
         resolve_engine("jax", torch.device("cpu"))
+    assert str(err.value) == ("algorithm.engine=jax: allowed: auto, loop, fused, vmap, learn2learn")
+    with pytest.raises(ConfigError) as err:
+        resolve_engine("vmap", torch.device("cpu"), checkpoint=True)
+    assert str(err.value) == (
+        "algorithm.checkpoint=True: checkpointing needs a per-task engine: loop, fused or auto"
+    )
+    assert err.value.value is True
+
+
+def test_run_checks_its_engine_and_picks_auto_by_default():
+    torch.manual_seed(0)
     inner = InnerLoop(MLP((1,), out_dim=1, hidden=(4,)), "regression")
-    sx, sy, qx, _ = sine_tasks(num_tasks=1)
-    with pytest.raises(ConfigError, match="learn2learn") as err:
-        inner.run(inner.params(), sx, sy, qx, 1, Adam(0.1), Mode.DETACHED, "learn2learn")
-    assert err.value.key == "algorithm.engine"
+    sx, sy, qx, _ = sine_tasks(num_tasks=2)
+    batches = [torch.tensor([0, 1])]
+    lrs = {k: torch.full_like(p, 0.1) for k, p in inner.params().items()}
+    refused = {  # learn2learn runs plain MAML only
+        "adam": dict(rule=Adam(0.1)),
+        "learned rates": dict(rule=SGD(lrs)),
+        "minibatches": dict(rule=SGD(0.1), batches=batches),
+        "adapted parameters": dict(rule=SGD(0.1), return_params=True),
+    }
+    for case, kwargs in refused.items():
+        with pytest.raises(ConfigError) as err:
+            inner.run(
+                inner.params(), sx, sy, qx, 1, mode=Mode.DETACHED, engine="learn2learn", **kwargs
+            )
+        assert str(err.value) == (
+            "algorithm.engine=learn2learn: "
+            "learn2learn runs plain MAML (SGD, one learning rate) only"
+        ), case
+    with pytest.raises(ConfigError, match="algorithm.checkpoint=True"):
+        inner.run(
+            inner.params(), sx, sy, qx, 1, SGD(0.1), Mode.SECOND_ORDER, "vmap", checkpoint=True
+        )
+    # the default engine, auto: the same predictions as the loop (and no parameters unasked)
+    want, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.1), Mode.DETACHED, "loop")
+    got, adapted = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.1), Mode.DETACHED)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert adapted is None
 
 
 @pytest.mark.parametrize("affine", [False, True])
@@ -323,6 +358,12 @@ def test_meta_gradient_through_inputs_with_a_graph_equals_learn2learn():
             net, tasks, engine, Mode.SECOND_ORDER, 2, 0.1, features=features, wrt=wrt
         )
         assert_same(got, want)
+        sx, sy, qx, _ = tasks
+        inner = InnerLoop(net, "regression")
+        detached, _ = inner.run(
+            inner.params(), features(sx), sy, features(qx), 2, SGD(0.1), Mode.DETACHED, engine
+        )
+        assert detached.grad_fn is None  # evaluation: nothing recorded, the features' graph too
 
 
 class WithSpare(nn.Module):
