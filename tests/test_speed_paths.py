@@ -4,6 +4,7 @@ gradients against per-task autograd, and checkpointed meta-gradients against unc
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import pytest
@@ -114,23 +115,25 @@ def test_checkpoint_config_errors():
 
 class MixedLayers(nn.Module):
     """Every form of layer the fused first step covers: convolutions with stride, padding and
-    dilation, with and without bias, one called as ``F.conv2d`` with its defaults; batch norm with
-    and without affine parameters on 4-d and 2-d inputs; a linear layer on 3-d inputs with its
-    bias passed by keyword, and one without bias."""
+    dilation, with and without bias, called as ``F.conv2d`` with its defaults and with keywords;
+    batch norm with and without affine parameters on 4-d and 2-d inputs; a linear layer on 3-d
+    inputs with its bias passed by keyword, and one without bias."""
 
     def __init__(self):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, stride=2, padding=1, dilation=2, bias=False)
+        self.conv1 = nn.Conv2d(1, 4, 3, stride=2, padding=1, dilation=2)
         self.bn1 = nn.BatchNorm2d(4, affine=False, track_running_stats=False)
         self.kernel = nn.Parameter(torch.randn(4, 4, 2, 2) / 4)
+        self.kernel2 = nn.Parameter(torch.randn(4, 4, 3, 3) / 6)
         self.bn2 = nn.BatchNorm2d(4, track_running_stats=False)
         self.weight, self.bias = nn.Parameter(torch.randn(6, 4) / 2), nn.Parameter(torch.randn(6))
         self.bn3 = nn.BatchNorm1d(6, track_running_stats=False)
         self.head = nn.Linear(6, 5, bias=False)
 
     def forward(self, x):
-        h = torch.relu(self.bn1(self.conv1(x)))
-        h = torch.relu(self.bn2(F.conv2d(h, self.kernel)))
+        h = self.bn1(torch.relu(self.conv1(x)))  # the bias is not normalised away
+        h = F.conv2d(torch.relu(F.conv2d(h, self.kernel)), self.kernel2, padding=1)
+        h = torch.relu(self.bn2(h))
         h = F.linear(h.flatten(2).transpose(1, 2), self.weight, bias=self.bias)  # [N, L, 6]
         return self.head(self.bn3(torch.tanh(h).mean(1)))
 
@@ -220,3 +223,58 @@ def test_fused_first_step_is_one_forward_of_all_tasks():
             inner.run(inner.params(), sx, sy, qx, 1, SGD(0.3), Mode.SECOND_ORDER, engine)
         calls[engine] = counter.calls
     assert calls == {"loop": 24, "fused": 16}
+
+
+class ParameterAsInput(nn.Module):
+    """A parameter that enters as a layer's input (a learned prompt), not as its weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.prompt = nn.Parameter(torch.randn(2, 4))
+        self.linear = nn.Linear(4, 5)
+        self.embed = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4), nn.Flatten(1), nn.LazyLinear(4))
+
+    def forward(self, x):
+        return self.linear(self.embed(x)) + self.linear(self.prompt).sum(0)
+
+
+def test_fused_first_step_refuses_a_parameter_it_would_not_differentiate():
+    torch.manual_seed(0)
+    net = ParameterAsInput()
+    tasks = image_tasks(num_tasks=2, size=12)
+    net(tasks[0][0])  # materialise the lazy layer
+    inner = InnerLoop(net)
+    assert (
+        per_task_gradients(inner.forward, F.cross_entropy, inner.params(), *tasks[:2], True) is None
+    )
+    assert_same(
+        meta_grad(net, "classification", tasks, "fused", Mode.SECOND_ORDER),
+        meta_grad(net, "classification", tasks, "loop", Mode.SECOND_ORDER),
+    )
+
+
+@pytest.mark.parametrize("engine", ["loop", "fused"])
+def test_running_statistics_are_updated_once_per_forward_of_each_task(engine):
+    """Batch norm that tracks running statistics: the engines update them as plain PyTorch does
+    (each task's support forward, then its query forward at the adapted weights); the fused
+    engine leaves such a network to the loop and must not update them a second time."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5)
+    )
+    sx, sy, qx, _ = image_tasks(num_tasks=2, size=8)
+    net(sx[0])  # materialise the lazy layer (and a first update)
+    initial = copy.deepcopy(net)
+    inner = InnerLoop(net)
+    inner.run(inner.params(), sx, sy, qx, 1, SGD(0.3), Mode.SECOND_ORDER, engine)
+    stats = dict(initial.named_buffers())
+    for i in range(2):  # each task from the initial weights; the running statistics go on
+        clone = copy.deepcopy(initial)
+        clone.load_state_dict(stats, strict=False)
+        opt = torch.optim.SGD(clone.parameters(), lr=0.3)
+        F.cross_entropy(clone(sx[i]), sy[i]).backward()
+        opt.step()
+        clone(qx[i])
+        stats = dict(clone.named_buffers())
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(net[1], name), stats[f"1.{name}"], msg=name)
