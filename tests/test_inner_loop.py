@@ -444,13 +444,14 @@ def test_inductive_predictions_use_the_support_statistics(engine):
 def test_vmap_detached_adaptation_runs_in_full_precision_under_autocast():
     """Evaluation under bf16 autocast: the vmap engine (whose torch.func.grad fails on
     autocast's mixed dtypes) adapts and predicts in float32, the same predictions as without
-    autocast (float32 network and tasks)."""
+    autocast (float32 network and tasks; a convolutional network: the failure needs one)."""
     torch.manual_seed(0)
-    net = MLP((1,), out_dim=1, hidden=(16,)).float()
-    sx, sy, qx, _ = (t.float() for t in sine_tasks(num_tasks=2))
-    inner = InnerLoop(net, "regression")
-    expected, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.05), Mode.DETACHED, "vmap")
+    net = CASES["conv4"][0]().float()
+    sx, sy, qx, _ = image_tasks(num_tasks=2)
+    sx, qx = sx.float(), qx.float()
+    inner = InnerLoop(net)
+    expected, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.4), Mode.DETACHED, "vmap")
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        preds, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.05), Mode.DETACHED, "vmap")
+        preds, _ = inner.run(inner.params(), sx, sy, qx, 2, SGD(0.4), Mode.DETACHED, "vmap")
     assert expected.dtype == preds.dtype == torch.float32
     torch.testing.assert_close(preds, expected, rtol=1e-6, atol=1e-6)

@@ -134,7 +134,7 @@ class MixedLayers(nn.Module):
         self.aux = nn.Linear(6, 2)
         self.bn3 = nn.BatchNorm1d(6, track_running_stats=False)
         self.head = nn.Linear(6, 5, bias=False)
-        self.scale = nn.Parameter(torch.tensor(2.0), requires_grad=False)
+        self.scale = nn.Parameter(torch.linspace(1, 2, 5), requires_grad=False)
 
     def forward(self, x):
         h = self.bn1(torch.relu(self.conv1(x)))  # the bias is not normalised away
