@@ -11,7 +11,9 @@ samples). All of it is ordinary differentiable tensor code, so with ``create_gra
 meta-gradient carries MAML's second-order term exactly as the per-task loop does.
 
 Layers covered: ``conv2d`` (groups=1), ``linear`` and batch norm on batch statistics; a module
-with any other parametrised operation returns ``None`` (the caller falls back to the loop).
+with any other parametrised operation returns ``None`` (the caller falls back to the loop); a
+convolution or batch norm that is not covered stops the shared forward at once (running
+statistics are then left to the loop: the shared forward must not update them too).
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ from torch.overrides import TorchFunctionMode
 Params = dict[str, Tensor]
 
 
+class _Unsupported(Exception):
+    """A convolution or batch norm the shared forward does not cover."""
+
+
 class _Recorder(TorchFunctionMode):
     """Runs conv2d/linear/batch norm as usual (batch norm per task) and records, per call, the
     parameters used, the input (conv/linear) or normalised input (batch norm) and the output."""
 
     def __init__(self, tasks: int):
-        self.tasks, self.calls, self.unsupported = tasks, [], False
+        self.tasks, self.calls = tasks, []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -43,24 +49,23 @@ class _Recorder(TorchFunctionMode):
             self.calls.append(("linear", weight, bias, x, out, None))
             return out
         if func is F.batch_norm:
-            return self._batch_norm(func, *args, **kwargs)
+            return self._batch_norm(*args, **kwargs)
         return func(*args, **kwargs)
 
     def _conv(self, func, x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-        out = func(x, weight, bias, stride, padding, dilation, groups)
         if groups != 1 or isinstance(padding, str):
-            self.unsupported = True
+            raise _Unsupported
+        out = func(x, weight, bias, stride, padding, dilation, groups)
         self.calls.append(("conv", weight, bias, x, out, (stride, padding, dilation)))
         return out
 
     # F.batch_norm's arguments on two lines (taken over in inner_loop.py and protocols.py too)
     # fmt: off
-    def _batch_norm(self, native, x, running_mean, running_var, weight=None, bias=None,
+    def _batch_norm(self, x, running_mean, running_var, weight=None, bias=None,
                     training=False, momentum=0.1, eps=1e-5):
     # fmt: on
-        if running_mean is not None or not training:
-            self.unsupported = True  # running statistics mix the tasks: not this path
-            return native(x, running_mean, running_var, weight, bias, training, momentum, eps)
+        if running_mean is not None or not training:  # running statistics mix the tasks
+            raise _Unsupported
         per_task = x.unflatten(0, (self.tasks, -1))  # [T, N, C, ...]
         dims = (1, *range(3, per_task.dim()))
         mean = per_task.mean(dims, keepdim=True)
@@ -76,6 +81,11 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+def per_channel(t: Tensor) -> Tensor:
+    """``[T, N, C, ...]`` summed over the samples and the dims after the channel: ``[T, C]``."""
+    return t.transpose(1, 2).flatten(2).sum(2)
+
+
 def per_task_gradients(
     forward: Callable[[Params, Tensor], Tensor],
     loss,
@@ -88,9 +98,10 @@ def per_task_gradients(
     at the shared ``params``, or ``None`` where a layer is not covered."""
     tasks = x.shape[0]
     recorder = _Recorder(tasks)
-    with recorder:
-        out = forward(params, x.flatten(0, 1))
-    if recorder.unsupported:
+    try:
+        with recorder:
+            out = forward(params, x.flatten(0, 1))
+    except _Unsupported:
         return None
     ids = {id(p): k for k, p in params.items()}
     used = {id(t) for call in recorder.calls for t in call[1:3] if t is not None}
@@ -114,11 +125,10 @@ def per_task_gradients(
         d = delta.unflatten(0, (tasks, -1))  # [T, N, C_out, ...]
         if kind == "linear":
             add(bias, d.flatten(1, -2).sum(1))
-        else:  # a channel per dim 2
-            add(bias, d.flatten(3).sum((1, 3)))
+        else:  # a channel per dim 2; batch norm's input may have no dims after it (2-d)
+            add(bias, per_channel(d))
         if kind == "bn":
-            prod = (d * inp.unflatten(0, (tasks, -1))).flatten(3).sum((1, 3))
-            add(weight, prod)
+            add(weight, per_channel(d * inp.unflatten(0, (tasks, -1))))
         elif kind == "linear":
             a = inp.unflatten(0, (tasks, -1)).flatten(1, -2)  # [T, M, in]
             add(weight, torch.einsum("tmo,tmi->toi", d.flatten(1, -2), a))

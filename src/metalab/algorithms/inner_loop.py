@@ -135,6 +135,12 @@ def _batch_norm(native, input, running_mean, running_var, weight=None, bias=None
     return out
 
 
+def _tracks_running_stats(module: nn.Module) -> bool:
+    return isinstance(module, nn.modules.batchnorm._BatchNorm) and (
+        module.training and module.track_running_stats
+    )
+
+
 # -- update rules: functional optimizers over parameter dicts, usable under vmap ------------------
 class SGD:
     """``theta - lr * g``; ``lr`` a float or a dict of tensors (Meta-SGD's learned rates)."""
@@ -373,6 +379,8 @@ class InnerLoop:
         """The fused engine: every task's first update from one shared forward
         (first_step.py), ``[B, ...]`` per parameter; ``None`` where a layer is not covered (the
         loop then does the whole adaptation)."""
+        if any(_tracks_running_stats(m) for m in self.module.modules()):
+            return None  # one forward of all tasks would update them once more (and mix tasks)
         x, y = (x, y) if batches is None else (x[:, batches[0]], y[:, batches[0]])
         second = mode is Mode.SECOND_ORDER
         at = params if second else {k: v.detach().requires_grad_() for k, v in params.items()}
