@@ -240,6 +240,7 @@ def test_a_batch_larger_than_the_train_split_stops_after_loading_before_training
 
 
 # -- end to end ------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_pretrain_then_meta_baseline_from_it(tmp_path):
     """metalab-train as a user runs it: an RFS run (results.json as every run's, test episodes
     fitted with logistic regression), then Meta-Baseline from its folder; a missing init_from
