@@ -90,3 +90,13 @@ def test_each_input_kind_gets_its_baseline():
     )
     x = torch.randn(2, 5, 1)
     assert raw_input_baselines(Episodes(x, x, x, x)) == {}
+
+
+def test_padding_is_no_word():
+    """Hand-made: the query "a" is nearest to "a b b b" (cosine 1/sqrt(10)), not to "c", with
+    which it shares only padding (id 0); counted as a word, padding would make "c" nearest."""
+    a, b, c = 5, 6, 7
+    support = torch.tensor([[[a, b, b, b], [c, 0, 0, 0]]])
+    query = torch.tensor([[[a, 0, 0, 0]]])
+    eps = Episodes(support, torch.tensor([[0, 1]]), query, torch.tensor([[0]]))
+    assert bag_of_words_nearest_neighbour(eps).tolist() == [1.0]
