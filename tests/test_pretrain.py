@@ -289,10 +289,11 @@ def reference_logits(net, weight, bias, x, scale):
 def test_one_pretraining_step_in_lightning(tmp_path, one_thread, batches, algorithm, extra):
     """One real Lightning step of Baseline (linear classifier), Baseline++ (cosine, scale 3) and
     RFS distilling a teacher run (0.3 CE + 0.7 KL at T=2): the classifier starts as nn.Linear
-    does under the run's seed whatever was drawn before, the batch is normalised in its two
-    groups, and the parameters after the step are those of torch.optim.SGD on the loss written
-    out (cross-entropy as logsumexp minus the target's logit, KL as sum p_t log(p_t / p_s));
-    the loss, the accuracy and the distillation term are logged, the accuracy on the bar."""
+    does under the run's seed whatever was drawn before (Baseline: one given before the fit,
+    which predicts the first sample's class), the batch is normalised in its two groups, and
+    the parameters after the step are those of torch.optim.SGD on the loss written out
+    (cross-entropy as logsumexp minus the target's logit, KL as sum p_t log(p_t / p_s)); the
+    loss, the accuracy and the distillation term are logged, the accuracy on the bar."""
     from torch import nn
 
     overrides = [f"algorithm={algorithm}", *STEP, *extra]
@@ -303,13 +304,21 @@ def test_one_pretraining_step_in_lightning(tmp_path, one_thread, batches, algori
         overrides.append(f"algorithm.teacher={tmp_path / 'teacher.ckpt'}")
     cfg = compose(overrides)
     model = build_model(cfg)
+    if algorithm == "baseline":  # every sample predicted as the first one's class: accuracy > 0
+        model.classifier = model.make_classifier(batches.n_classes)
+        x, y = batches.train_batch(0)
+        with torch.no_grad():  # its largest logit not in row 0: a flattened argmax would show
+            z = reference_logits(model.net, torch.eye(8), torch.zeros(8), x, None)
+            model.classifier.weight[y[0]] = z[-1] - z[0]
+            model.classifier.bias[y[0]] = 100.0
+        preset = copy.deepcopy(model.classifier)
     torch.manual_seed(5)
     torch.rand(3)  # draws before the fit change nothing: the classifier is the seed's
     first = FirstBatch()
     trainer = fit_one_batch(model, batches, tmp_path, callbacks=[first])
 
     torch.manual_seed(5)
-    init = nn.Linear(8, batches.n_classes)
+    init = preset if algorithm == "baseline" else nn.Linear(8, batches.n_classes)
     assert torch.equal(first.classifier.weight, init.weight)
     cosine = algorithm == "baseline_pp"
     assert cosine == (not hasattr(first.classifier, "bias"))
@@ -346,8 +355,9 @@ def test_one_pretraining_step_in_lightning(tmp_path, one_thread, batches, algori
     assert set(trainer.callback_metrics) == logged
     loss = float(loss)
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(loss, rel=1e-5)
-    acc = (logits.argmax(1) == y).float().mean()
-    assert float(trainer.callback_metrics["train/acc"]) == float(acc)
+    acc = float((logits.argmax(1) == y).float().mean())
+    assert float(trainer.callback_metrics["train/acc"]) == acc
+    assert (acc > 0) == (algorithm == "baseline")
     assert list(trainer.progress_bar_metrics) == ["train/acc"]
     assert trainer.global_step == 1
 
@@ -481,6 +491,9 @@ def test_a_checkpoint_brings_its_classifier(one_thread):
     build_model(compose(args)).load_state_dict(extra, strict=False)
     state = source.state_dict()
     model = build_model(compose(args))
+    model.load_state_dict(state)  # copies by default
+    assert model.classifier.weight.data_ptr() != state["classifier.weight"].data_ptr()
+    model = build_model(compose(args))
     model.load_state_dict(state, assign=True)  # the checkpoint's own tensors, not copies
     assert model.classifier.weight.data_ptr() == state["classifier.weight"].data_ptr()
 
@@ -546,6 +559,16 @@ def test_bad_pretraining_settings_word_for_word(tmp_path):
         f"algorithm.teacher={tmp_path}/proto.ckpt: not a pretraining run (baseline, baseline_pp "
         "or rfs): it has no classifier of the training classes"
     )
+    # the teacher's own key in the errors of reading it
+    save_run(tmp_path / "wide.ckpt", ["algorithm=rfs", "backbone.hidden=16"])
+    student = build_model(compose(["algorithm=rfs", "backbone.hidden=8"]))
+    for path, reason in (
+        (tmp_path / "nope.ckpt", "no such run folder or checkpoint file"),
+        (tmp_path / "wide.ckpt", "net.features.0.0.weight is [16, 1, 3, 3] there and [8, 1, 3, 3]"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            student.load_teacher(str(path))
+        assert str(err.value).startswith(f"algorithm.teacher={path}: {reason}")
 
 
 # -- end to end ------------------------------------------------------------------------------
