@@ -37,6 +37,8 @@ MUTANT_TESTS = {
     "metalab.algorithms.first_step.": ["test_speed_paths", "test_inner_loop"],
     "metalab.algorithms.gradient.": ["test_maml", "test_reptile", "test_anil"],
     "metalab.algorithms.metaoptnet.": ["test_metaoptnet"],
+    "metalab.algorithms.episode_heads.": ["test_episode_heads"],
+    "metalab.algorithms.protocols.": ["test_protocols"],
     "metalab.algorithms.pretrain.": ["test_pretrain"],
     "metalab.algorithms.baselines.": ["test_baselines"],
     "metalab.compare.statistics.": ["test_stats", "test_compare_stats"],

@@ -10,6 +10,7 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from omegaconf import OmegaConf
 
 from helpers import compose, train_cli
 from helpers.ddp import finish
-from metalab.algorithms.protocols import Protocol
+from metalab.algorithms.protocols import Protocol, ReferenceBatchNorm, check_protocol
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
 from metalab.run.config import CONF_DIR, check_config
@@ -149,6 +150,124 @@ def test_inductive_batch_norm_matches_independent_constructions():
         alone = net.embed(torch.cat([s, q[j : j + 1]]))
         assert torch.allclose(zq[j], alone[-1], atol=1e-10)
         assert torch.allclose(zs[j], alone[:-1], atol=1e-10)
+
+
+def reference_rows_batch_norm(x, reference, group, weight, bias, eps):
+    """numpy float64: each group of ``group`` consecutive rows (None: all rows) normalised per
+    channel (axis 1) by the mean and biased variance of the group's first ``reference`` rows."""
+    x, out = x.astype(np.float64), np.empty(x.shape)
+    axes, shape = (0, *range(2, x.ndim)), (1, -1) + (1,) * (x.ndim - 2)
+    for start in range(0, len(x), group or len(x)):
+        rows = x[start : start + (group or len(x))]
+        ref = rows[:reference]
+        y = (rows - ref.mean(axes, keepdims=True)) / np.sqrt(ref.var(axes, keepdims=True) + eps)
+        if weight is not None:
+            y = y * weight.reshape(shape)
+        if bias is not None:
+            y = y + bias.reshape(shape)
+        out[start : start + len(rows)] = y
+    return out
+
+
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("reference, group", [(4, None), (2, 3)])
+@pytest.mark.parametrize("shape", [(6, 3), (6, 3, 4), (6, 2, 3, 3)])
+def test_reference_batch_norm_normalises_by_the_reference_rows(shape, reference, group, affine):
+    """1d, 2d-sequence and image batch norms, as the backbones call them (keyword arguments,
+    no running statistics), in float64 against numpy; other functions pass through as called."""
+    g = torch.Generator().manual_seed(3)
+    x = 2 + 3 * torch.randn(shape, generator=g, dtype=torch.float64)
+    weight = torch.randn(shape[1], generator=g, dtype=torch.float64) if affine else None
+    bias = torch.randn(shape[1], generator=g, dtype=torch.float64) if affine else None
+    with ReferenceBatchNorm(reference, group):
+        out = F.batch_norm(x, None, None, weight=weight, bias=bias, training=True, eps=0.1)
+        column_sums = torch.sum(x, dim=0)  # not a batch norm: untouched, keywords included
+    affine_np = (None, None) if weight is None else (weight.numpy(), bias.numpy())
+    ref = reference_rows_batch_norm(x.numpy(), reference, group, *affine_np, 0.1)
+    assert out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(column_sums.numpy(), x.numpy().sum(0), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_reference_batch_norm_takes_low_precision_statistics_in_float32(dtype):
+    """bf16/fp16 activations: the statistics are taken in float32 and the output is the exact
+    result rounded to the input's dtype (statistics in bf16 miss by several of its steps)."""
+    g = torch.Generator().manual_seed(4)
+    x = (50 + 3 * torch.randn(6, 2, 3, 3, generator=g)).to(dtype)
+    weight, bias = torch.tensor([1.5, -0.5]), torch.tensor([0.25, 2.0])
+    with ReferenceBatchNorm(4):
+        out = F.batch_norm(x, None, None, weight=weight, bias=bias, training=True, eps=1e-3)
+    ref = reference_rows_batch_norm(x.double().numpy(), 4, None, weight.numpy(), bias.numpy(), 1e-3)
+    assert out.dtype == dtype
+    rounding = torch.finfo(dtype).eps * np.abs(ref) + 1e-6  # at most half a step of the dtype
+    assert (np.abs(out.double().numpy() - ref) <= rounding).all()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_reference_batch_norm_leaves_running_statistics_to_torch(training):
+    """A batch norm with running statistics involves no reference rows: eval mode normalises by
+    them, train mode by the whole batch and updates them (numpy, unbiased running variance)."""
+    g = torch.Generator().manual_seed(5)
+    x = 1 + torch.randn(6, 3, 2, 2, generator=g, dtype=torch.float64)
+    weight, bias = torch.tensor([2.0, -1.0, 0.5]).double(), torch.tensor([0.1, 0.2, -0.3]).double()
+    mean, var = torch.tensor([0.5, 1.0, -1.0]).double(), torch.tensor([2.0, 0.5, 1.5]).double()
+    running_mean, running_var = mean.clone(), var.clone()
+    with ReferenceBatchNorm(2):
+        out = F.batch_norm(
+            x, running_mean, running_var, weight, bias, training=training, momentum=0.3, eps=0.1
+        )
+    xs, axes, shape = x.numpy(), (0, 2, 3), (1, -1, 1, 1)
+    if training:
+        m, v = xs.mean(axes), xs.var(axes)
+        np.testing.assert_allclose(running_mean.numpy(), 0.7 * mean.numpy() + 0.3 * m)
+        np.testing.assert_allclose(running_var.numpy(), 0.7 * var.numpy() + 0.3 * v * 24 / 23)
+    else:
+        m, v = mean.numpy(), var.numpy()
+        assert torch.equal(running_mean, mean) and torch.equal(running_var, var)
+    ref = (xs - m.reshape(shape)) / np.sqrt(v.reshape(shape) + 0.1)
+    ref = ref * weight.numpy().reshape(shape) + bias.numpy().reshape(shape)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_transductive_queries_are_predicted_in_a_batch_of_their_own():
+    """MAML's and Reptile's transductive setting: the queries alone through the network, here a
+    network that standardises its batch (numpy over the queries' rows); inductive: with the
+    support set's statistics."""
+    g = torch.Generator().manual_seed(6)
+    support = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    query = 5 + 2 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+
+    def forward(x):
+        return F.batch_norm(x, None, None, training=True, eps=1e-3)
+
+    q, s = query.numpy(), support.numpy()
+    alone = (q - q.mean(0)) / np.sqrt(q.var(0) + 1e-3)
+    np.testing.assert_allclose(Protocol().queries(forward, support, query).numpy(), alone)
+    inductive = Protocol("inductive").queries(forward, support, query).numpy()
+    np.testing.assert_allclose(inductive, (q - s.mean(0)) / np.sqrt(s.var(0) + 1e-3))
+
+
+def test_protocols_default_to_transductive_and_support_statistics():
+    assert repr(Protocol()) == "transductive"
+    assert repr(Protocol("inductive")) == "inductive (support statistics)"
+    stats = Protocol("inductive", "support_plus_query")
+    assert repr(stats) == "inductive (support_plus_query statistics)"
+    check_protocol("inductive")  # inductive_stats left out: support
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("inductve",), "protocol=inductve: allowed: transductive, inductive"),
+        (("semi", "running"), "protocol=semi: allowed: transductive, inductive"),
+        (("inductive", "running"), "inductive_stats=running: allowed: support, support_plus_query"),
+    ],
+)
+def test_protocol_names_are_checked_word_for_word(args, message):
+    with pytest.raises(ConfigError) as err:
+        Protocol(*args)
+    assert str(err.value) == message
 
 
 @pytest.mark.parametrize("key, value", [("protocol", "semi"), ("inductive_stats", "running")])

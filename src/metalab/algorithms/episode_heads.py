@@ -5,8 +5,8 @@ applied to its queries: the test-time half of the pretrain-then-fine-tune method
   set (their code: SGD lr 0.01, momentum 0.9, dampening 0.9, weight decay 1e-3, 100 epochs of
   batches of 4). Here full-batch steps from zero, so the fit is deterministic.
 - ``cosine`` (Baseline++): logits ``scale * cos(w_c, z)`` (their code's scale: 2 for an
-  episode's few classes), trained the same way, the class weights started at the normalised
-  class means (zero weights have no direction).
+  episode's few classes), trained the same way, each class weight started at the sum of its
+  normalised support features (the direction of their mean: zero weights have no direction).
 - ``logistic`` (RFS, Tian et al. 2020): multinomial logistic regression with scikit-learn's
   objective ``0.5 ||W||^2 + C * sum_i CE_i`` (intercept not penalised), solved by L-BFGS in
   float64 to its optimum, so it equals ``LogisticRegression(C=C)`` on the same features.
