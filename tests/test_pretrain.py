@@ -17,6 +17,7 @@ from helpers import (
     assert_results_are_the_episode_means,
     compose,
     fit_one_batch,
+    read_csv,
     read_results,
     train_cli,
 )
@@ -606,7 +607,8 @@ def test_pretrain_then_meta_baseline_from_it(tmp_path):
 @pytest.mark.parametrize("algorithm", PRETRAIN)
 def test_two_processes_equal_one(tmp_path, algorithm):
     """Each rank takes its half of every global batch, normalised in the same 4 groups, and
-    augments each sample with its own generator."""
+    augments each sample with its own generator; the logged training loss and accuracy are
+    those of the whole batch (averaged over the ranks), step for step."""
     one_and_two_processes_agree(
         tmp_path,
         algorithm,
@@ -615,9 +617,14 @@ def test_two_processes_equal_one(tmp_path, algorithm):
             "algorithm.batch_size=16",
             "+dataset.augment.flip=true",
             "+dataset.augment.crop_padding=2",
+            "log_every=1",
             *SGD,
         ],
     )
+    one, two = (read_csv(tmp_path / run / "metrics.csv") for run in ("one", "two"))
+    for key in ("train/loss", "train/acc"):
+        ones, twos = ([float(r[key]) for r in rows if r.get(key)] for rows in (one, two))
+        assert len(ones) == 4 and ones == pytest.approx(twos, rel=1e-5, abs=1e-6), key
 
 
 @pytest.mark.slow  # three training runs: ~40 s on a quiet 2-core machine
