@@ -39,6 +39,8 @@ MUTANT_TESTS = {
     "metalab.algorithms.metaoptnet.": ["test_metaoptnet"],
     "metalab.algorithms.episode_heads.": ["test_episode_heads"],
     "metalab.algorithms.protocols.": ["test_protocols"],
+    "metalab.algorithms.pretrain.": ["test_pretrain"],
+    "metalab.algorithms.baselines.": ["test_baselines"],
     "metalab.compare.statistics.": ["test_stats", "test_compare_stats"],
     "metalab.compare.records.": ["test_records"],
     "metalab.tasks.": ["test_base", "test_protonet", "test_inner_loop", "test_reptile", "test_rl"],

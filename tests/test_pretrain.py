@@ -4,8 +4,11 @@ two processes, resume, and the one-line errors before any training."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
+import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
@@ -13,12 +16,14 @@ from helpers import (
     TINY,
     assert_results_are_the_episode_means,
     compose,
+    fit_one_batch,
+    read_csv,
     read_results,
     train_cli,
 )
 from helpers.ddp import SGD, one_and_two_processes_agree
 from metalab.algorithms.episode_heads import episode_logits, fit_logistic, fit_sgd
-from metalab.algorithms.pretrain import CosineClassifier, distill_loss
+from metalab.algorithms.pretrain import CosineClassifier, Pretrainer, distill_loss
 from metalab.data.batches import ShuffledBatches, split_labels
 from metalab.errors import ConfigError
 from metalab.run.config import check_config
@@ -155,11 +160,11 @@ def test_batches_hold_the_train_split_images_with_their_class_labels(one_thread)
 
 
 # -- init_from and the teacher ---------------------------------------------------------------
-def save_run(path, overrides):
+def save_run(path, overrides, classes: int = 7):
     """A checkpoint as a run writes it (state_dict, global_step) of a freshly built model."""
     model = build_model(compose(overrides))
     if hasattr(model, "make_classifier"):
-        model.classifier = model.make_classifier(7)
+        model.classifier = model.make_classifier(classes)
     torch.save({"state_dict": model.state_dict(), "global_step": 0}, path)
     return model
 
@@ -239,7 +244,336 @@ def test_a_batch_larger_than_the_train_split_stops_after_loading_before_training
     assert err.value.key == "algorithm.batch_size"
 
 
+# -- one pretraining step in process, against torch.optim on a hand-written loss -------------
+# batches of 8 in 2 batch-norm groups of 4; plain SGD, so one step is theta - lr * grad
+STEP = ["backbone.hidden=8", "algorithm.batch_size=8", "algorithm.meta_batch=2", *SGD]
+
+
+@pytest.fixture(scope="module")
+def batches():
+    """The loaded glyphs data module of STEP, shared by the Lightning steps."""
+    dm = build_datamodule(compose(["algorithm=baseline", *STEP]))
+    dm.load()
+    return dm
+
+
+class FirstBatch(pl.Callback):
+    """The network, the classifier and the batch of the first step, as the step receives them
+    (after setup)."""
+
+    def on_train_batch_start(self, trainer, model, batch, batch_idx):
+        self.net, self.classifier = copy.deepcopy(model.net), copy.deepcopy(model.classifier)
+        self.batch = batch
+
+
+def reference_logits(net, weight, bias, x, scale):
+    """Two batch-norm groups of 4 embedded apart; a linear layer, or ``scale`` times the cosine
+    of features and class weights (``bias`` None)."""
+    z = torch.cat([net.embed(x[:4]), net.embed(x[4:])])
+    if bias is None:
+        unit = z / z.norm(dim=1, keepdim=True)
+        return scale * unit @ (weight / weight.norm(dim=1, keepdim=True)).T
+    return z @ weight.T + bias
+
+
+@pytest.mark.parametrize(
+    "algorithm, extra",
+    [
+        ("baseline", []),
+        ("baseline_pp", ["algorithm.scale=3.0"]),
+        (
+            "rfs",
+            ["algorithm.kd_temperature=2.0", "algorithm.kd_weight=0.7", "algorithm.ce_weight=0.3"],
+        ),
+    ],
+)
+def test_one_pretraining_step_in_lightning(tmp_path, one_thread, batches, algorithm, extra):
+    """One real Lightning step of Baseline (linear classifier), Baseline++ (cosine, scale 3) and
+    RFS distilling a teacher run (0.3 CE + 0.7 KL at T=2): the classifier starts as nn.Linear
+    does under the run's seed whatever was drawn before (Baseline: one given before the fit,
+    which predicts the first sample's class), the batch is normalised in its two groups, and
+    the parameters after the step are those of torch.optim.SGD on the loss written out
+    (cross-entropy as logsumexp minus the target's logit, KL as sum p_t log(p_t / p_s)); the
+    loss, the accuracy and the distillation term are logged, the accuracy on the bar."""
+    from torch import nn
+
+    overrides = [f"algorithm={algorithm}", *STEP, *extra]
+    teacher = None
+    if algorithm == "rfs":  # a teacher run: another network and classifier
+        torch.manual_seed(1)
+        teacher = save_run(tmp_path / "teacher.ckpt", overrides, classes=batches.n_classes)
+        overrides.append(f"algorithm.teacher={tmp_path / 'teacher.ckpt'}")
+    cfg = compose(overrides)
+    model = build_model(cfg)
+    if algorithm == "baseline":  # every sample predicted as the first one's class: accuracy > 0
+        model.classifier = model.make_classifier(batches.n_classes)
+        x, y = batches.train_batch(0)
+        with torch.no_grad():  # its largest logit not in row 0: a flattened argmax would show
+            z = reference_logits(model.net, torch.eye(8), torch.zeros(8), x, None)
+            model.classifier.weight[y[0]] = z[-1] - z[0]
+            model.classifier.bias[y[0]] = 100.0
+        preset = copy.deepcopy(model.classifier)
+    torch.manual_seed(5)
+    torch.rand(3)  # draws before the fit change nothing: the classifier is the seed's
+    first = FirstBatch()
+    trainer = fit_one_batch(model, batches, tmp_path, callbacks=[first])
+
+    torch.manual_seed(5)
+    init = preset if algorithm == "baseline" else nn.Linear(8, batches.n_classes)
+    assert torch.equal(first.classifier.weight, init.weight)
+    cosine = algorithm == "baseline_pp"
+    assert cosine == (not hasattr(first.classifier, "bias"))
+    if not cosine:
+        assert torch.equal(first.classifier.bias, init.bias)
+
+    x, y = first.batch
+    net, classifier = first.net, first.classifier
+    weight, bias = classifier.weight, getattr(classifier, "bias", None)
+    logits = reference_logits(net, weight, bias, x, scale=3.0)
+    loss = (logits.logsumexp(1) - logits[torch.arange(len(y)), y]).mean()
+    logged = {"train/loss", "train/acc"}
+    if teacher is not None:
+        with torch.no_grad():
+            t_logits = reference_logits(
+                teacher.net, teacher.classifier.weight, teacher.classifier.bias, x, None
+            )
+        p_t, p_s = (t_logits / 2).softmax(1), (logits / 2).softmax(1)
+        kd = (p_t * (p_t / p_s).log()).sum() / len(y) * 4
+        loss = 0.3 * loss + 0.7 * kd
+        assert float(trainer.callback_metrics["train/kd"]) == pytest.approx(float(kd), rel=1e-5)
+        logged.add("train/kd")
+    # RFS keeps its momentum and weight decay: one step of them is lr * (grad + wd * theta)
+    settings = {k: v for k, v in cfg.algorithm.optimizer.items() if not k.startswith("_")}
+    optimizer = torch.optim.SGD([*net.parameters(), *classifier.parameters()], **settings)
+    loss.backward()
+    optimizer.step()
+    for (name, ours), ref in zip(
+        [*model.net.named_parameters(), *model.classifier.named_parameters()],
+        [*net.parameters(), *classifier.parameters()],
+    ):
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5, msg=name)
+    assert not torch.equal(model.classifier.weight, init.weight)  # the step moved it
+    assert set(trainer.callback_metrics) == logged
+    loss = float(loss)
+    assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(loss, rel=1e-5)
+    acc = float((logits.argmax(1) == y).float().mean())
+    assert float(trainer.callback_metrics["train/acc"]) == acc
+    assert (acc > 0) == (algorithm == "baseline")
+    assert list(trainer.progress_bar_metrics) == ["train/acc"]
+    assert trainer.global_step == 1
+
+
+def test_each_group_of_a_batch_has_its_own_batch_norm_statistics(one_thread):
+    """``logits(x, 2)``: each half normalised alone, as if embedded in two calls; one group
+    differs (other statistics)."""
+    model = build_model(compose(["algorithm=baseline", "backbone.hidden=8"]))
+    model.classifier = model.make_classifier(4)
+    x = torch.randn(6, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    halves = torch.cat([model.logits(x[:3], 1), model.logits(x[3:], 1)])
+    torch.testing.assert_close(model.logits(x, 2), halves)
+    assert not torch.allclose(model.logits(x, 1), halves, atol=1e-3)
+
+
+# -- evaluation: each episode's classifier on the pretrained features -------------------------
+def image_episodes(tasks=2, ways=3, shots=2, queries=2, seed=0):
+    from metalab.data.episodes import Episodes
+
+    g = torch.Generator().manual_seed(seed)
+    sy = torch.arange(ways).repeat(shots).expand(tasks, -1).clone()
+    qy = torch.arange(ways).repeat(queries).expand(tasks, -1).clone()
+    sx = torch.randn(tasks, ways * shots, 1, 28, 28, generator=g)
+    qx = torch.randn(tasks, ways * queries, 1, 28, 28, generator=g)
+    return Episodes(sx, sy, qx, qy)
+
+
+def task_features(model, episodes, task):
+    """Transductive: support and queries embedded in one batch; float64 numpy."""
+    ns = episodes.support_x.shape[1]
+    z = model.net.embed(torch.cat([episodes.support_x[task], episodes.query_x[task]]))
+    z = z.detach().double()
+    return z[:ns], z[ns:]
+
+
+def test_rfs_fits_scikit_learn_logistic_regression_to_normalised_features(one_thread):
+    from sklearn.linear_model import LogisticRegression
+
+    model = build_model(compose(["algorithm=rfs", "backbone.hidden=8", "algorithm.c=0.3"]))
+    episodes = image_episodes()
+    probs = model.predict(episodes, training=False).softmax(-1)
+    assert probs.shape == (2, 6, 3)
+    for task in range(2):
+        zs, zq = (z / z.norm(dim=1, keepdim=True) for z in task_features(model, episodes, task))
+        ref = LogisticRegression(C=0.3, tol=1e-12, max_iter=10_000)
+        ref.fit(zs.numpy(), episodes.support_y[task].numpy())
+        np.testing.assert_allclose(probs[task].numpy(), ref.predict_proba(zq.numpy()), atol=1e-4)
+
+
+def sgd_head(zs, ys, zq, ways, cosine, steps, lr, weight_decay, scale):
+    """Closer Look's episode classifier written out: full-batch SGD with momentum 0.9 and
+    dampening 0.9 (the first step's velocity is the gradient) on mean cross-entropy plus
+    weight decay; linear from zero, or cosine from the normalised class sums."""
+    onehot = F.one_hot(ys, ways).double()
+    unit = lambda z: z / z.norm(dim=1, keepdim=True)  # noqa: E731
+    params = (
+        [onehot.T @ unit(zs)] if cosine else [zs.new_zeros(ways, zs.shape[1]), zs.new_zeros(ways)]
+    )
+
+    def logits(z, params):
+        return scale * unit(z) @ unit(params[0]).T if cosine else z @ params[0].T + params[1]
+
+    velocity = None
+    for step in range(steps):
+        params = [p.detach().requires_grad_() for p in params]
+        loss = -(logits(zs, params).log_softmax(1) * onehot).sum(1).mean()
+        grads = [g + weight_decay * p for g, p in zip(torch.autograd.grad(loss, params), params)]
+        velocity = grads if step == 0 else [0.9 * v + 0.1 * g for v, g in zip(velocity, grads)]
+        params = [p - lr * v for p, v in zip(params, velocity)]
+    return logits(zq, [p.detach() for p in params])
+
+
+@pytest.mark.parametrize("algorithm", ["baseline", "baseline_pp"])
+def test_baseline_fits_each_episode_by_sgd(one_thread, algorithm):
+    """The configured steps, rate, weight decay and (cosine) scale reach the episode's fit."""
+    settings = dict(steps=4, lr=0.3, weight_decay=0.05, scale=3.0)
+    model = build_model(
+        compose(
+            [f"algorithm={algorithm}", "backbone.hidden=8"]
+            + [f"algorithm.finetune_{k}={v}" for k, v in settings.items()]
+        )
+    )
+    episodes = image_episodes(tasks=1)
+    logits = model.predict(episodes, training=False)
+    zs, zq = task_features(model, episodes, 0)
+    ref = sgd_head(zs, episodes.support_y[0], zq, 3, algorithm == "baseline_pp", **settings)
+    np.testing.assert_allclose(logits[0].detach().numpy(), ref.numpy(), atol=1e-4)
+
+
+def test_inductive_evaluation_and_transductive_training(one_thread):
+    """With ``support_plus_query``, each query is predicted from a batch of the support set and
+    that query only (as a transductive one-query episode is); training predicts transductively
+    whatever the evaluation protocol."""
+    args = ["algorithm=rfs", "backbone.hidden=8"]
+    inductive = build_model(
+        compose([*args, "protocol=inductive", "inductive_stats=support_plus_query"])
+    )
+    transductive = build_model(compose(args))
+    transductive.load_state_dict(inductive.state_dict())
+    episodes = image_episodes(queries=1)
+    ours = inductive.predict(episodes, training=False)
+    for i in range(episodes.query_x.shape[1]):
+        one = episodes._replace(
+            query_x=episodes.query_x[:, i : i + 1], query_y=episodes.query_y[:, i : i + 1]
+        )
+        torch.testing.assert_close(
+            ours[:, i : i + 1], transductive.predict(one, True), atol=1e-4, rtol=0
+        )
+    whole = transductive.predict(episodes, False)
+    assert not torch.allclose(ours, whole, atol=1e-3)  # the other queries changed the statistics
+    torch.testing.assert_close(inductive.predict(episodes, True), whole, atol=1e-5, rtol=0)
+
+
+# -- the classifier in checkpoints, the teacher, the errors -----------------------------------
+def test_a_checkpoint_brings_its_classifier(one_thread):
+    """A model built without data takes the classifier size and kind from a checkpoint; one
+    without a classifier loads as it is; strict and assign keep their meaning."""
+    args = ["algorithm=baseline_pp", "backbone.hidden=8"]
+    source = build_model(compose(args))
+    source.classifier = source.make_classifier(7)
+    model = build_model(compose(args))
+    model.load_state_dict(source.state_dict())
+    assert isinstance(model.classifier, CosineClassifier) and model.classifier.scale == 10.0
+    assert torch.equal(model.classifier.weight, source.classifier.weight)
+    fresh = build_model(compose(args))
+    fresh.load_state_dict(build_model(compose(args)).state_dict())  # no classifier: none made
+    assert fresh.classifier is None
+    extra = {**source.state_dict(), "extra": torch.zeros(1)}
+    with pytest.raises(RuntimeError, match="extra"):
+        build_model(compose(args)).load_state_dict(extra)
+    build_model(compose(args)).load_state_dict(extra, strict=False)
+    state = source.state_dict()
+    model = build_model(compose(args))
+    model.load_state_dict(state)  # copies by default
+    assert model.classifier.weight.data_ptr() != state["classifier.weight"].data_ptr()
+    model = build_model(compose(args))
+    model.load_state_dict(state, assign=True)  # the checkpoint's own tensors, not copies
+    assert model.classifier.weight.data_ptr() == state["classifier.weight"].data_ptr()
+
+
+def test_the_teacher_is_the_runs_network_and_classifier_frozen(tmp_path, one_thread):
+    source = save_run(tmp_path / "t.ckpt", ["algorithm=baseline_pp", "backbone.hidden=8"])
+    model = build_model(
+        compose(
+            ["algorithm=baseline_pp", "backbone.hidden=8", f"algorithm.teacher={tmp_path}/t.ckpt"]
+        )
+    )
+    (teacher,) = model._teacher
+    assert isinstance(teacher.classifier, CosineClassifier)
+    for name, value in [*source.net.state_dict().items(), *source.classifier.state_dict().items()]:
+        theirs = {**teacher.net.state_dict(), **teacher.classifier.state_dict()}
+        assert torch.equal(theirs[name], value), name
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(k.startswith("net.") for k in model.state_dict())  # not in the checkpoints
+
+
+def test_bad_pretraining_settings_word_for_word(tmp_path):
+    from metalab.backbones.mlp import MLP
+
+    backbone = lambda out_dim: MLP((1, 4, 4), out_dim, hidden=(3,))  # noqa: E731
+    for kwargs, message in (
+        ({"classifier": "softmax"}, "algorithm.classifier=softmax: allowed: linear, cosine"),
+        ({"eval_head": "svm"}, "algorithm.eval_head=svm: allowed: linear, cosine, logistic"),
+        ({"batch_size": 0}, "algorithm.batch_size=0: must be a positive integer"),
+        ({"finetune_steps": 0}, "algorithm.finetune_steps=0: must be a positive integer"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            Pretrainer(backbone, optimizer=None, **kwargs)
+        assert str(err.value) == message
+    groups = "equal batch-norm groups (algorithm.meta_batch, at least one per process)"
+    for overrides, message in (
+        (["algorithm.batch_size=0"], "algorithm.batch_size=0: must be a positive integer"),
+        (
+            ["algorithm.batch_size=10", "algorithm.meta_batch=4"],
+            f"algorithm.batch_size=10: must divide into 4 {groups}",
+        ),
+        (
+            ["algorithm.batch_size=9", "hardware=ddp_cpu"],
+            f"algorithm.batch_size=9: must divide into 2 {groups}",
+        ),
+        (
+            ["dataset=clinc150", "backbone=text_cnn"],
+            "algorithm=baseline: pretrains on image datasets only, and dataset=clinc150 has "
+            "text inputs",
+        ),
+    ):
+        with pytest.raises(ConfigError) as err:
+            Pretrainer.check_run(compose(["algorithm=baseline", *overrides]))
+        assert str(err.value) == message
+    for overrides in (
+        ["algorithm.batch_size=9"],
+        ["algorithm.batch_size=12", "algorithm.meta_batch=4", "hardware=ddp_cpu"],
+    ):
+        Pretrainer.check_run(compose(["algorithm=baseline", *overrides]))  # no error
+    save_run(tmp_path / "proto.ckpt", ["algorithm=protonet"])
+    with pytest.raises(ConfigError) as err:
+        build_model(compose(["algorithm=rfs"])).load_teacher(f"{tmp_path}/proto.ckpt")
+    assert str(err.value) == (
+        f"algorithm.teacher={tmp_path}/proto.ckpt: not a pretraining run (baseline, baseline_pp "
+        "or rfs): it has no classifier of the training classes"
+    )
+    # the teacher's own key in the errors of reading it
+    save_run(tmp_path / "wide.ckpt", ["algorithm=rfs", "backbone.hidden=16"])
+    student = build_model(compose(["algorithm=rfs", "backbone.hidden=8"]))
+    for path, reason in (
+        (tmp_path / "nope.ckpt", "no such run folder or checkpoint file"),
+        (tmp_path / "wide.ckpt", "net.features.0.0.weight is [16, 1, 3, 3] there and [8, 1, 3, 3]"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            student.load_teacher(str(path))
+        assert str(err.value).startswith(f"algorithm.teacher={path}: {reason}")
+
+
 # -- end to end ------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_pretrain_then_meta_baseline_from_it(tmp_path):
     """metalab-train as a user runs it: an RFS run (results.json as every run's, test episodes
     fitted with logistic regression), then Meta-Baseline from its folder; a missing init_from
@@ -273,7 +607,8 @@ def test_pretrain_then_meta_baseline_from_it(tmp_path):
 @pytest.mark.parametrize("algorithm", PRETRAIN)
 def test_two_processes_equal_one(tmp_path, algorithm):
     """Each rank takes its half of every global batch, normalised in the same 4 groups, and
-    augments each sample with its own generator."""
+    augments each sample with its own generator; the logged training loss and accuracy are
+    those of the whole batch (averaged over the ranks), step for step."""
     one_and_two_processes_agree(
         tmp_path,
         algorithm,
@@ -282,9 +617,14 @@ def test_two_processes_equal_one(tmp_path, algorithm):
             "algorithm.batch_size=16",
             "+dataset.augment.flip=true",
             "+dataset.augment.crop_padding=2",
+            "log_every=1",
             *SGD,
         ],
     )
+    one, two = (read_csv(tmp_path / run / "metrics.csv") for run in ("one", "two"))
+    for key in ("train/loss", "train/acc"):
+        ones, twos = ([float(r[key]) for r in rows if r.get(key)] for rows in (one, two))
+        assert len(ones) == 4 and ones == pytest.approx(twos, rel=1e-5, abs=1e-6), key
 
 
 @pytest.mark.slow  # three training runs: ~40 s on a quiet 2-core machine

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import ROOT, TINY, compose, train_cli
+from helpers import ROOT, TINY, compose, fit_one_batch, train_cli
 from metalab.errors import user_error
 from metalab.rl import pg
 from metalab.rl.envs import HalfCheetah, Nav2D
@@ -416,28 +416,6 @@ def test_bad_maml_rl_settings_are_config_errors():
     # as many evaluation as training steps is allowed
     model = MAMLRL(lambda out_dim: MLP((2,), out_dim), Nav2D(), optimizer=None, eval_inner_steps=1)
     assert model.automatic_optimization is False  # several optimizer steps per training step
-
-
-def fit_one_batch(model, dm, root):
-    """A Lightning fit of one training batch on CPU, nothing logged or saved: the trainer."""
-    import pytorch_lightning as pl
-
-    trainer = pl.Trainer(
-        max_steps=1,
-        max_epochs=1,
-        limit_train_batches=1,  # ends after one batch even if no step were counted
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=root,
-    )
-    trainer.fit(model, datamodule=dm)
-    return trainer
 
 
 @pytest.mark.parametrize(

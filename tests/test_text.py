@@ -1,6 +1,6 @@
 """Few-shot text classification: CLINC150 split by domain, a tokenizer trained on meta-train only,
-episodes of token ids, the text backbones under every algorithm and engine, the bag-of-words
-baseline against scikit-learn, DDP, and the one-line errors."""
+episodes of token ids, the text backbones under every algorithm and engine, DDP, and the one-line
+errors (the bag-of-words baseline: test_baselines)."""
 
 import json
 import re
@@ -11,10 +11,9 @@ import torch
 from omegaconf import OmegaConf
 
 from helpers import CLINC, SMALL_CNN, TINY, compose, needs_clinc, train_cli
-from metalab.algorithms.baselines import bag_of_words_nearest_neighbour
 from metalab.algorithms.inner_loop import SGD, InnerLoop, Mode
 from metalab.backbones.text import TextCNN, TextTransformer
-from metalab.data.episodes import Episodes, EpisodeShape
+from metalab.data.episodes import EpisodeShape
 from metalab.data.sampler import generator
 from metalab.data.text import load_clinc150, load_text, read_rows
 from metalab.errors import ConfigError
@@ -152,27 +151,6 @@ def test_episodes_hold_the_requested_shots_and_queries(clinc):
     assert all(len(set(task.flatten().tolist())) == ways * (shots + queries) for task in idx)
     assert all(len(set(task[:, 0].tolist())) == ways for task in labels)
     assert torch.equal(eps.support_x[0, 0], test.tokens[idx[0, 0, 0]])
-
-
-# -- baseline -----------------------------------------------------------------------------------
-def test_bag_of_words_baseline_matches_scikit_learn():
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.neighbors import KNeighborsClassifier
-
-    gen = torch.Generator().manual_seed(0)
-    tasks, n_support, n_query, length = 3, 6, 9, 7
-    ids = torch.randint(1, 40, (tasks, n_support + n_query, length), generator=gen)
-    ids[:, :, 5:] *= torch.randint(0, 2, (tasks, n_support + n_query, 2), generator=gen)  # pads
-    y = torch.arange(n_support + n_query).remainder(3).expand(tasks, -1)
-    eps = Episodes(ids[:, :n_support], y[:, :n_support], ids[:, n_support:], y[:, n_support:])
-    ours = bag_of_words_nearest_neighbour(eps)
-    for t in range(tasks):
-        docs = [" ".join(f"t{i}" for i in row if i > 0) for row in ids[t].tolist()]
-        counts = CountVectorizer(token_pattern=r"\S+").fit_transform(docs)
-        knn = KNeighborsClassifier(1, metric="cosine", algorithm="brute")
-        knn.fit(counts[:n_support], y[t, :n_support].numpy())
-        ref = (knn.predict(counts[n_support:]) == y[t, n_support:].numpy()).mean()
-        assert ours[t].item() == pytest.approx(ref)
 
 
 # -- backbones ----------------------------------------------------------------------------------

@@ -56,6 +56,29 @@ def trained_model(cfg, run_dir: Path, ckpt: str = "best"):
     return model, datamodule
 
 
+def fit_one_batch(model, dm, root, callbacks=()):
+    """A Lightning fit of one training batch on CPU, nothing logged or saved: the trainer."""
+    import pytorch_lightning as pl
+
+    trainer = pl.Trainer(
+        max_steps=1,
+        max_epochs=1,
+        limit_train_batches=1,  # ends after one batch even if no step were counted
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=root,
+        callbacks=list(callbacks),
+    )
+    trainer.fit(model, datamodule=dm)
+    return trainer
+
+
 def run_cli(
     module: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
