@@ -139,6 +139,10 @@ def test_bad_knobs_are_config_errors():
         ({"inner_steps": 0}, "algorithm.inner_steps=0: must be a positive integer"),
         ({"checkpoint": "yes"}, "algorithm.checkpoint=yes: true or false"),
         (
+            {"engine": "vmap", "checkpoint": True},
+            "algorithm.checkpoint=True: checkpointing needs a per-task engine: loop, fused or auto",
+        ),
+        (
             {"engine": "learn2learn", "learn_inner_lr": True},
             "algorithm.engine=learn2learn: learn_inner_lr=true needs engine loop, fused, vmap "
             "or auto",
