@@ -216,6 +216,10 @@ def test_unknown_task_kind_is_a_config_error():
     with pytest.raises(ConfigError) as err:
         task_kind("ranking")
     assert str(err.value) == "dataset.task=ranking: allowed: classification, regression, rl"
+    # RL's algorithms score rollouts: asking its kind for per-task metrics is a programming error
+    with pytest.raises(TypeError) as err:
+        task_kind("rl").metrics(torch.zeros(1, 2, 1), torch.zeros(1, 2, 1))
+    assert str(err.value) == "reinforcement-learning algorithms score rollouts themselves (returns)"
 
 
 def test_classification_inputs_and_their_shapes():
