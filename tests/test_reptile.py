@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from helpers import compose, trained_model
 from metalab.algorithms.reptile import Reptile
+from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
@@ -293,3 +294,31 @@ def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
             model.net(eps.query_x.flatten(0, 1)).view_as(eps.query_y), eps.query_y
         ).item()
     assert results["test/mse"] < 0.6 * before, (results["test/mse"], before)
+
+
+def test_training_predicts_the_query_set_alone_under_any_protocol():
+    """Training adapts and predicts as the paper trains: the adapted network's batch norm takes
+    the statistics of the query set alone, also when evaluation is inductive (support
+    statistics, which give other predictions here). By hand: one SGD step of a copy."""
+    torch.manual_seed(0)
+    model = Reptile(
+        backbone=functools.partial(Conv4, (1, 8, 8), hidden=4, layers=2),
+        ways=3,
+        inner_optimizer="sgd",
+        inner_lr=0.5,
+        inner_steps=1,
+        eval_inner_steps=1,
+        protocol="inductive",
+        optimizer=None,
+    )
+    g = torch.Generator().manual_seed(3)
+    sx, qx = torch.randn(1, 3, 1, 8, 8, generator=g), torch.randn(1, 6, 1, 8, 8, generator=g)
+    episodes = Episodes(sx, torch.arange(3)[None], qx, torch.arange(3).repeat(2)[None])
+    clone = copy.deepcopy(model.net)
+    opt = torch.optim.SGD(clone.parameters(), lr=0.5)
+    F.cross_entropy(clone(sx[0]), episodes.support_y[0]).backward()
+    opt.step()
+    with torch.no_grad():
+        want = clone(qx[0])
+        torch.testing.assert_close(model.predict(episodes, training=True)[0], want)
+        assert not torch.allclose(model.predict(episodes, training=False)[0], want, atol=1e-2)
