@@ -167,8 +167,10 @@ def test_training_batches_start_at_the_trainers_step_and_augment_each_task_by_it
     dm = small_datamodule()
     dm.trainer = SimpleNamespace(global_step=3)  # only its step counter is read
     batches = list(dm.train_dataloader())
-    assert [torch.equal(b.query_x, dm.train_episodes(s).query_x) for b, s in zip(batches, (3, 4))]
-    assert batches[0].query_x.shape[0] == 3 and len(batches) == 2
+    assert len(batches) == 2 and batches[0].query_x.shape[0] == 3
+    for batch, step in zip(batches, (3, 4)):
+        assert torch.equal(batch.query_x, dm.train_episodes(step).query_x)
+    assert not torch.equal(batches[0].query_x, dm.train_episodes(0).query_x)
     plain = dm.train_episodes(7)
     dm.sources["train"].augment = lambda x, g: x + torch.rand((), generator=g)
     augmented = dm.train_episodes(7)
