@@ -95,13 +95,15 @@ def test_inductive_evaluation_normalises_queries_with_the_support_statistics():
     torch.manual_seed(0)
     backbone = partial(Conv4, (1, 8, 8), hidden=4, layers=2)
     model = ANIL(
-        backbone, ways=3, optimizer=None, inner_lr=0.4, eval_inner_steps=1, protocol="inductive"
+        backbone, ways=3, optimizer=None, inner_lr=0.4, inner_steps=1, eval_inner_steps=1,
+        protocol="inductive",
     )
     g = torch.Generator().manual_seed(4)
     sx, qx = torch.randn(1, 3, 1, 8, 8, generator=g), torch.randn(1, 6, 1, 8, 8, generator=g)
     sy = torch.arange(3)
+    episodes = Episodes(sx, sy[None], qx, sy.repeat(2)[None])
+    got = model.predict(episodes, training=False)[0]
     with torch.no_grad():
-        got = model.predict(Episodes(sx, sy[None], qx, sy.repeat(2)[None]), training=False)[0]
         x = torch.cat([sx[0], qx[0]])
         for conv, bn, relu, pool in model.net.features:
             x = conv(x)
@@ -117,3 +119,7 @@ def test_inductive_evaluation_normalises_queries_with_the_support_statistics():
     torch.testing.assert_close(got, query @ (w - 0.4 * gw).T + b - 0.4 * gb)
     alone = model.predict(Episodes(sx, sy[None], qx[:, :1], sy[None, :1]), training=False)[0]
     torch.testing.assert_close(alone, got[:1])
+    # training (one inner step too) predicts as the paper trains: the query set alone
+    query = model.net.embed(qx[0]).detach()
+    trained = model.predict(episodes, training=True)[0].detach()
+    torch.testing.assert_close(trained, query @ (w - 0.4 * gw).T + b - 0.4 * gb)

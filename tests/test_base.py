@@ -134,6 +134,14 @@ def test_protonet_is_for_classification_and_evaluates_without_gradients():
     assert MetaLearner.tasks == ("classification", "regression")
 
 
+def test_the_evaluation_protocol_keeps_its_statistics():
+    stats = "support_plus_query"
+    learner = MetaLearner(optimizer=None, protocol="inductive", inductive_stats=stats)
+    assert repr(learner.protocol) == "inductive (support_plus_query statistics)"
+    assert repr(learner.protocol_for(training=False)) == repr(learner.protocol)
+    assert repr(learner.protocol_for(training=True)) == "transductive"  # as the papers train
+
+
 def image_episodes(tasks=3, ways=3, shots=2, queries=4, seed=0):
     from metalab.data.episodes import Episodes
 

@@ -172,5 +172,6 @@ def test_a_source_keeps_its_split_name_its_augment_and_its_generator():
     plan = source.plan(generator(4), 3, 5, 1, 2)
     assert torch.equal(plan, ClassIndex(split.labels, 10).draw(generator(4), 3, 5, 3))
     plain = source.episodes(plan, shots=1)
+    assert source.to(torch.device("cpu")) is source  # the DataModule's device placement
     shifted = source.episodes(plan, shots=1, gens=[generator(t) for t in range(3)])
     assert torch.equal(shifted.query_x.round(), plain.query_x.round() + 1)
