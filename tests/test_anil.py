@@ -123,3 +123,20 @@ def test_inductive_evaluation_normalises_queries_with_the_support_statistics():
     query = model.net.embed(qx[0]).detach()
     trained = model.predict(episodes, training=True)[0].detach()
     torch.testing.assert_close(trained, query @ (w - 0.4 * gw).T + b - 0.4 * gb)
+
+
+def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
+    from metalab.algorithms.inner_loop import InnerLoop
+
+    engines = []
+    run_inner = InnerLoop.run
+    monkeypatch.setattr(
+        InnerLoop,
+        "run",
+        lambda self, *args, **kwargs: engines.append(args[7]) or run_inner(self, *args, **kwargs),
+    )  # params, support, sy, query, steps, rule, mode, engine
+    model = anil("mlp", engine="loop")
+    tasks = Episodes(*sine_tasks())
+    model.predict(tasks, training=True)
+    model.predict(tasks, training=False)
+    assert engines == ["loop", "loop"]
