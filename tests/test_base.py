@@ -277,3 +277,22 @@ def test_config_keys_are_every_init_keyword_up_the_chain_and_only_those():
             super().__init__(backbone=backbone)
 
     assert Closed.config_keys() == {"backbone", "only"}
+
+
+def test_evaluation_gives_gradients_back_only_to_learners_that_adapt_with_them():
+    """Lightning evaluates under no_grad: a learner that adapts by gradient steps
+    (needs_grad_at_eval) gets them back for its prediction, any other stays without; both
+    predict as in evaluation (training=False)."""
+    seen = []
+
+    class Recording(ProtoNet):
+        def predict(self, episodes, training):
+            seen.append((torch.is_grad_enabled(), training))
+            return super().predict(episodes, training)
+
+    for needs_grad in (False, True):
+        model = Recording(backbone=Flat, optimizer=None)
+        model.needs_grad_at_eval = needs_grad
+        with torch.no_grad():
+            model.validation_step((torch.tensor([0, 1, 2]), image_episodes()), 0)
+    assert seen == [(False, False), (True, False)]
