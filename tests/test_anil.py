@@ -15,6 +15,7 @@ from helpers.tasks import (
     assert_same,
     image_tasks,
     query_loss,
+    record_engines,
     sine_tasks,
 )
 from metalab.algorithms.anil import ANIL
@@ -94,10 +95,8 @@ def test_inductive_evaluation_normalises_queries_with_the_support_statistics():
     scores them; a query's scores do not depend on the other queries."""
     torch.manual_seed(0)
     backbone = partial(Conv4, (1, 8, 8), hidden=4, layers=2)
-    model = ANIL(
-        backbone, ways=3, optimizer=None, inner_lr=0.4, inner_steps=1, eval_inner_steps=1,
-        protocol="inductive",
-    )
+    settings = dict(ways=3, inner_lr=0.4, inner_steps=1, eval_inner_steps=1, protocol="inductive")
+    model = ANIL(backbone, optimizer=None, **settings)
     g = torch.Generator().manual_seed(4)
     sx, qx = torch.randn(1, 3, 1, 8, 8, generator=g), torch.randn(1, 6, 1, 8, 8, generator=g)
     sy = torch.arange(3)
@@ -126,15 +125,7 @@ def test_inductive_evaluation_normalises_queries_with_the_support_statistics():
 
 
 def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
-    from metalab.algorithms.inner_loop import InnerLoop
-
-    engines = []
-    run_inner = InnerLoop.run
-    monkeypatch.setattr(
-        InnerLoop,
-        "run",
-        lambda self, *args, **kwargs: engines.append(args[7]) or run_inner(self, *args, **kwargs),
-    )  # params, support, sy, query, steps, rule, mode, engine
+    engines = record_engines(monkeypatch)
     model = anil("mlp", engine="loop")
     tasks = Episodes(*sine_tasks())
     model.predict(tasks, training=True)

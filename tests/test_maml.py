@@ -21,6 +21,7 @@ from helpers import (
     needs_omniglot,
     trained_model,
 )
+from helpers.tasks import assert_training_predicts_the_query_set_alone
 from metalab.algorithms.inner_loop import InnerLoop
 from metalab.algorithms.maml import MAML
 from metalab.backbones.conv4 import Conv4
@@ -401,27 +402,4 @@ def test_vmap_maml_trains_under_bf16_autocast_and_evaluates_in_float32(tmp_path,
 
 
 def test_training_predicts_the_query_set_alone_under_any_protocol():
-    """Training adapts and predicts as the paper trains: the adapted network's batch norm takes
-    the statistics of the query set alone, also when evaluation is inductive (support
-    statistics, which give other predictions here). By hand: one SGD step of a copy."""
-    torch.manual_seed(0)
-    model = MAML(
-        backbone=functools.partial(Conv4, (1, 8, 8), hidden=4, layers=2),
-        optimizer=None,
-        ways=3,
-        inner_lr=0.5,
-        inner_steps=1,
-        eval_inner_steps=1,
-        protocol="inductive",
-    )
-    g = torch.Generator().manual_seed(3)
-    sx, qx = torch.randn(1, 3, 1, 8, 8, generator=g), torch.randn(1, 6, 1, 8, 8, generator=g)
-    eps = Episodes(sx, torch.arange(3)[None], qx, torch.arange(3).repeat(2)[None])
-    clone = copy.deepcopy(model.net)
-    opt = torch.optim.SGD(clone.parameters(), lr=0.5)
-    F.cross_entropy(clone(sx[0]), eps.support_y[0]).backward()
-    opt.step()
-    with torch.no_grad():
-        want = clone(qx[0])
-    torch.testing.assert_close(model.predict(eps, training=True)[0].detach(), want)
-    assert not torch.allclose(model.predict(eps, training=False)[0].detach(), want, atol=1e-2)
+    assert_training_predicts_the_query_set_alone(MAML)

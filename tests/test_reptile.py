@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from helpers import compose, trained_model
+from helpers.tasks import assert_training_predicts_the_query_set_alone, record_engines
 from metalab.algorithms.reptile import Reptile
-from metalab.backbones.conv4 import Conv4
 from metalab.backbones.mlp import MLP
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
@@ -173,15 +173,7 @@ def test_training_steps_use_inner_batch_minibatches_of_the_support_set():
 
 
 def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
-    from metalab.algorithms.inner_loop import InnerLoop
-
-    engines = []
-    run_inner = InnerLoop.run
-    monkeypatch.setattr(
-        InnerLoop,
-        "run",
-        lambda self, *args, **kwargs: engines.append(args[7]) or run_inner(self, *args, **kwargs),
-    )  # params, sx, sy, qx, steps, rule, mode
+    engines = record_engines(monkeypatch)
     model = small_reptile(inner_optimizer="sgd", inner_lr=0.05, inner_steps=2, engine="vmap")
     model.meta_loss(sine_episodes())
     with torch.no_grad():
@@ -299,28 +291,4 @@ def test_short_reptile_run_on_sinusoid_adapts(tmp_path):
 
 
 def test_training_predicts_the_query_set_alone_under_any_protocol():
-    """Training adapts and predicts as the paper trains: the adapted network's batch norm takes
-    the statistics of the query set alone, also when evaluation is inductive (support
-    statistics, which give other predictions here). By hand: one SGD step of a copy."""
-    torch.manual_seed(0)
-    model = Reptile(
-        backbone=functools.partial(Conv4, (1, 8, 8), hidden=4, layers=2),
-        ways=3,
-        inner_optimizer="sgd",
-        inner_lr=0.5,
-        inner_steps=1,
-        eval_inner_steps=1,
-        protocol="inductive",
-        optimizer=None,
-    )
-    g = torch.Generator().manual_seed(3)
-    sx, qx = torch.randn(1, 3, 1, 8, 8, generator=g), torch.randn(1, 6, 1, 8, 8, generator=g)
-    episodes = Episodes(sx, torch.arange(3)[None], qx, torch.arange(3).repeat(2)[None])
-    clone = copy.deepcopy(model.net)
-    opt = torch.optim.SGD(clone.parameters(), lr=0.5)
-    F.cross_entropy(clone(sx[0]), episodes.support_y[0]).backward()
-    opt.step()
-    with torch.no_grad():
-        want = clone(qx[0])
-        torch.testing.assert_close(model.predict(episodes, training=True)[0], want)
-        assert not torch.allclose(model.predict(episodes, training=False)[0], want, atol=1e-2)
+    assert_training_predicts_the_query_set_alone(Reptile, inner_optimizer="sgd")
