@@ -15,6 +15,7 @@ from helpers.tasks import (
     assert_same,
     image_tasks,
     query_loss,
+    record_engines,
     sine_tasks,
 )
 from metalab.algorithms.anil import ANIL
@@ -86,3 +87,47 @@ def test_only_the_head_is_adapted_and_evaluation_is_detached():
         gw, gb = torch.autograd.grad(F.cross_entropy(support @ w.T + b, sy[i]), (w, b))
         w, b = w - 0.4 * gw, b - 0.4 * gb
     torch.testing.assert_close(evaluated[i], query @ w.T + b, rtol=1e-10, atol=1e-10)
+
+
+def test_inductive_evaluation_normalises_queries_with_the_support_statistics():
+    """protocol=inductive: the queries' features take each batch norm's mean and variance of the
+    support set alone (by hand, block by block), and the head adapted on the support features
+    scores them; a query's scores do not depend on the other queries."""
+    torch.manual_seed(0)
+    backbone = partial(Conv4, (1, 8, 8), hidden=4, layers=2)
+    settings = dict(ways=3, inner_lr=0.4, inner_steps=1, eval_inner_steps=1, protocol="inductive")
+    model = ANIL(backbone, optimizer=None, **settings)
+    g = torch.Generator().manual_seed(4)
+    sx, qx = torch.randn(1, 3, 1, 8, 8, generator=g), torch.randn(1, 6, 1, 8, 8, generator=g)
+    sy = torch.arange(3)
+    episodes = Episodes(sx, sy[None], qx, sy.repeat(2)[None])
+    got = model.predict(episodes, training=False)[0]
+    with torch.no_grad():
+        x = torch.cat([sx[0], qx[0]])
+        for conv, bn, relu, pool in model.net.features:
+            x = conv(x)
+            mean = x[:3].mean((0, 2, 3), keepdim=True)
+            var = x[:3].var((0, 2, 3), unbiased=False, keepdim=True)
+            x = (x - mean) / (var + bn.eps).sqrt()
+            x = x * bn.weight[:, None, None] + bn.bias[:, None, None]
+            x = pool(relu(x))
+        query, support = x[3:].flatten(1), model.net.embed(sx[0])
+    head = model.net.head
+    w, b = (p.detach().clone().requires_grad_() for p in (head.weight, head.bias))
+    gw, gb = torch.autograd.grad(F.cross_entropy(support @ w.T + b, sy), (w, b))
+    torch.testing.assert_close(got, query @ (w - 0.4 * gw).T + b - 0.4 * gb)
+    alone = model.predict(Episodes(sx, sy[None], qx[:, :1], sy[None, :1]), training=False)[0]
+    torch.testing.assert_close(alone, got[:1])
+    # training (one inner step too) predicts as the paper trains: the query set alone
+    query = model.net.embed(qx[0]).detach()
+    trained = model.predict(episodes, training=True)[0].detach()
+    torch.testing.assert_close(trained, query @ (w - 0.4 * gw).T + b - 0.4 * gb)
+
+
+def test_the_configured_engine_runs_the_inner_loop(monkeypatch):
+    engines = record_engines(monkeypatch)
+    model = anil("mlp", engine="loop")
+    tasks = Episodes(*sine_tasks())
+    model.predict(tasks, training=True)
+    model.predict(tasks, training=False)
+    assert engines == ["loop", "loop"]

@@ -134,6 +134,14 @@ def test_protonet_is_for_classification_and_evaluates_without_gradients():
     assert MetaLearner.tasks == ("classification", "regression")
 
 
+def test_the_evaluation_protocol_keeps_its_statistics():
+    stats = "support_plus_query"
+    learner = MetaLearner(optimizer=None, protocol="inductive", inductive_stats=stats)
+    assert repr(learner.protocol) == "inductive (support_plus_query statistics)"
+    assert repr(learner.protocol_for(training=False)) == repr(learner.protocol)
+    assert repr(learner.protocol_for(training=True)) == "transductive"  # as the papers train
+
+
 def image_episodes(tasks=3, ways=3, shots=2, queries=4, seed=0):
     from metalab.data.episodes import Episodes
 
@@ -216,6 +224,10 @@ def test_unknown_task_kind_is_a_config_error():
     with pytest.raises(ConfigError) as err:
         task_kind("ranking")
     assert str(err.value) == "dataset.task=ranking: allowed: classification, regression, rl"
+    # RL's algorithms score rollouts: asking its kind for per-task metrics is a programming error
+    with pytest.raises(TypeError) as err:
+        task_kind("rl").metrics(torch.zeros(1, 2, 1), torch.zeros(1, 2, 1))
+    assert str(err.value) == "reinforcement-learning algorithms score rollouts themselves (returns)"
 
 
 def test_classification_inputs_and_their_shapes():
@@ -265,3 +277,22 @@ def test_config_keys_are_every_init_keyword_up_the_chain_and_only_those():
             super().__init__(backbone=backbone)
 
     assert Closed.config_keys() == {"backbone", "only"}
+
+
+def test_evaluation_gives_gradients_back_only_to_learners_that_adapt_with_them():
+    """Lightning evaluates under no_grad: a learner that adapts by gradient steps
+    (needs_grad_at_eval) gets them back for its prediction, any other stays without; both
+    predict as in evaluation (training=False)."""
+    seen = []
+
+    class Recording(ProtoNet):
+        def predict(self, episodes, training):
+            seen.append((torch.is_grad_enabled(), training))
+            return super().predict(episodes, training)
+
+    for needs_grad in (False, True):
+        model = Recording(backbone=Flat, optimizer=None)
+        model.needs_grad_at_eval = needs_grad
+        with torch.no_grad():
+            model.validation_step((torch.tensor([0, 1, 2]), image_episodes()), 0)
+    assert seen == [(False, False), (True, False)]

@@ -21,6 +21,7 @@ from helpers import (
     needs_omniglot,
     trained_model,
 )
+from helpers.tasks import assert_training_predicts_the_query_set_alone
 from metalab.algorithms.inner_loop import InnerLoop
 from metalab.algorithms.maml import MAML
 from metalab.backbones.conv4 import Conv4
@@ -138,6 +139,10 @@ def test_bad_knobs_are_config_errors():
         ({"eval_inner_steps": 0}, "algorithm.eval_inner_steps=0: must be a positive integer"),
         ({"inner_steps": 0}, "algorithm.inner_steps=0: must be a positive integer"),
         ({"checkpoint": "yes"}, "algorithm.checkpoint=yes: true or false"),
+        (
+            {"engine": "vmap", "checkpoint": True},
+            "algorithm.checkpoint=True: checkpointing needs a per-task engine: loop, fused or auto",
+        ),
         (
             {"engine": "learn2learn", "learn_inner_lr": True},
             "algorithm.engine=learn2learn: learn_inner_lr=true needs engine loop, fused, vmap "
@@ -394,3 +399,7 @@ def test_vmap_maml_trains_under_bf16_autocast_and_evaluates_in_float32(tmp_path,
     assert ("second_order", True, torch.bfloat16) in seen  # training: under autocast
     assert {s for s in seen if s[0] == "detached"} == {("detached", False, torch.float32)}
     assert_results_are_the_episode_means(tmp_path)
+
+
+def test_training_predicts_the_query_set_alone_under_any_protocol():
+    assert_training_predicts_the_query_set_alone(MAML)

@@ -13,7 +13,7 @@ from torch import nn
 
 from metalab.algorithms.matching import MatchingNetworks
 from metalab.algorithms.relation import RelationNetworks
-from metalab.backbones.base import Backbone
+from metalab.backbones.base import Backbone, batch_norm
 from metalab.data.episodes import Episodes
 from metalab.errors import ConfigError
 
@@ -126,3 +126,23 @@ def test_relation_networks_need_a_positive_hidden_width():
     with pytest.raises(ConfigError) as err:
         RelationNetworks(backbone, hidden=0, optimizer=None)
     assert (err.value.key, err.value.value) == ("algorithm.hidden", 0)
+
+
+def test_training_embeds_support_and_queries_in_one_batch_under_any_protocol():
+    """Training predicts as the papers train: with batch norm, the statistics of a task's support
+    and query sets in one batch, also when evaluation is inductive (support statistics only,
+    which gives other scores here). By hand: Matching Networks' attention over that batch."""
+
+    def bn_backbone(out_dim=None) -> Backbone:
+        torch.manual_seed(0)
+        features = nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), batch_norm(6), nn.MaxPool2d(2))
+        return Backbone(features, SHAPE, out_dim)
+
+    model = MatchingNetworks(bn_backbone, protocol="inductive", optimizer=None)
+    ep = episode()
+    z = model.net.embed(torch.cat([ep.support_x[0], ep.query_x[0]]))
+    zs, zq = z[: WAYS * SHOTS], z[WAYS * SHOTS :]
+    attention = torch.softmax(zq @ F.normalize(zs, dim=1).T, dim=1)
+    want = (attention @ F.one_hot(ep.support_y[0], WAYS).float() + 1e-6).log()
+    torch.testing.assert_close(model.predict(ep, training=True)[0], want)
+    assert not torch.allclose(model.predict(ep, training=False)[0], want, atol=1e-2)

@@ -418,6 +418,27 @@ def test_bad_maml_rl_settings_are_config_errors():
     assert model.automatic_optimization is False  # several optimizer steps per training step
 
 
+def record_log_options(model) -> dict:
+    """The options of each of ``model``'s ``self.log`` calls, by name (the calls go through):
+    under DDP, ``sync_dist`` and ``reduce_fx`` decide how the ranks' values combine (the mean
+    of the returns, the sum of the environment steps), which a one-process fit cannot show."""
+    options, log = {}, model.log
+
+    def recording(name, value, **kwargs):
+        options[name] = kwargs
+        return log(name, value, **kwargs)
+
+    model.log = recording
+    return options
+
+
+SYNCED_LOGS = {
+    "train/return_pre": {"sync_dist": True},
+    "train/return": {"prog_bar": True, "sync_dist": True},
+    "train/env_steps": {"reduce_fx": "sum", "sync_dist": True},
+}
+
+
 @pytest.mark.parametrize(
     ("algorithm", "outer_steps"),
     [("maml_rl", 2), ("maml_rl", 1), ("pretrained_rl", 2), ("random_rl", 2)],
@@ -448,6 +469,7 @@ def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm, outer_step
         with torch.no_grad():
             for p, g in zip(theta, grads):
                 p += 0.01 * g
+    options = record_log_options(model)
     trainer = fit_one_batch(model, dm, tmp_path)
     assert trainer.global_step == 1
     for (name, ours), want in zip(model.params().items(), reference.params().values()):
@@ -463,6 +485,60 @@ def test_one_meta_batch_in_lightning(tmp_path, one_thread, algorithm, outer_step
         torch.testing.assert_close(logged["train/return_pre"], stages[0].returns.mean())
     else:
         assert "train/return_pre" not in logged
+    assert options == {k: v for k, v in SYNCED_LOGS.items() if k in logged}
+
+
+def _rank_1_all_reduces(init: str, flat: torch.Tensor) -> None:
+    """Rank 1 of the two-process test: contributes its flattened gradient to the all-reduce."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group(
+        "gloo", init_method=init, rank=1, world_size=2, timeout=datetime.timedelta(seconds=20)
+    )
+    dist.all_reduce(flat)
+    dist.destroy_process_group()
+
+
+def test_two_ranks_average_the_meta_gradient(tmp_path, monkeypatch, one_thread):
+    """Under DDP each rank holds half of the meta-batch: MAML-RL's meta-gradient is the mean of
+    the two ranks' gradients (checked by hand), shaped as the parameters. Two real processes
+    over gloo: this one is rank 0 (its Trainer: rank 0 of 2), a forked child rank 1."""
+    import datetime
+    import multiprocessing
+
+    import torch.distributed as dist
+
+    from helpers.ddp import rank_1_of_2_trainer
+    from metalab.run.training import build_model
+
+    model = build_model(compose(RL))
+    model.trainer = rank_1_of_2_trainer(monkeypatch, rank=0)
+    g = torch.Generator().manual_seed(0)
+    ours = (torch.randn(2, 3, generator=g), torch.randn(4, generator=g))
+    theirs = (torch.randn(2, 3, generator=g), torch.randn(4, generator=g))
+    init = f"file://{tmp_path / 'rendezvous'}"
+    child = multiprocessing.get_context("fork").Process(
+        target=_rank_1_all_reduces, args=(init, torch.cat([t.flatten() for t in theirs]))
+    )
+    child.start()
+    try:
+        dist.init_process_group(
+            "gloo", init_method=init, rank=0, world_size=2, timeout=datetime.timedelta(seconds=20)
+        )
+        mean = model.mean_over_ranks(ours)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        child.join(30)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0
+    assert len(mean) == 2
+    for got, a, b in zip(mean, ours, theirs):
+        assert got.shape == a.shape
+        torch.testing.assert_close(got, (a + b) / 2)
 
 
 # -- the pipeline ---------------------------------------------------------------------------------
@@ -611,15 +687,17 @@ def test_reptile_rl_step_in_lightning_moves_theta_by_eps_times_the_direction(tmp
 
     from metalab.run.training import build_datamodule, build_model
 
-    cfg = compose([*REPTILE, "algorithm.inner_steps=2", "algorithm.optimizer.lr=0.5", "steps=4"])
+    cfg = compose([*REPTILE, "algorithm.inner_steps=3", "algorithm.optimizer.lr=0.5", "steps=4"])
     model, dm = build_model(cfg), build_datamodule(cfg)
     dm.load()
     batch = dm.train_episodes(0)
     reference = copy.deepcopy(model)
     direction, stages = reference.reptile_direction(batch)
     want = [theta.detach() - 0.5 * d for theta, d in zip(reference.params().values(), direction)]
+    options = record_log_options(model)
     trainer = fit_one_batch(model, dm, tmp_path)
     assert trainer.global_step == 1
+    assert options == SYNCED_LOGS
     for (name, ours), theirs in zip(model.params().items(), want):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-7, msg=name)
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.5 * 3 / 4)  # annealed
@@ -628,9 +706,9 @@ def test_reptile_rl_step_in_lightning_moves_theta_by_eps_times_the_direction(tmp
     torch.testing.assert_close(logged["train/return"], stages[-1].returns.mean())
     assert list(trainer.progress_bar_metrics) == ["train/return"]
     shots, horizon, tasks = cfg.dataset.shots, cfg.dataset.env.horizon, cfg.algorithm.meta_batch
-    assert logged["train/env_steps"] == sum(s.steps for s in stages)  # both inner steps' rollouts
+    assert logged["train/env_steps"] == sum(s.steps for s in stages)  # every inner step's rollouts
     assert (
-        0.5 * 2 * shots * horizon * tasks < logged["train/env_steps"] <= 2 * shots * horizon * tasks
+        0.5 * 3 * shots * horizon * tasks < logged["train/env_steps"] <= 3 * shots * horizon * tasks
     )
 
 

@@ -140,3 +140,38 @@ def test_two_ways_are_enough():
         with pytest.raises(ConfigError) as err:
             source.check(EpisodeShape(**sizes))
         assert str(err.value) == f"dataset.{what}=0: must be a positive integer"
+
+
+def test_tasks_draw_their_samples_independently_and_every_sample_can_be_drawn():
+    """Each task draws its own samples of each class: two classes, 3 of 8 samples each, 40
+    tasks give many different sets of a class's samples (one score draw shared by all tasks
+    gives one set per class position: at most 2); and over the tasks every sample of the split is
+    drawn, the split's first (index 0) included."""
+    index = ClassIndex(make_split(n_classes=2).labels, 2)
+    idx = index.draw(generator(1), 40, 2, 3)  # [T, ways, per_class]
+    labels = make_split(n_classes=2).labels
+    sets_of_class_0 = {tuple(sorted(t[labels[t[:, 0]] == 0].flatten().tolist())) for t in idx}
+    assert len(sets_of_class_0) > 10  # of C(8, 3) = 56
+    index = ClassIndex(make_split().labels, 10)
+    drawn = index.draw(generator(2), 40, 10, 7)  # 7 of each class's 8 samples: one left out
+    assert set(drawn.flatten().tolist()) == set(range(80))
+
+
+def test_a_source_keeps_its_split_name_its_augment_and_its_generator():
+    """The constructor's split name shows in the check's errors; its augment is applied to the
+    episodes made with generators; a plan is the class index's draw from the given generator."""
+    split = make_split()
+
+    def augment(x, g):  # one pixel step up
+        return x + 1 / 255
+
+    source = ImageEpisodes(split, mean=(0.0,), std=(1 / 255,), name="val", augment=augment)
+    with pytest.raises(ConfigError) as err:
+        source.check(EpisodeShape(11, 1, 1))
+    assert str(err.value) == "dataset.ways=11: the val split has only 10 classes"
+    plan = source.plan(generator(4), 3, 5, 1, 2)
+    assert torch.equal(plan, ClassIndex(split.labels, 10).draw(generator(4), 3, 5, 3))
+    plain = source.episodes(plan, shots=1)
+    assert source.to(torch.device("cpu")) is source  # the DataModule's device placement
+    shifted = source.episodes(plan, shots=1, gens=[generator(t) for t in range(3)])
+    assert torch.equal(shifted.query_x.round(), plain.query_x.round() + 1)

@@ -69,14 +69,15 @@ def one_and_two_processes_agree(tmp_path, algorithm: str, overrides: list[str]) 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
 
 
-def rank_1_of_2_trainer(env: pytest.MonkeyPatch) -> pl.Trainer:
-    """A real Lightning Trainer that is rank 1 of 2, as under torchrun: the launcher's environment
-    (set on ``env``), no process group needed to ask it. Building it leaves Lightning's
-    process-wide rank at 1 (tests/conftest.py's lightning_rank_zero resets it for each test)."""
+def rank_1_of_2_trainer(env: pytest.MonkeyPatch, rank: int = 1) -> pl.Trainer:
+    """A real Lightning Trainer that is rank 1 (or ``rank``) of 2, as under torchrun: the
+    launcher's environment (set on ``env``), no process group needed to ask it. Building it leaves
+    Lightning's process-wide rank at 1 (tests/conftest.py's lightning_rank_zero resets it for
+    each test)."""
     env.setenv("CUDA_VISIBLE_DEVICES", "")
     for var, value in {
-        "LOCAL_RANK": "1",
-        "RANK": "1",
+        "LOCAL_RANK": str(rank),
+        "RANK": str(rank),
         "WORLD_SIZE": "2",
         "NODE_RANK": "0",
         "MASTER_ADDR": "127.0.0.1",
@@ -91,5 +92,5 @@ def rank_1_of_2_trainer(env: pytest.MonkeyPatch) -> pl.Trainer:
         enable_progress_bar=False,
         enable_checkpointing=False,
     )
-    assert (trainer.global_rank, trainer.world_size) == (1, 2)
+    assert (trainer.global_rank, trainer.world_size) == (rank, 2)
     return trainer

@@ -60,3 +60,51 @@ def meta_grad(net, task, tasks, engine, mode, steps=1, lr=0.4, lrs=None):
     loss = query_loss(task, preds, qy)
     wrt = list(net.parameters()) + (list(lrs.values()) if lrs else [])
     return torch.cat([g.flatten() for g in torch.autograd.grad(loss, wrt)])
+
+
+def record_engines(monkeypatch) -> list[str]:
+    """The engine of each ``InnerLoop.run`` call from now on (the calls go through)."""
+    engines = []
+    run_inner = InnerLoop.run
+    monkeypatch.setattr(
+        InnerLoop,
+        "run",
+        lambda self, *args, **kwargs: engines.append(args[7]) or run_inner(self, *args, **kwargs),
+    )  # params, support, support_y, query, steps, rule, mode, engine
+    return engines
+
+
+def assert_training_predicts_the_query_set_alone(learner, **kwargs) -> None:
+    """Training adapts and predicts as the papers train: with a batch-norm backbone, the adapted
+    network takes the statistics of the query set alone, also when evaluation is inductive
+    (support statistics, which give other predictions here). By hand: one torch.optim.SGD step
+    of a copy on the support set, then the query set forwarded alone."""
+    import copy
+    import functools
+
+    from metalab.backbones.conv4 import Conv4
+    from metalab.data.episodes import Episodes
+
+    torch.manual_seed(0)
+    model = learner(
+        backbone=functools.partial(Conv4, (1, 8, 8), hidden=4, layers=2),
+        optimizer=None,
+        ways=3,
+        inner_lr=0.5,
+        inner_steps=1,
+        eval_inner_steps=1,
+        protocol="inductive",
+        **kwargs,
+    )
+    g = torch.Generator().manual_seed(3)
+    sx, qx = torch.randn(1, 3, 1, 8, 8, generator=g), torch.randn(1, 6, 1, 8, 8, generator=g)
+    episodes = Episodes(sx, torch.arange(3)[None], qx, torch.arange(3).repeat(2)[None])
+    clone = copy.deepcopy(model.net)
+    opt = torch.optim.SGD(clone.parameters(), lr=0.5)
+    F.cross_entropy(clone(sx[0]), episodes.support_y[0]).backward()
+    opt.step()
+    with torch.no_grad():
+        want = clone(qx[0])
+    torch.testing.assert_close(model.predict(episodes, training=True)[0].detach(), want)
+    evaluated = model.predict(episodes, training=False)[0].detach()
+    assert not torch.allclose(evaluated, want, atol=1e-2)
