@@ -19,6 +19,7 @@ from helpers import (
     fit_one_batch,
     read_csv,
     read_results,
+    record_log_options,
     train_cli,
 )
 from helpers.ddp import SGD, one_and_two_processes_agree
@@ -294,7 +295,8 @@ def test_one_pretraining_step_in_lightning(tmp_path, one_thread, batches, algori
     which predicts the first sample's class), the batch is normalised in its two groups, and
     the parameters after the step are those of torch.optim.SGD on the loss written out
     (cross-entropy as logsumexp minus the target's logit, KL as sum p_t log(p_t / p_s)); the
-    loss, the accuracy and the distillation term are logged, the accuracy on the bar."""
+    loss, the accuracy and the distillation term are logged, averaged over DDP processes, the
+    accuracy on the bar."""
     from torch import nn
 
     overrides = [f"algorithm={algorithm}", *STEP, *extra]
@@ -316,6 +318,7 @@ def test_one_pretraining_step_in_lightning(tmp_path, one_thread, batches, algori
     torch.manual_seed(5)
     torch.rand(3)  # draws before the fit change nothing: the classifier is the seed's
     first = FirstBatch()
+    options = record_log_options(model)
     trainer = fit_one_batch(model, batches, tmp_path, callbacks=[first])
 
     torch.manual_seed(5)
@@ -354,6 +357,9 @@ def test_one_pretraining_step_in_lightning(tmp_path, one_thread, batches, algori
         torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5, msg=name)
     assert not torch.equal(model.classifier.weight, init.weight)  # the step moved it
     assert set(trainer.callback_metrics) == logged
+    # under DDP each logged value is the mean over the processes
+    bar = {"train/acc": {"prog_bar": True}}
+    assert options == {k: {**bar.get(k, {}), "sync_dist": True} for k in logged}
     loss = float(loss)
     assert float(trainer.callback_metrics["train/loss"]) == pytest.approx(loss, rel=1e-5)
     acc = float((logits.argmax(1) == y).float().mean())

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import ROOT, TINY, compose, fit_one_batch, train_cli
+from helpers import ROOT, TINY, compose, fit_one_batch, record_log_options, train_cli
 from metalab.errors import user_error
 from metalab.rl import pg
 from metalab.rl.envs import HalfCheetah, Nav2D
@@ -416,20 +416,6 @@ def test_bad_maml_rl_settings_are_config_errors():
     # as many evaluation as training steps is allowed
     model = MAMLRL(lambda out_dim: MLP((2,), out_dim), Nav2D(), optimizer=None, eval_inner_steps=1)
     assert model.automatic_optimization is False  # several optimizer steps per training step
-
-
-def record_log_options(model) -> dict:
-    """The options of each of ``model``'s ``self.log`` calls, by name (the calls go through):
-    under DDP, ``sync_dist`` and ``reduce_fx`` decide how the ranks' values combine (the mean
-    of the returns, the sum of the environment steps), which a one-process fit cannot show."""
-    options, log = {}, model.log
-
-    def recording(name, value, **kwargs):
-        options[name] = kwargs
-        return log(name, value, **kwargs)
-
-    model.log = recording
-    return options
 
 
 SYNCED_LOGS = {

@@ -79,6 +79,20 @@ def fit_one_batch(model, dm, root, callbacks=()):
     return trainer
 
 
+def record_log_options(model) -> dict:
+    """The options of each of ``model``'s ``self.log`` calls, by name (the calls go through):
+    under DDP, ``sync_dist`` and ``reduce_fx`` decide how the ranks' values combine, which a
+    one-process fit cannot show."""
+    options, log = {}, model.log
+
+    def recording(name, value, **kwargs):
+        options[name] = kwargs
+        return log(name, value, **kwargs)
+
+    model.log = recording
+    return options
+
+
 def run_cli(
     module: str, *args: str, cwd: Path = ROOT, env: dict | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess:
