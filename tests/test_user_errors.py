@@ -61,6 +61,15 @@ TRAIN_CASES = [
     ),
     (["hardware=multi_node"], ["hardware.num_nodes=2", "cluster launcher", "launcher=slurm"]),
     (["log_every=0"], ["log_every=0", "positive integer"]),
+    # every process evaluates a share of the episodes (a process with none stopped the gather)
+    (
+        ["hardware=ddp_cpu", "algorithm.meta_batch=2", "test_episodes=1"],
+        ["test_episodes=1: must be at least the number of processes (2)"],
+    ),
+    (
+        ["hardware=ddp_cpu", "algorithm.meta_batch=2", "val_episodes=1"],
+        ["val_episodes=1: must be 0 or at least the number of processes (2)"],
+    ),
     (["dataset=nope"], ["dataset=nope", "allowed: cifar_fs, clinc150, cub", "glyphs", "omniglot"]),
     (
         ["dataset.wayz=5"],

@@ -142,6 +142,9 @@ def check_config(cfg: DictConfig) -> None:
             f"must divide by the number of processes ({world}): the meta-batch "
             "is global, each process takes an equal share",
         )
+    for key, allowed in (("val_episodes", "0 or at least"), ("test_episodes", "at least")):
+        if 0 < cfg[key] < world:  # each process evaluates a share: none would stop the gather
+            raise ConfigError(key, cfg[key], f"must be {allowed} the number of processes ({world})")
     check_build(cfg)
 
 
