@@ -81,7 +81,8 @@ class ZeroCell(nn.Module):
         return torch.zeros_like(state[0]), state[1]
 
 
-def test_relation_networks_equal_easyfsl():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_relation_networks_equal_easyfsl(dtype):
     torch.manual_seed(2)
     ours = RelationNetworks(backbone, hidden=5, optimizer=None)
     module = default_relation_module(6, inner_channels=5)
@@ -89,14 +90,18 @@ def test_relation_networks_equal_easyfsl():
     missing, unexpected = module.load_state_dict(ours.relation.state_dict(), strict=False)
     assert not unexpected and all("running" in k or "num_batches" in k for k in missing)
     theirs = EasyRelation(ours.net.features, feature_dimension=6, relation_module=module).train()
+    ours.to(dtype)  # a network in float64 scores in float64
+    theirs.to(dtype)
     ep = episode(seed=3)
+    ep = Episodes(ep.support_x.to(dtype), ep.support_y, ep.query_x.to(dtype), ep.query_y)
     expected = reference(theirs, ep)
     got = ours.predict(ep, training=True)[0]
     assert got.shape == (WAYS * QUERIES, WAYS)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # the loss is the paper's mean squared error to the one-hot labels
     metrics = ours.task_metrics(got[None], ep.query_y)
-    onehot = F.one_hot(ep.query_y[0], WAYS).float()
+    onehot = F.one_hot(ep.query_y[0], WAYS).to(dtype)
+    assert got.dtype == metrics["loss"].dtype == dtype
     torch.testing.assert_close(metrics["loss"][0], F.mse_loss(got, onehot))
     assert metrics["acc"][0] == (got.argmax(1) == ep.query_y[0]).float().mean()
 
