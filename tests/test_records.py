@@ -89,6 +89,8 @@ def test_run_folders_are_found_below_folders_and_globs(tmp_path):
         expand([str(tmp_path / "no_such")])
     with pytest.raises(CompareError, match="no such folder"):
         expand([str(tmp_path / "none*")])
+    with pytest.raises(CompareError, match="^: no such folder$"):  # not the current folder
+        expand([""])
 
 
 def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
