@@ -2,15 +2,18 @@
 
 import csv
 import json
+import math
 
 import pytest
 import yaml
 
 from metalab.compare.records import (
     CompareError,
+    RunRecord,
     curves_from_rows,
     expand,
     flatten,
+    from_wandb_run,
     load_run,
     read_curves,
     read_episodes,
@@ -65,7 +68,9 @@ def test_missing_files_give_no_curves_and_no_episodes(tmp_path):
     (tmp_path / "empty.csv").write_text("episode\n")
     with pytest.raises(CompareError, match="empty.csv: no episodes"):  # a damaged file: named
         read_episodes(tmp_path / "empty.csv")
-    rows = [{"_step": "3", "train/acc": "0.5", "test/acc": "0.9", "val/loss": None}]
+    rows = [
+        {"_step": "3", "train/acc": "0.5", "test/acc": "0.9", "val/loss": None, "val/acc_best": 1}
+    ]  # the best value so far is a result, not a point of the curve
     assert curves_from_rows(rows, step_key="_step") == {"train/acc": [(3.0, 0.5)]}
 
 
@@ -84,6 +89,8 @@ def test_run_folders_are_found_below_folders_and_globs(tmp_path):
         expand([str(tmp_path / "no_such")])
     with pytest.raises(CompareError, match="no such folder"):
         expand([str(tmp_path / "none*")])
+    with pytest.raises(CompareError, match="^: no such folder$"):  # not the current folder
+        expand([""])
 
 
 def test_failed_jobs_report_the_last_line_of_their_error(tmp_path):
@@ -134,6 +141,7 @@ class ApiRun:
             "test/episodes": 600,
             "perf/tasks_per_sec": 3,
             "val/acc": 0.7,
+            "val/acc_best": 0.72,
             "test/note": "text",
             "_step": 9,
         }
@@ -148,17 +156,31 @@ class ApiRun:
 
 
 def test_wandb_runs_become_records_without_episodes():
-    from metalab.compare.records import from_wandb_run
-
     run = ApiRun()
     record = from_wandb_run(run)
     assert record.name == "maml-glyphs-conv4" and record.source == "team/metalab/abc123"
     assert record.config == {"algorithm.name": "maml", "algorithm._hidden": 2}
-    assert record.results == {"test/acc": 0.75, "test/episodes": 600.0, "perf/tasks_per_sec": 3.0}
+    assert record.results == {
+        "test/acc": 0.75,
+        "test/episodes": 600.0,
+        "perf/tasks_per_sec": 3.0,
+        "val/acc_best": 0.72,  # what best.ckpt was chosen by
+    }
     assert record.curves == {"train/loss": [(1.0, 2.0)], "val/acc": [(4.0, 0.5)]}
-    assert record.episodes is None
+    assert record.episodes is None and record.protocol == "transductive"
     assert run.histories == [(100_000, False)]  # the whole history, as plain rows
     assert from_wandb_run(ApiRun(path=None)).source == "maml-glyphs-conv4"
+    pathless = ApiRun()
+    del pathless.path
+    assert from_wandb_run(pathless).source == "maml-glyphs-conv4"
+
+
+def test_a_wandb_run_without_the_protocol_in_its_config_has_the_summarys():
+    run = ApiRun()
+    run.summary["protocol"] = "inductive"  # results.json's keys are the run's summary
+    assert from_wandb_run(run).protocol == "inductive"
+    run.config["protocol"] = "transductive"  # the config names it: it wins
+    assert from_wandb_run(run).protocol == "transductive"
 
 
 def test_wandb_records_ask_for_finished_runs_of_a_group(monkeypatch):
@@ -233,6 +255,11 @@ def test_the_protocol_comes_from_the_config_and_is_no_result(tmp_path):
         ),
         (
             "metrics.csv",
+            "step,train/loss\n0,1.5\nlast,1.25\n",
+            "metrics.csv: line 3, column step: 'last' is not a number",
+        ),
+        (
+            "metrics.csv",
             "step,train/loss\n0,1.5\xff\n",
             "metrics.csv: not a readable CSV file "
             "('utf-8' codec can't decode byte 0xff in position 21: invalid start byte)",
@@ -252,3 +279,25 @@ def test_a_damaged_file_is_named_with_what_is_wrong(tmp_path, file, text, messag
     with pytest.raises(CompareError) as err:
         load_run(run_dir, "name")
     assert str(err.value) == f"{run_dir / message}"
+
+
+def test_the_best_validation_value_is_the_recorded_one_else_the_curves_best():
+    """results.json's `<metric>_best` (the value best.ckpt was chosen by) when it is a number,
+    else the highest (lowest) finite point of the validation curve, else none."""
+    nan = math.nan
+    run = RunRecord(
+        name="run",
+        config={},
+        results={"test/acc": 0.6, "val/loss_best": nan},  # null in results.json
+        curves={
+            "val/acc": [(1.0, 0.5), (2.0, nan), (3.0, 0.75), (4.0, 0.625)],
+            "val/loss": [(1.0, 0.9), (2.0, 0.25), (3.0, nan), (4.0, 0.5)],
+            "val/mse": [(1.0, nan)],
+        },
+    )
+    assert run.best_val("val/acc", higher=True) == 0.75
+    assert run.best_val("val/loss", higher=False) == 0.25
+    assert run.best_val("val/mse", higher=False) is None  # no finite point
+    assert run.best_val("val/f1", higher=True) is None  # no curve
+    run.results["val/acc_best"] = 0.7  # recorded: it wins over the (logged) curve
+    assert run.best_val("val/acc", higher=True) == 0.7

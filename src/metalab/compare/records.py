@@ -67,7 +67,7 @@ def protocol_of(config: dict, results: dict) -> str:
 def expand(patterns: list[str]) -> list[Path]:
     folders = []
     for pattern in patterns:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        matches = sorted(glob.glob(pattern))  # a plain path: itself, if it exists ("" does not)
         if not matches or not all(Path(m).is_dir() for m in matches):
             raise CompareError(f"{pattern}: no such folder")
         folders += [Path(m).resolve() for m in matches]
