@@ -143,3 +143,8 @@ _OURS = "METALAB_SET_HYDRA_FULL_ERROR"
 def require_positive(key: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ConfigError(key, value, "must be a positive integer")
+
+
+def require_positive_number(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(key, value, "must be a positive number")

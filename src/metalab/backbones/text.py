@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from metalab.backbones.base import Backbone
-from metalab.errors import ConfigError
+from metalab.errors import ConfigError, require_positive_number
 
 TEXT = ("text",)
 
@@ -47,14 +47,12 @@ def token_ids(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def check_bag(bag, floor) -> None:
     if not isinstance(bag, bool):
         raise ConfigError("backbone.bag", bag, "must be true or false")
-    if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not floor > 0:
-        raise ConfigError("backbone.floor", floor, "must be a positive number")
+    require_positive_number("backbone.floor", floor)
 
 
 def embedding(vocab_size: int, dim: int, std: float) -> nn.Embedding:
     """Token embeddings (id 0 = padding) of initial scale ``std`` (backbone.embed_std)."""
-    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
-        raise ConfigError("backbone.embed_std", std, "must be a positive number")
+    require_positive_number("backbone.embed_std", std)
     layer = nn.Embedding(vocab_size + 1, dim, padding_idx=0)
     with torch.no_grad():
         layer.weight.mul_(std)
