@@ -136,17 +136,18 @@ class MAMLRL(MetaLearner):
             # the task schedule and resumption key on
             opt.step() if i == self.outer_steps - 1 else opt.optimizer.step()
             opt.zero_grad()
+        pre = stages[0] if stages else None  # pretrained_rl: no rollouts before adaptation
+        self.end_step(pre, post, post.steps + sum(s.steps for s in stages))
+
+    def end_step(self, pre: Rollouts | None, post: Rollouts, env_steps: int) -> None:
+        """After the optimizer step: the scheduler's step, and the logs, each the mean over
+        the ranks but the environment steps, their sum."""
         if (scheduler := self.lr_schedulers()) is not None:
             scheduler.step()
-        if stages:
-            self.log("train/return_pre", stages[0].returns.mean(), sync_dist=True)
+        if pre is not None:
+            self.log("train/return_pre", pre.returns.mean(), sync_dist=True)
         self.log("train/return", post.returns.mean(), prog_bar=True, sync_dist=True)
-        self.log(
-            "train/env_steps",
-            float(post.steps + sum(s.steps for s in stages)),
-            reduce_fx="sum",
-            sync_dist=True,
-        )
+        self.log("train/env_steps", float(env_steps), reduce_fx="sum", sync_dist=True)
 
     def mean_over_ranks(self, grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         """The gradient of the global meta-batch: each rank holds an equal share of tasks, so
@@ -216,11 +217,5 @@ class ReptileRL(MAMLRL):
             p.grad = g
         opt.step()
         opt.zero_grad()
-        if (scheduler := self.lr_schedulers()) is not None:
-            scheduler.step()
         # the return before adaptation, and before the last inner step
-        self.log("train/return_pre", stages[0].returns.mean(), sync_dist=True)
-        self.log("train/return", stages[-1].returns.mean(), prog_bar=True, sync_dist=True)
-        self.log(
-            "train/env_steps", float(sum(s.steps for s in stages)), reduce_fx="sum", sync_dist=True
-        )
+        self.end_step(stages[0], stages[-1], sum(s.steps for s in stages))
