@@ -23,6 +23,7 @@ from helpers import (
     train_cli,
 )
 from helpers.ddp import SGD, one_and_two_processes_agree
+from helpers.heads import hand_logits
 from metalab.algorithms.episode_heads import episode_logits, fit_logistic, fit_sgd
 from metalab.algorithms.pretrain import CosineClassifier, Pretrainer, distill_loss
 from metalab.data.batches import ShuffledBatches, split_labels
@@ -414,29 +415,6 @@ def test_rfs_fits_scikit_learn_logistic_regression_to_normalised_features(one_th
         np.testing.assert_allclose(probs[task].numpy(), ref.predict_proba(zq.numpy()), atol=1e-4)
 
 
-def sgd_head(zs, ys, zq, ways, cosine, steps, lr, weight_decay, scale):
-    """Closer Look's episode classifier written out: full-batch SGD with momentum 0.9 and
-    dampening 0.9 (the first step's velocity is the gradient) on mean cross-entropy plus
-    weight decay; linear from zero, or cosine from the normalised class sums."""
-    onehot = F.one_hot(ys, ways).double()
-    unit = lambda z: z / z.norm(dim=1, keepdim=True)  # noqa: E731
-    params = (
-        [onehot.T @ unit(zs)] if cosine else [zs.new_zeros(ways, zs.shape[1]), zs.new_zeros(ways)]
-    )
-
-    def logits(z, params):
-        return scale * unit(z) @ unit(params[0]).T if cosine else z @ params[0].T + params[1]
-
-    velocity = None
-    for step in range(steps):
-        params = [p.detach().requires_grad_() for p in params]
-        loss = -(logits(zs, params).log_softmax(1) * onehot).sum(1).mean()
-        grads = [g + weight_decay * p for g, p in zip(torch.autograd.grad(loss, params), params)]
-        velocity = grads if step == 0 else [0.9 * v + 0.1 * g for v, g in zip(velocity, grads)]
-        params = [p - lr * v for p, v in zip(params, velocity)]
-    return logits(zq, [p.detach() for p in params])
-
-
 @pytest.mark.parametrize("algorithm", ["baseline", "baseline_pp"])
 def test_baseline_fits_each_episode_by_sgd(one_thread, algorithm):
     """The configured steps, rate, weight decay and (cosine) scale reach the episode's fit."""
@@ -450,8 +428,9 @@ def test_baseline_fits_each_episode_by_sgd(one_thread, algorithm):
     episodes = image_episodes(tasks=1)
     logits = model.predict(episodes, training=False)
     zs, zq = task_features(model, episodes, 0)
-    ref = sgd_head(zs, episodes.support_y[0], zq, 3, algorithm == "baseline_pp", **settings)
-    np.testing.assert_allclose(logits[0].detach().numpy(), ref.numpy(), atol=1e-4)
+    head = "cosine" if algorithm == "baseline_pp" else "linear"
+    ref = hand_logits(head, zs, episodes.support_y[0], zq, 3, **settings)
+    np.testing.assert_allclose(logits[0].detach().numpy(), ref, atol=1e-4)
 
 
 def test_inductive_evaluation_and_transductive_training(one_thread):
